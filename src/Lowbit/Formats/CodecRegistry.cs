@@ -1,0 +1,50 @@
+using System.Collections.Frozen;
+
+namespace Lowbit.Formats;
+
+/// <summary>
+/// The one table from format names and GGUF type ids to codecs (ggml's type-traits idea).
+/// Adding a format is one file plus one line in <see cref="BuiltIn"/>. Parametric families
+/// (e.g. "int4-g128-sym") are resolved through <see cref="ParametricFactories"/>.
+/// </summary>
+public static class CodecRegistry
+{
+    private static TensorCodec[] BuiltIn() =>
+    [
+        new F32Codec(),
+        // --- registry lines: one per codec ---
+    ];
+
+    /// <summary>Factories for parametric names; each returns null when the name is not its family.</summary>
+    private static Func<string, TensorCodec?>[] ParametricFactories() =>
+    [
+        // --- parametric families ---
+    ];
+
+    private static readonly TensorCodec[] All = BuiltIn();
+    private static readonly Func<string, TensorCodec?>[] Factories = ParametricFactories();
+    private static readonly FrozenDictionary<string, TensorCodec> ByName =
+        All.ToFrozenDictionary(c => c.Name, StringComparer.OrdinalIgnoreCase);
+    private static readonly FrozenDictionary<GgmlType, TensorCodec> ByGgml =
+        All.Where(c => c.Ggml is not null).ToFrozenDictionary(c => c.Ggml!.Value);
+
+    /// <summary>All fixed (non-parametric) codecs.</summary>
+    public static IReadOnlyList<TensorCodec> Codecs => All;
+
+    public static TensorCodec? TryGet(string name)
+    {
+        if (ByName.TryGetValue(name, out var c)) return c;
+        foreach (var f in Factories)
+            if (f(name) is { } p) return p;
+        return null;
+    }
+
+    public static TensorCodec Get(string name) =>
+        TryGet(name) ?? throw new LowbitException(
+            $"unknown format '{name}'. Known formats: {string.Join(", ", All.Select(c => c.Name))} (run 'lowbit formats').");
+
+    public static TensorCodec? TryGet(GgmlType type) => ByGgml.GetValueOrDefault(type);
+
+    public static TensorCodec Get(GgmlType type) =>
+        TryGet(type) ?? throw new LowbitException($"GGUF tensor type {type} ({(uint)type}) is not supported.");
+}
