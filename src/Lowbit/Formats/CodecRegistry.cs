@@ -12,6 +12,8 @@ public static class CodecRegistry
     private static TensorCodec[] BuiltIn() =>
     [
         new F32Codec(),
+        new F16Codec(),
+        new BF16Codec(),
         // --- registry lines: one per codec ---
     ];
 

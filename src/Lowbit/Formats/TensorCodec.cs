@@ -74,6 +74,19 @@ public abstract class TensorCodec
         return (float)sum;
     }
 
+    /// <summary>
+    /// The activation format of the integer dot path (ggml's vec_dot_type: Q8_0 for legacy quants,
+    /// Q8_K for k-quants), or null when this codec only dots against float activations.
+    /// </summary>
+    public virtual TensorCodec? VecDotCodec => null;
+
+    /// <summary>
+    /// Dot product of one encoded weight row with an activation row already encoded in
+    /// <see cref="VecDotCodec"/> (same number of values). Must agree with dequantize-both-and-dot.
+    /// </summary>
+    public virtual float DotRowQuantized(ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq)
+        => throw new NotSupportedException($"{Name} has no quantized-activation dot product.");
+
     /// <summary>Quantizes a whole tensor. Tensor-level codecs (with headers) override this.</summary>
     public virtual void QuantizeTensor(ReadOnlySpan<float> src, Span<byte> dst, long rows, int cols, ReadOnlySpan<float> importance)
         => QuantizeRows(src, dst.Slice(0, checked((int)(rows * RowBytes(cols)))), cols, importance);
