@@ -15,6 +15,8 @@ public static class CodecRegistry
         new F16Codec(),
         new BF16Codec(),
         // --- registry lines: one per codec ---
+        new Q4_KCodec(),
+        new Q8_KCodec(),
     ];
 
     /// <summary>Factories for parametric names; each returns null when the name is not its family.</summary>
