@@ -89,6 +89,22 @@ public abstract class KQuantCodec : TensorCodec
     /// </summary>
     internal abstract void UnpackForDot(ReadOnlySpan<byte> block, Span<byte> codes, Span<short> scales, Span<short> mins, out float d, out float dmin);
 
+    /// <summary>
+    /// The final step shared by all k-quant quantizers: with the stored (fp16-rounded) scales fixed,
+    /// every value of a group with a nonzero scale is re-coded on that group's grid; groups whose
+    /// scale is zero keep the codes of the scale search (as ggml does).
+    /// </summary>
+    internal void Requantize(ReadOnlySpan<float> x, ReadOnlySpan<byte> block, Span<byte> codes)
+    {
+        int groups = KQuantMath.SuperBlock / GroupSize;
+        for (int g = 0; g < groups; g++)
+        {
+            var grid = GetGroupGrid(block, g);
+            if (grid.Scale == 0) continue;
+            for (int i = g * GroupSize; i < (g + 1) * GroupSize; i++) codes[i] = (byte)grid.Quantize(x[i]);
+        }
+    }
+
     public override void QuantizeRows(ReadOnlySpan<float> src, Span<byte> dst, int cols, ReadOnlySpan<float> importance)
     {
         long rowBytes = RowBytes(cols);

@@ -20,7 +20,7 @@ public sealed class Q4_KCodec : KQuantCodec
         Span<byte> codes = stackalloc byte[KQuantMath.SuperBlock];
         if (importance.IsEmpty) ChooseScalesReference(x, block, codes, nmax: 15, rmin: -1f, nstep: 20);
         else ChooseScalesWeighted(x, importance, block, codes, nmax: 15, clampScaleCodes: false);
-        RequantizeAndPack(this, x, block, codes);
+        Requantize(x, block, codes);
         for (int c = 0; c < 4; c++)
             for (int l = 0; l < 32; l++)
                 block[OffQs + 32 * c + l] = (byte)(codes[64 * c + l] | codes[64 * c + 32 + l] << 4);
@@ -106,20 +106,6 @@ public sealed class Q4_KCodec : KQuantCodec
         KQuantMath.PackScalesMinsK4(ls, lm, block.Slice(OffScales, 12));
         KQuantMath.WriteHalf(block, OffD, dBlock);
         KQuantMath.WriteHalf(block, OffDmin, mBlock);
-    }
-
-    /// <summary>
-    /// The final step of the Q4_K/Q5_K quantizers: with the stored (fp16) scales fixed, every value of a
-    /// group with a nonzero scale is re-coded on that group's grid; groups with a zero scale keep their search codes.
-    /// </summary>
-    internal static void RequantizeAndPack(KQuantCodec codec, ReadOnlySpan<float> x, ReadOnlySpan<byte> block, Span<byte> codes)
-    {
-        for (int j = 0; j < 8; j++)
-        {
-            var grid = codec.GetGroupGrid(block, j);
-            if (grid.Scale == 0) continue;
-            for (int i = 32 * j; i < 32 * j + 32; i++) codes[i] = (byte)grid.Quantize(x[i]);
-        }
     }
 
     internal static KQuantGroupGrid GridK4(ReadOnlySpan<byte> block, int group, int maxCode)
