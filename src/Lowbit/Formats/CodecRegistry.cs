@@ -16,6 +16,7 @@ public static class CodecRegistry
         new BF16Codec(),
         // --- registry lines: one per codec ---
         new Q4_KCodec(),
+        new Q5_KCodec(),
         new Q6_KCodec(),
         new Q8_KCodec(),
     ];
