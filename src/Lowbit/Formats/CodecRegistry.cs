@@ -15,6 +15,7 @@ public static class CodecRegistry
         new F16Codec(),
         new BF16Codec(),
         // --- registry lines: one per codec ---
+        new Q2_KCodec(),
         new Q3_KCodec(),
         new Q4_KCodec(),
         new Q5_KCodec(),
