@@ -163,7 +163,8 @@ public sealed class Q4_KCodec : KQuantCodec
 
     internal override void UnpackForDot(ReadOnlySpan<byte> block, Span<byte> codes, Span<short> scales, Span<short> mins, out float d, out float dmin)
     {
-        KQuantDot.UnpackNibbles(block.Slice(OffQs, 128), codes);
+        if (System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated) KQuantDot.UnpackNibbles(block.Slice(OffQs, 128), codes);
+        else UnpackCodesScalar(block, codes);
         UnpackScalesK4(block, scales, mins, out d, out dmin);
     }
 }

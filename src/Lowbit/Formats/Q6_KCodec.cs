@@ -138,7 +138,7 @@ public sealed class Q6_KCodec : KQuantCodec
         }
         else
         {
-            for (int i = 0; i < KQuantMath.SuperBlock; i++) codes[i] = (byte)GetCode(block, i);
+            UnpackCodesScalar(block, codes);
         }
         for (int g = 0; g < 16; g++)
         {
