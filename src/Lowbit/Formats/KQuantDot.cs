@@ -120,10 +120,8 @@ internal static class KQuantDot
     /// </summary>
     public static float DotQ8K(KQuantCodec codec, ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq, bool useSimd)
     {
-        const int q8Bytes = 292;
-        int blocks = row.Length / codec.BlockBytes;
-        if (row.Length % codec.BlockBytes != 0 || xq.Length != blocks * q8Bytes)
-            throw new ArgumentException($"{codec.Name}: row of {row.Length} bytes does not pair with a q8_K row of {xq.Length} bytes.");
+        const int q8Bytes = Q8Bytes;
+        int blocks = CheckQ8Pair(codec, row, xq);
         Span<byte> codes = stackalloc byte[QK];
         Span<short> scales = stackalloc short[16];
         Span<short> mins = stackalloc short[16];
@@ -172,6 +170,17 @@ internal static class KQuantDot
             acc = Avx2.Add(acc, Avx2.MultiplyAddAdjacent(p, s));
         }
         return Vector256.Sum(acc);
+    }
+
+    public const int Q8Bytes = 292;
+
+    /// <summary>Checks that an encoded weight row and a Q8_K activation row hold the same number of values; returns the block count.</summary>
+    public static int CheckQ8Pair(KQuantCodec codec, ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq)
+    {
+        int blocks = row.Length / codec.BlockBytes;
+        if (row.Length % codec.BlockBytes != 0 || xq.Length != blocks * Q8Bytes)
+            throw new ArgumentException($"{codec.Name}: row of {row.Length} bytes does not pair with a q8_K row of {xq.Length} bytes.");
+        return blocks;
     }
 
     private static int CheckRow(KQuantCodec codec, ReadOnlySpan<byte> row, int cols)

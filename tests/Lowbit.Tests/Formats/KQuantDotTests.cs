@@ -73,9 +73,9 @@ public sealed class KQuantDotTests
         {
             var (row, _, x) = Setup(name, seed);
             var xq = KQuantTestData.Quantize(q8, x, Cols);
-            Assert.Equal(
-                BitConverter.SingleToInt32Bits(KQuantDot.DotQ8K(codec, row, xq, useSimd: false)),
-                BitConverter.SingleToInt32Bits(KQuantDot.DotQ8K(codec, row, xq, useSimd: true)));
+            int scalar = BitConverter.SingleToInt32Bits(KQuantDot.DotQ8K(codec, row, xq, useSimd: false));
+            Assert.Equal(scalar, BitConverter.SingleToInt32Bits(KQuantDot.DotQ8K(codec, row, xq, useSimd: true)));
+            Assert.Equal(scalar, BitConverter.SingleToInt32Bits(codec.DotRowQuantized(row, xq))); // fused kernels (q4_K, q6_K)
         }
     }
 
