@@ -141,6 +141,17 @@ internal static class KQuantDot
         return sum;
     }
 
+    /// <summary>
+    /// Σ over 32 consecutive values (two groups of 16 with integer scales <paramref name="s0"/>, <paramref name="s1"/>)
+    /// of scale·u·q as 8 int32 lanes: pmaddubsw (u ≤ 63, |q| ≤ 127: no saturation) then pmaddwd.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe Vector256<int> GroupPairAvx2(Vector256<byte> codes, sbyte* q, short s0, short s1)
+    {
+        var p = Avx2.MultiplyAddAdjacent(codes, Avx.LoadVector256(q));
+        return Avx2.MultiplyAddAdjacent(p, Vector256.Create(Vector128.Create(s0), Vector128.Create(s1)));
+    }
+
     private static int GroupDotScalar(ReadOnlySpan<byte> codes, ReadOnlySpan<sbyte> qs, ReadOnlySpan<short> scales)
     {
         int sumi = 0;

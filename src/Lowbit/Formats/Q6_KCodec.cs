@@ -193,22 +193,15 @@ public sealed class Q6_KCodec : KQuantCodec
                         Avx2.ShiftLeftLogical(Avx2.And(Avx2.ShiftRightLogical(qh, 6).AsByte(), two).AsUInt16(), 4).AsByte());
                     sbyte* yh = yq + 128 * h;
                     sbyte* sh = sc + 8 * h;
-                    acc = Avx2.Add(acc, GroupPair(q1, yh, sh[0], sh[1]));
-                    acc = Avx2.Add(acc, GroupPair(q2, yh + 32, sh[2], sh[3]));
-                    acc = Avx2.Add(acc, GroupPair(q3, yh + 64, sh[4], sh[5]));
-                    acc = Avx2.Add(acc, GroupPair(q4, yh + 96, sh[6], sh[7]));
+                    acc = Avx2.Add(acc, KQuantDot.GroupPairAvx2(q1, yh, sh[0], sh[1]));
+                    acc = Avx2.Add(acc, KQuantDot.GroupPairAvx2(q2, yh + 32, sh[2], sh[3]));
+                    acc = Avx2.Add(acc, KQuantDot.GroupPairAvx2(q3, yh + 64, sh[4], sh[5]));
+                    acc = Avx2.Add(acc, KQuantDot.GroupPairAvx2(q4, yh + 96, sh[6], sh[7]));
                 }
                 int sumi = Vector256.Sum(acc);
                 sum += d * yd * sumi - d * yd * summ;
             }
         }
         return sum;
-    }
-
-    /// <summary>Σ over 32 values (two groups of 16 with scales <paramref name="s0"/>, <paramref name="s1"/>) of scale·u·q, as 8 int32 lanes.</summary>
-    private static unsafe Vector256<int> GroupPair(Vector256<byte> codes, sbyte* q, sbyte s0, sbyte s1)
-    {
-        var p = Avx2.MultiplyAddAdjacent(codes, Avx.LoadVector256(q));
-        return Avx2.MultiplyAddAdjacent(p, Vector256.Create(Vector128.Create((short)s0), Vector128.Create((short)s1)));
     }
 }
