@@ -84,7 +84,7 @@ public sealed class KQuantDotTests
     public void DotRowQuantized_matches_dot_of_both_dequantized(string name)
     {
         var codec = KQuantTestData.Codec(name);
-        Assert.Same(CodecRegistry.Get("q8_K"), CodecRegistry.Get(codec.VecDotCodec!.Name));
+        Assert.Same(CodecRegistry.Get("q8_K"), codec.VecDotCodec);
         var q8 = codec.VecDotCodec!;
         for (int seed = 1; seed <= 3; seed++)
         {
