@@ -28,8 +28,7 @@ public sealed class Q2_KCodec : KQuantCodec
     internal override void QuantizeBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> importance, Span<byte> block)
     {
         Span<byte> codes = stackalloc byte[KQuantMath.SuperBlock];
-        Span<byte> scratch = stackalloc byte[16];
-        Span<float> weights = stackalloc float[16];
+        Span<float> weights = stackalloc float[KQuantMath.SuperBlock];
         Span<float> scales = stackalloc float[16];
         Span<float> mins = stackalloc float[16];
         var packed = block.Slice(OffScales, 16);
@@ -37,11 +36,12 @@ public sealed class Q2_KCodec : KQuantCodec
         {
             const float q4scale = 15f;
             float maxScale = 0, maxMin = 0;
+            for (int i = 0; i < KQuantMath.SuperBlock; i++) weights[i] = MathF.Abs(x[i]);
+            for (int half = 0; half < 2; half++)
+                KQuantMath.MakeQkxQuantsX8(16, 3, x.Slice(128 * half, 128), weights.Slice(128 * half, 128), codes.Slice(128 * half, 128),
+                    scales.Slice(8 * half, 8), mins.Slice(8 * half, 8), -0.5f, 0.1f, 15, useMad: true, qkx3: false);
             for (int g = 0; g < 16; g++)
             {
-                var xg = x.Slice(16 * g, 16);
-                for (int l = 0; l < 16; l++) weights[l] = MathF.Abs(xg[l]);
-                scales[g] = KQuantMath.MakeQkx2Quants(16, 3, xg, weights, codes.Slice(16 * g, 16), out mins[g], scratch, -0.5f, 0.1f, 15, true);
                 if (scales[g] > maxScale) maxScale = scales[g];
                 if (mins[g] > maxMin) maxMin = mins[g];
             }
@@ -77,12 +77,15 @@ public sealed class Q2_KCodec : KQuantCodec
             {
                 var xg = x.Slice(16 * g, 16);
                 var qw = importance.Slice(16 * g, 16);
-                for (int l = 0; l < 16; l++) weights[l] = qw[l] * MathF.Sqrt(sigma2 + xg[l] * xg[l]);
+                var wg = weights.Slice(16 * g, 16);
+                for (int l = 0; l < 16; l++) wg[l] = qw[l] * MathF.Sqrt(sigma2 + xg[l] * xg[l]);
                 float sumW = 0;
-                for (int l = 0; l < 16; l++) sumW += weights[l];
+                for (int l = 0; l < 16; l++) sumW += wg[l];
                 groupWeight[g] = sumW;
-                scales[g] = KQuantMath.MakeQkx3Quants(16, 3, xg, weights, codes.Slice(16 * g, 16), out mins[g], scratch, -0.9f, 0.05f, 36, false);
             }
+            for (int half = 0; half < 2; half++)
+                KQuantMath.MakeQkxQuantsX8(16, 3, x.Slice(128 * half, 128), weights.Slice(128 * half, 128), codes.Slice(128 * half, 128),
+                    scales.Slice(8 * half, 8), mins.Slice(8 * half, 8), -0.9f, 0.05f, 36, useMad: false, qkx3: true);
             Span<byte> ls = stackalloc byte[16];
             Span<byte> lm = stackalloc byte[16];
             float dm = KQuantMath.MakeQpQuants(16, 15, scales, ls, groupWeight);

@@ -63,7 +63,7 @@ public sealed class Q3_KCodec : KQuantCodec
         }
         else
         {
-            Span<float> weights = stackalloc float[16];
+            Span<float> weights = stackalloc float[KQuantMath.SuperBlock];
             Span<float> groupWeight = stackalloc float[16];
             float sumX2 = 0;
             for (int j = 0; j < KQuantMath.SuperBlock; j++) sumX2 += x[j] * x[j];
@@ -72,12 +72,15 @@ public sealed class Q3_KCodec : KQuantCodec
             {
                 var xg = x.Slice(16 * g, 16);
                 var qw = importance.Slice(16 * g, 16);
-                for (int l = 0; l < 16; l++) weights[l] = qw[l] * MathF.Sqrt(sigma2 + xg[l] * xg[l]);
+                var wg = weights.Slice(16 * g, 16);
+                for (int l = 0; l < 16; l++) wg[l] = qw[l] * MathF.Sqrt(sigma2 + xg[l] * xg[l]);
                 float sumW = 0;
-                for (int l = 0; l < 16; l++) sumW += weights[l];
+                for (int l = 0; l < 16; l++) sumW += wg[l];
                 groupWeight[g] = sumW;
-                scales[g] = KQuantMath.MakeQxQuants(16, 4, xg, signedCodes.Slice(16 * g, 16), 1, weights);
             }
+            for (int half = 0; half < 2; half++)
+                KQuantMath.MakeQxQuantsX8(16, 4, x.Slice(128 * half, 128), weights.Slice(128 * half, 128),
+                    signedCodes.Slice(128 * half, 128), scales.Slice(8 * half, 8));
             packed.Clear();
             Span<sbyte> scaleCodes = stackalloc sbyte[16];
             float dBlock = KQuantMath.MakeQxQuants(16, 32, scales, scaleCodes, 1, groupWeight);

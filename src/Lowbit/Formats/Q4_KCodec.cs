@@ -37,19 +37,21 @@ public sealed class Q4_KCodec : KQuantCodec
     /// </summary>
     internal static void ChooseScalesReference(ReadOnlySpan<float> x, Span<byte> block, Span<byte> codes, int nmax, float rmin, int nstep)
     {
-        Span<float> weights = stackalloc float[32];
-        Span<byte> scratch = stackalloc byte[32];
+        Span<float> weights = stackalloc float[KQuantMath.SuperBlock];
         Span<float> scales = stackalloc float[8];
         Span<float> mins = stackalloc float[8];
-        float maxScale = 0, maxMin = 0;
         for (int j = 0; j < 8; j++)
         {
             var xg = x.Slice(32 * j, 32);
             float sumX2 = 0;
             for (int l = 0; l < 32; l++) sumX2 += xg[l] * xg[l];
             float avX = MathF.Sqrt(sumX2 / 32);
-            for (int l = 0; l < 32; l++) weights[l] = avX + MathF.Abs(xg[l]);
-            scales[j] = KQuantMath.MakeQkx2Quants(32, nmax, xg, weights, codes.Slice(32 * j, 32), out mins[j], scratch, rmin, 0.1f, nstep, false);
+            for (int l = 0; l < 32; l++) weights[32 * j + l] = avX + MathF.Abs(xg[l]);
+        }
+        KQuantMath.MakeQkxQuantsX8(32, nmax, x, weights, codes, scales, mins, rmin, 0.1f, nstep, useMad: false, qkx3: false);
+        float maxScale = 0, maxMin = 0;
+        for (int j = 0; j < 8; j++)
+        {
             if (scales[j] > maxScale) maxScale = scales[j];
             if (mins[j] > maxMin) maxMin = mins[j];
         }
@@ -75,8 +77,7 @@ public sealed class Q4_KCodec : KQuantCodec
     /// </summary>
     internal static void ChooseScalesWeighted(ReadOnlySpan<float> x, ReadOnlySpan<float> importance, Span<byte> block, Span<byte> codes, int nmax, bool clampScaleCodes)
     {
-        Span<float> weights = stackalloc float[32];
-        Span<byte> scratch = stackalloc byte[32];
+        Span<float> weights = stackalloc float[KQuantMath.SuperBlock];
         Span<float> scales = stackalloc float[8];
         Span<float> mins = stackalloc float[8];
         Span<float> groupWeight = stackalloc float[8];
@@ -87,12 +88,13 @@ public sealed class Q4_KCodec : KQuantCodec
         {
             var xg = x.Slice(32 * j, 32);
             var qw = importance.Slice(32 * j, 32);
-            for (int l = 0; l < 32; l++) weights[l] = qw[l] * MathF.Sqrt(sigma2 + xg[l] * xg[l]);
+            var wg = weights.Slice(32 * j, 32);
+            for (int l = 0; l < 32; l++) wg[l] = qw[l] * MathF.Sqrt(sigma2 + xg[l] * xg[l]);
             float sumW = 0;
-            for (int l = 0; l < 32; l++) sumW += weights[l];
+            for (int l = 0; l < 32; l++) sumW += wg[l];
             groupWeight[j] = sumW;
-            scales[j] = KQuantMath.MakeQkx3Quants(32, nmax, xg, weights, codes.Slice(32 * j, 32), out mins[j], scratch, -0.9f, 0.05f, 36, false);
         }
+        KQuantMath.MakeQkxQuantsX8(32, nmax, x, weights, codes, scales, mins, -0.9f, 0.05f, 36, useMad: false, qkx3: true);
         Span<byte> ls = stackalloc byte[8];
         Span<byte> lm = stackalloc byte[8];
         float dBlock = KQuantMath.MakeQpQuants(8, 63, scales, ls, groupWeight);

@@ -30,12 +30,13 @@ public sealed class Q6_KCodec : KQuantCodec
         Span<byte> codes = stackalloc byte[KQuantMath.SuperBlock];
         var signedCodes = MemoryMarshal.Cast<byte, sbyte>(codes);
         Span<float> scales = stackalloc float[16];
+        for (int half = 0; half < 2; half++)
+            KQuantMath.MakeQxQuantsX8(16, 32, x.Slice(128 * half, 128), importance.IsEmpty ? default : importance.Slice(128 * half, 128),
+                signedCodes.Slice(128 * half, 128), scales.Slice(8 * half, 8));
         float maxScale = 0, maxAbsScale = 0;
         for (int g = 0; g < 16; g++)
         {
-            float scale = KQuantMath.MakeQxQuants(16, 32, x.Slice(16 * g, 16), signedCodes.Slice(16 * g, 16), 1,
-                importance.IsEmpty ? default : importance.Slice(16 * g, 16));
-            scales[g] = scale;
+            float scale = scales[g];
             float abs = MathF.Abs(scale);
             if (abs > maxAbsScale)
             {
