@@ -111,6 +111,27 @@ internal static class KQuantDot
         return acc;
     }
 
+    /// <summary>Σ u·x over 16 unsigned codes and 16 floats, as 8 partial lanes (AVX2+FMA).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe Vector256<float> Dot16(Vector128<byte> codes, float* x)
+    {
+        var a = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(codes));
+        var b = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(Sse2.ShiftRightLogical128BitLane(codes, 8)));
+        return Fma.MultiplyAdd(b, Avx.LoadVector256(x + 8), Avx.Multiply(a, Avx.LoadVector256(x)));
+    }
+
+    /// <summary>Σ q·x over 16 signed codes and 16 floats, as 8 partial lanes (AVX2+FMA).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe Vector256<float> Dot16(Vector128<sbyte> codes, float* x)
+    {
+        var a = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(codes));
+        var b = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(Sse2.ShiftRightLogical128BitLane(codes, 8)));
+        return Fma.MultiplyAdd(b, Avx.LoadVector256(x + 8), Avx.Multiply(a, Avx.LoadVector256(x)));
+    }
+
+    /// <summary>Validates a float dot's operands; returns the block count.</summary>
+    public static int CheckFloatPair(KQuantCodec codec, ReadOnlySpan<byte> row, ReadOnlySpan<float> x) => CheckRow(codec, row, x.Length);
+
     public static float DotQ8K(KQuantCodec codec, ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq)
         => DotQ8K(codec, row, xq, Avx2.IsSupported);
 

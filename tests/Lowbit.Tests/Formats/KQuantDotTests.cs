@@ -60,6 +60,7 @@ public sealed class KQuantDotTests
         float simd = KQuantDot.DotFloat(codec, row, x, useSimd: true);
         float scalar = KQuantDot.DotFloat(codec, row, x, useSimd: false);
         Assert.InRange(simd, scalar - 1e-5 * scale, scalar + 1e-5 * scale);
+        Assert.InRange(codec.DotRow(row, x), scalar - 1e-5 * scale, scalar + 1e-5 * scale); // fused kernels (q4_K, q6_K)
     }
 
     [Theory]
