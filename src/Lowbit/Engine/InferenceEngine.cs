@@ -222,7 +222,7 @@ public sealed unsafe class InferenceEngine
             RmsNorm(_x, _xb, n, h, L.FfnNorm);
             L.Gate.MatMul(_xb, 0, n, _hb, 0, _par);
             L.Up.MatMul(_xb, 0, n, _hb2, 0, _par);
-            SwiGlu(_hb.AsSpan(0, n * ff), _hb2.AsSpan(0, n * ff));
+            SwiGlu(n, ff);
             L.Down.MatMul(_hb, 0, n, _xb2, 0, _par);
             TensorPrimitives.Add(_x.AsSpan(0, n * h), _xb2.AsSpan(0, n * h), _x.AsSpan(0, n * h));
         }
@@ -256,14 +256,17 @@ public sealed unsafe class InferenceEngine
         for (int t = 0; t < n; t++) TensorPrimitives.Add(y.AsSpan(t * d, d), bias, y.AsSpan(t * d, d));
     }
 
-    /// <summary>silu(gate) * up, in place into gate.</summary>
-    private static void SwiGlu(Span<float> gate, ReadOnlySpan<float> up)
+    /// <summary>silu(gate) * up = gate * sigmoid(gate) * up, in place into gate (SIMD, parallel over tokens).</summary>
+    private void SwiGlu(int n, int ff)
     {
-        for (int i = 0; i < gate.Length; i++)
+        _par.For(n, (long)n * ff < 1 << 14, t =>
         {
-            float g = gate[i];
-            gate[i] = g / (1f + MathF.Exp(-g)) * up[i];
-        }
+            var g = _hb.AsSpan(t * ff, ff);
+            var u = _hb2.AsSpan(t * ff, ff);
+            TensorPrimitives.Multiply(g, u, u);      // up ← gate·up
+            TensorPrimitives.Sigmoid(g, g);          // gate ← σ(gate)
+            TensorPrimitives.Multiply(g, u, g);      // gate ← σ(gate)·gate·up
+        });
     }
 
     private void PrepareRope(int p0, int n)
@@ -308,7 +311,12 @@ public sealed unsafe class InferenceEngine
         }
     }
 
-    /// <summary>Causal GQA attention of the n new tokens over cache positions [0, p0 + n).</summary>
+    /// <summary>
+    /// Causal GQA attention of the n new tokens over cache positions [0, p0 + n). Work items are
+    /// (head, block of 16 queries): scores for the block against all keys it may see come from the
+    /// register-blocked dot kernel (same per-element arithmetic as a single dot), then a masked
+    /// softmax per query and a weighted sum of value rows.
+    /// </summary>
     private void Attention(int layer, int p0, int n)
     {
         var c = _cfg;
@@ -324,27 +332,28 @@ public sealed unsafe class InferenceEngine
         {
             int head = item % heads, t0 = item / heads * tokenBlock, t1 = Math.Min(n, t0 + tokenBlock);
             int kvOff = head / group * hd;
-            float[] scores = ArrayPool<float>.Shared.Rent(end);
+            int bt = t1 - t0;
+            int kEnd = p0 + t1;                                           // keys visible to the last query of the block
+            int kStart = window > 0 ? Math.Max(0, p0 + t0 - window + 1) : 0; // first key visible to the first query
+            int span = kEnd - kStart;
+            float[] scores = ArrayPool<float>.Shared.Rent(bt * span);
             try
             {
                 fixed (float* pk = keys) fixed (float* pv = values) fixed (float* pq = _q) fixed (float* po = _att) fixed (float* ps = scores)
                 {
+                    MatKernels.MatMulTile(pk + (long)kStart * kvd + kvOff, kvd, span, pq + (long)t0 * qd + head * hd, qd, bt, hd, ps, span);
                     for (int t = t0; t < t1; t++)
                     {
                         int pos = p0 + t;
                         int start = window > 0 ? Math.Max(0, pos - window + 1) : 0;
-                        float* qv = pq + (long)t * qd + head * hd;
-                        for (int j = start; j <= pos; j++)
-                            ps[j] = MatKernels.Dot(qv, pk + (long)j * kvd + kvOff, hd) * scale;
-                        var s = new Span<float>(ps + start, pos - start + 1);
+                        var s = new Span<float>(ps + (long)(t - t0) * span + (start - kStart), pos - start + 1);
                         float max = TensorPrimitives.Max(s);
                         TensorPrimitives.Subtract(s, max, s);
+                        TensorPrimitives.Multiply(s, scale, s);     // softmax of q·k/√d, shifted by its maximum
                         TensorPrimitives.Exp(s, s);
-                        float inv = 1f / TensorPrimitives.Sum(s);
-                        float* o = po + (long)t * qd + head * hd;
-                        new Span<float>(o, hd).Clear();
-                        for (int j = start; j <= pos; j++)
-                            MatKernels.Axpy(ps[j] * inv, pv + (long)j * kvd + kvOff, o, hd);
+                        TensorPrimitives.Multiply(s, 1f / TensorPrimitives.Sum(s), s);
+                        fixed (float* pp = s)
+                            MatKernels.WeightedRowSum(pp, s.Length, pv + (long)start * kvd + kvOff, kvd, po + (long)t * qd + head * hd, hd);
                     }
                 }
             }

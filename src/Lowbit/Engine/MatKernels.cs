@@ -172,6 +172,40 @@ internal static unsafe class MatKernels
         y[0] = Finish(a0, w0, x0, k, n); y[1] = Finish(a1, w1, x0, k, n); y[2] = Finish(a2, w2, x0, k, n); y[3] = Finish(a3, w3, x0, k, n);
     }
 
+    /// <summary>out[d] = Σ_j p[j]·v[j·ldv + d] for d &lt; dim (attention's probability-weighted sum of value rows).</summary>
+    public static void WeightedRowSum(float* p, int count, float* v, int ldv, float* output, int dim)
+    {
+        int d = 0;
+        for (; d + 32 <= dim; d += 32)
+        {
+            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            float* vd = v + d;
+            for (int j = 0; j < count; j++, vd += ldv)
+            {
+                var pj = Vector256.Create(p[j]);
+                a0 = MulAdd(pj, Vector256.Load(vd), a0);
+                a1 = MulAdd(pj, Vector256.Load(vd + 8), a1);
+                a2 = MulAdd(pj, Vector256.Load(vd + 16), a2);
+                a3 = MulAdd(pj, Vector256.Load(vd + 24), a3);
+            }
+            Vector256.Store(a0, output + d); Vector256.Store(a1, output + d + 8);
+            Vector256.Store(a2, output + d + 16); Vector256.Store(a3, output + d + 24);
+        }
+        for (; d + 8 <= dim; d += 8)
+        {
+            Vector256<float> a = default;
+            float* vd = v + d;
+            for (int j = 0; j < count; j++, vd += ldv) a = MulAdd(Vector256.Create(p[j]), Vector256.Load(vd), a);
+            Vector256.Store(a, output + d);
+        }
+        for (; d < dim; d++)
+        {
+            float a = 0;
+            for (int j = 0; j < count; j++) a += p[j] * v[(long)j * ldv + d];
+            output[d] = a;
+        }
+    }
+
     /// <summary>y += a * x (SIMD axpy).</summary>
     public static void Axpy(float a, float* x, float* y, int n)
     {

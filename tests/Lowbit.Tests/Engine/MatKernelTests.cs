@@ -182,3 +182,27 @@ internal sealed class TestInt8Codec : TensorCodec
         return s;
     }
 }
+
+public sealed unsafe class AttentionKernelTests
+{
+    [Theory]
+    [InlineData(1, 8)]
+    [InlineData(17, 64)]
+    [InlineData(5, 44)]
+    [InlineData(30, 128)]
+    public void Weighted_row_sum_matches_naive_reference(int count, int dim)
+    {
+        var r = new Random(count * 100 + dim);
+        int ldv = dim + 8;
+        var p = Enumerable.Range(0, count).Select(_ => (float)r.NextDouble()).ToArray();
+        var v = Enumerable.Range(0, count * ldv).Select(_ => (float)(r.NextDouble() * 2 - 1)).ToArray();
+        var o = new float[dim];
+        fixed (float* pp = p) fixed (float* pv = v) fixed (float* po = o) MatKernels.WeightedRowSum(pp, count, pv, ldv, po, dim);
+        for (int d = 0; d < dim; d++)
+        {
+            double reference = 0;
+            for (int j = 0; j < count; j++) reference += (double)p[j] * v[j * ldv + d];
+            Assert.Equal(reference, o[d], 1e-4);
+        }
+    }
+}
