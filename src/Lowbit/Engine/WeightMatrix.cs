@@ -114,16 +114,25 @@ internal sealed unsafe class WeightMatrix
             float* xv = px + xOffset;
             switch (_kind)
             {
+                // Four rows at a time: independent FMA chains hide the FMA latency; per-row arithmetic
+                // is the single-row kernel's, so decode equals prefill bit for bit.
                 case Kind.F32:
-                    for (int r = r0; r < r1; r++) py[yOffset + r] = MatKernels.Dot((float*)(pw + r * _rowBytes), xv, Cols);
+                    MatKernels.MatMulTile((float*)(pw + r0 * _rowBytes), Cols, r1 - r0, xv, Cols, 1, Cols, py + yOffset + r0, 1);
                     return;
                 case Kind.F16:
-                    for (int r = r0; r < r1; r++)
-                        py[yOffset + r] = MatKernels.DotF16(new ReadOnlySpan<Half>(pw + r * _rowBytes, Cols), xv, Cols);
+                {
+                    int r = r0;
+                    for (; r + 4 <= r1; r += 4) MatKernels.DotF16x4((Half*)(pw + r * _rowBytes), Cols, xv, Cols, py + yOffset + r);
+                    for (; r < r1; r++) py[yOffset + r] = MatKernels.DotF16(new ReadOnlySpan<Half>(pw + r * _rowBytes, Cols), xv, Cols);
                     return;
+                }
                 case Kind.BF16:
-                    for (int r = r0; r < r1; r++) py[yOffset + r] = MatKernels.DotBF16((ushort*)(pw + r * _rowBytes), xv, Cols);
+                {
+                    int r = r0;
+                    for (; r + 4 <= r1; r += 4) MatKernels.DotBF16x4((ushort*)(pw + r * _rowBytes), Cols, xv, Cols, py + yOffset + r);
+                    for (; r < r1; r++) py[yOffset + r] = MatKernels.DotBF16((ushort*)(pw + r * _rowBytes), xv, Cols);
                     return;
+                }
             }
         }
         if (!RowAddressable)

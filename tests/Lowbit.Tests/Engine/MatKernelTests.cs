@@ -73,6 +73,30 @@ public sealed unsafe class MatKernelTests
         }
     }
 
+    [Theory]
+    [InlineData(5)]
+    [InlineData(64)]
+    [InlineData(600)]
+    public void Four_row_F16_and_BF16_dots_equal_single_row_dots(int n)
+    {
+        var w = Random(4 * n, 9);
+        var x = Random(n, 10);
+        var h = w.Select(v => (Half)v).ToArray();
+        var b = w.Select(BF16Codec.FromFloat).ToArray();
+        var yh = new float[4];
+        var yb = new float[4];
+        fixed (Half* ph = h) fixed (ushort* pb = b) fixed (float* px = x) fixed (float* pyh = yh) fixed (float* pyb = yb)
+        {
+            MatKernels.DotF16x4(ph, n, px, n, pyh);
+            MatKernels.DotBF16x4(pb, n, px, n, pyb);
+            for (int r = 0; r < 4; r++)
+            {
+                Assert.Equal(MatKernels.DotF16(h.AsSpan(r * n, n), px, n), yh[r]);
+                Assert.Equal(MatKernels.DotBF16(pb + r * n, px, n), yb[r]);
+            }
+        }
+    }
+
     public static TheoryData<string> FloatCodecs => new() { "f32", "f16", "bf16" };
 
     [Theory]
