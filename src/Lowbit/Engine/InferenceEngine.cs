@@ -29,7 +29,8 @@ public sealed unsafe class InferenceEngine
     private readonly float[] _invFreq;
 
     // Activation buffers, sized for _maxBatch tokens.
-    private readonly float[] _x, _xb, _xb2, _q, _k, _v, _att, _hb, _hb2, _logits, _kScratch, _vScratch;
+    private readonly float[] _x, _xb, _xb2, _q, _k, _v, _att, _hb, _hb2, _kScratch, _vScratch;
+    private float[] _logits = []; // grown to the rows a call asks for (vocab × batch can be hundreds of MB)
     private float[] _ropeCos = [], _ropeSin = [];
 
     public InferenceEngine(LoadedModel model, EngineOptions? options = null)
@@ -95,7 +96,6 @@ public sealed unsafe class InferenceEngine
         _x = new float[n * h]; _xb = new float[n * h]; _xb2 = new float[n * h];
         _q = new float[n * qd]; _k = new float[n * kvd]; _v = new float[n * kvd]; _att = new float[n * qd];
         _hb = new float[n * ff]; _hb2 = new float[n * ff];
-        _logits = new float[(long)n * VocabSize > int.MaxValue ? throw new LowbitException("batch × vocab too large") : n * VocabSize];
         bool f32Cache = options.KvCache == KvCacheType.F32;
         _kScratch = f32Cache ? [] : new float[ContextLength * kvd];
         _vScratch = f32Cache ? [] : new float[ContextLength * kvd];
@@ -230,6 +230,9 @@ public sealed unsafe class InferenceEngine
 
         int m = n - firstLogit;
         if (m <= 0) return;
+        long need = (long)m * VocabSize;
+        if (need > int.MaxValue) throw new LowbitException($"{m} rows of {VocabSize} logits exceed one buffer; evaluate fewer tokens per call");
+        if (_logits.Length < need) _logits = new float[need];
         RmsNorm(_x.AsSpan(firstLogit * h), _xb, m, h, _outputNorm);
         _lmHead.MatMul(_xb, 0, m, _logits, 0, _par);
     }
@@ -259,14 +262,7 @@ public sealed unsafe class InferenceEngine
     /// <summary>silu(gate) * up = gate * sigmoid(gate) * up, in place into gate (SIMD, parallel over tokens).</summary>
     private void SwiGlu(int n, int ff)
     {
-        _par.For(n, (long)n * ff < 1 << 14, t =>
-        {
-            var g = _hb.AsSpan(t * ff, ff);
-            var u = _hb2.AsSpan(t * ff, ff);
-            TensorPrimitives.Multiply(g, u, u);      // up ← gate·up
-            TensorPrimitives.Sigmoid(g, g);          // gate ← σ(gate)
-            TensorPrimitives.Multiply(g, u, g);      // gate ← σ(gate)·gate·up
-        });
+        _par.For(n, (long)n * ff < 1 << 14, t => FastMath.SwiGlu(_hb.AsSpan(t * ff, ff), _hb2.AsSpan(t * ff, ff)));
     }
 
     private void PrepareRope(int p0, int n)
@@ -348,10 +344,8 @@ public sealed unsafe class InferenceEngine
                         int start = window > 0 ? Math.Max(0, pos - window + 1) : 0;
                         var s = new Span<float>(ps + (long)(t - t0) * span + (start - kStart), pos - start + 1);
                         float max = TensorPrimitives.Max(s);
-                        TensorPrimitives.Subtract(s, max, s);
-                        TensorPrimitives.Multiply(s, scale, s);     // softmax of q·k/√d, shifted by its maximum
-                        TensorPrimitives.Exp(s, s);
-                        TensorPrimitives.Multiply(s, 1f / TensorPrimitives.Sum(s), s);
+                        float sum = FastMath.ExpInPlace(s, max, scale); // softmax of q·k/√d, shifted by its maximum
+                        TensorPrimitives.Multiply(s, 1f / sum, s);
                         fixed (float* pp = s)
                             MatKernels.WeightedRowSum(pp, s.Length, pv + (long)start * kvd + kvOff, kvd, po + (long)t * qd + head * hd, hd);
                     }

@@ -230,3 +230,43 @@ public sealed unsafe class AttentionKernelTests
         }
     }
 }
+
+public sealed class FastMathTests
+{
+    [Fact]
+    public void Vector_exp_is_within_two_ulp_of_the_exact_value()
+    {
+        var r = new Random(12);
+        for (int i = 0; i < 20000; i++)
+        {
+            float x = (float)(r.NextDouble() * 175 - 87);
+            double exact = Math.Exp(x);
+            float got = FastMath.Exp(x);
+            Assert.True(Math.Abs(got - exact) <= 2.5e-7 * exact, $"exp({x}) = {got}, exact {exact}");
+        }
+        Assert.Equal(1f, FastMath.Exp(0f));
+        Assert.True(FastMath.Exp(-200f) is > 0 and < 1e-37f);
+        Assert.True(float.IsFinite(FastMath.Exp(200f)));
+    }
+
+    [Fact]
+    public void Sum_exp_exp_in_place_and_swiglu_match_scalar_references()
+    {
+        var r = new Random(13);
+        var x = Enumerable.Range(0, 1003).Select(_ => (float)(r.NextDouble() * 40 - 30)).ToArray();
+        double reference = x.Sum(v => Math.Exp(v - 5.0));
+        Assert.Equal(reference, FastMath.SumExp(x, 5f), reference * 1e-6);
+        var y = (float[])x.Clone();
+        float sum = FastMath.ExpInPlace(y, 5f, 0.5f);
+        for (int i = 0; i < x.Length; i++) Assert.Equal(Math.Exp((x[i] - 5.0) * 0.5), y[i], Math.Exp((x[i] - 5.0) * 0.5) * 1e-6);
+        Assert.Equal(y.Sum(v => (double)v), sum, sum * 1e-5);
+        var g = (float[])x.Clone();
+        var u = x.Select(v => v * 0.1f).ToArray();
+        FastMath.SwiGlu(g, u);
+        for (int i = 0; i < x.Length; i++)
+        {
+            double silu = x[i] / (1 + Math.Exp(-x[i])) * u[i];
+            Assert.Equal(silu, g[i], Math.Abs(silu) * 1e-5 + 1e-30);
+        }
+    }
+}
