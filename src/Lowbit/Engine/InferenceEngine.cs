@@ -44,14 +44,14 @@ public sealed unsafe class InferenceEngine
         _par = new ParallelRunner(options.Threads);
         _maxBatch = Math.Max(1, options.MaxBatch);
         ContextLength = options.ContextLength > 0 ? options.ContextLength : Math.Min(c.MaxPositions > 0 ? c.MaxPositions : 4096, 4096);
-        bool qa = options.QuantizedActivations;
+        bool qa = options.QuantizedActivations, qaPrefill = options.QuantizedActivationsInPrefill;
 
         WeightMatrix Matrix(string name, long rows, long cols)
         {
             var t = model.Get(name);
             if (t.Rows != rows || t.Cols != cols)
                 throw new InvalidModelFileException(model.SourcePath, $"tensor '{name}' has shape [{string.Join(", ", t.Shape)}], expected [{rows}, {cols}]");
-            return new WeightMatrix(t, qa);
+            return new WeightMatrix(t, qa, qaPrefill);
         }
         float[] Vector(string name, int length)
         {

@@ -24,7 +24,9 @@ internal sealed unsafe class WeightMatrix
     private readonly long _rowBytes;
     private readonly bool _useQuantizedActivations;
 
-    public WeightMatrix(ModelTensor tensor, bool useQuantizedActivations)
+    private readonly bool _quantizedPrefill;
+
+    public WeightMatrix(ModelTensor tensor, bool useQuantizedActivations, bool quantizedPrefill = false)
     {
         Name = tensor.Name;
         Codec = tensor.Codec;
@@ -44,6 +46,7 @@ internal sealed unsafe class WeightMatrix
             _ => Kind.Generic,
         };
         _useQuantizedActivations = useQuantizedActivations && Codec.VecDotCodec is not null && _rowBytes > 0;
+        _quantizedPrefill = quantizedPrefill && _useQuantizedActivations;
     }
 
     public string Name { get; }
@@ -163,6 +166,34 @@ internal sealed unsafe class WeightMatrix
         }
     }
 
+    /// <summary>ggml's batched path: every activation row quantized once, then the codec's integer dot per (row, token).</summary>
+    private void MatMulQuantized(float[] x, int xOffset, int n, float[] y, int yOffset, ParallelRunner par)
+    {
+        var vc = Codec.VecDotCodec!;
+        int xqRow = checked((int)vc.RowBytes(Cols));
+        byte[] xq = ArrayPool<byte>.Shared.Rent(n * xqRow);
+        try
+        {
+            par.For(n, (long)n * Cols < SerialWorkThreshold, t =>
+                vc.QuantizeRows(x.AsSpan(xOffset + t * Cols, Cols), xq.AsSpan(t * xqRow, xqRow), Cols, default));
+            int chunkRows = par.ChunkSize(Rows, (long)Rows * Cols * n, 4);
+            int chunks = (Rows + chunkRows - 1) / chunkRows;
+            int rb = (int)_rowBytes;
+            par.For(chunks, (long)Rows * Cols * n < SerialWorkThreshold, c =>
+            {
+                var data = Data.Span;
+                int r0 = c * chunkRows, r1 = Math.Min(Rows, r0 + chunkRows);
+                for (int r = r0; r < r1; r++)
+                {
+                    var row = data.Slice(r * rb, rb);
+                    for (int t = 0; t < n; t++)
+                        y[yOffset + t * Rows + r] = Codec.DotRowQuantized(row, xq.AsSpan(t * xqRow, xqRow));
+                }
+            });
+        }
+        finally { ArrayPool<byte>.Shared.Return(xq); }
+    }
+
     /// <summary>
     /// Y[t, r] = W[r]·X[t] for tokens t &lt; n: X is n × Cols at xOffset (row stride Cols), Y is
     /// n × Rows at yOffset (row stride Rows). One token goes through <see cref="MatVec"/>.
@@ -172,6 +203,11 @@ internal sealed unsafe class WeightMatrix
         if (n == 1)
         {
             MatVec(x, xOffset, y, yOffset, par);
+            return;
+        }
+        if (_quantizedPrefill)
+        {
+            MatMulQuantized(x, xOffset, n, y, yOffset, par);
             return;
         }
         int tileRows = Math.Max(4, TileBytesTarget / (Cols * sizeof(float)) & ~3);

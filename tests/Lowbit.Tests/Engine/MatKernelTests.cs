@@ -159,6 +159,18 @@ public sealed unsafe class MatKernelTests
             }
             Assert.Equal(quantizedActivations, codec.QuantizedDots > 0);
         }
+        // ggml-style prefill: the batch goes through the integer dot too, and equals token-by-token decode.
+        codec.QuantizedDots = 0;
+        var q = new WeightMatrix(new ModelTensor("w", [rows, cols], codec, data), true, quantizedPrefill: true);
+        var yq = new float[n * rows];
+        q.MatMul(x, 0, n, yq, 0, new ParallelRunner(2));
+        Assert.Equal(n * rows, codec.QuantizedDots);
+        for (int t = 0; t < n; t++)
+        {
+            var y1 = new float[rows];
+            q.MatVec(x.AsSpan(t * cols, cols).ToArray(), 0, y1, 0, new ParallelRunner(1));
+            Assert.Equal(y1, yq.AsSpan(t * rows, rows).ToArray());
+        }
     }
 }
 
