@@ -1,0 +1,12 @@
+using System.CommandLine;
+
+namespace Lowbit.Cli.Commands;
+
+/// <summary>Every `lowbit` sub-command; one line per command.</summary>
+public static class CommandCatalog
+{
+    public static IEnumerable<Command> All() =>
+    [
+        FormatsCommand.Create(),
+    ];
+}
