@@ -15,6 +15,14 @@ public static class CodecRegistry
         new F16Codec(),
         new BF16Codec(),
         // --- registry lines: one per codec ---
+        new Q4_0Codec(),
+        new Q4_1Codec(),
+        new Q5_0Codec(),
+        new Q5_1Codec(),
+        new Q8_0Codec(),
+        new Q8_1Codec(),
+        new IQ4_NLCodec(),
+        new IQ4_XSCodec(),
     ];
 
     /// <summary>Factories for parametric names; each returns null when the name is not its family.</summary>

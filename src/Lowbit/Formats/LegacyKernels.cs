@@ -1,0 +1,339 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Lowbit.Formats;
+
+/// <summary>
+/// How one legacy block stores its values: every 32-value group is <c>scale · level (+ offset)</c>
+/// with an integer level in [-127, 127]. Implemented by small structs so the generic kernels in
+/// <see cref="LegacyKernels"/> are specialized and inlined per format by the JIT.
+/// </summary>
+internal unsafe interface ILegacyBlock
+{
+    /// <summary>Bytes of one stored block.</summary>
+    static abstract int BlockBytes { get; }
+
+    /// <summary>32-value groups per block (1 for the 32-value formats, 8 for IQ4_XS).</summary>
+    static abstract int Groups { get; }
+
+    /// <summary>True when values are <c>scale·level + offset</c> (Q4_1, Q5_1); their integer dot pairs with Q8_1.</summary>
+    static abstract bool HasOffset { get; }
+
+    /// <summary>The 32 integer levels of group <paramref name="group"/> (AVX2 decode).</summary>
+    static abstract Vector256<sbyte> LevelsAvx2(byte* block, int group);
+
+    /// <summary>The 32 integer levels of group <paramref name="group"/> (portable decode, the reference).</summary>
+    static abstract void Levels(byte* block, int group, Span<sbyte> levels);
+
+    /// <summary>The float scale of a group, computed exactly as ggml's dequantizer does.</summary>
+    static abstract float Scale(byte* block, int group);
+
+    /// <summary>The float offset of the block (0 when <see cref="HasOffset"/> is false).</summary>
+    static abstract float Offset(byte* block);
+}
+
+/// <summary>
+/// Dequantization and fused dot products shared by the legacy block formats: an AVX2/FMA path,
+/// a portable Vector128 path, and naive scalar references that the tests hold the fast paths to.
+/// </summary>
+internal static unsafe class LegacyKernels
+{
+    private const int Group = 32;
+
+    /// <summary>Bytes of a Q8_0 (d, 32 × int8) or Q8_1 (d, s, 32 × int8) activation block.</summary>
+    public static int ActivationBlockBytes<T>() where T : struct, ILegacyBlock => T.HasOffset ? 36 : 34;
+
+    private static int BlockCount<T>(int valueCount, int rowBytes, string what) where T : struct, ILegacyBlock
+    {
+        int perBlock = Group * T.Groups;
+        if (valueCount % perBlock != 0)
+            throw new ArgumentException($"{what}: {valueCount} values are not a whole number of {perBlock}-value blocks.");
+        int blocks = valueCount / perBlock;
+        if (rowBytes != (long)blocks * T.BlockBytes)
+            throw new ArgumentException($"{what}: row holds {rowBytes} bytes, {(long)blocks * T.BlockBytes} expected for {valueCount} values.");
+        return blocks;
+    }
+
+    /// <summary>ggml's dequantization: value = scale·level (+ offset), in float.</summary>
+    public static void Dequantize<T>(ReadOnlySpan<byte> src, Span<float> dst) where T : struct, ILegacyBlock
+    {
+        int blocks = src.Length / T.BlockBytes;
+        if (dst.Length < blocks * Group * T.Groups)
+            throw new ArgumentException($"destination holds {dst.Length} values, {blocks * Group * T.Groups} needed.");
+        Span<sbyte> levels = stackalloc sbyte[Group];
+        fixed (byte* p0 = src)
+        {
+            for (int b = 0; b < blocks; b++)
+            {
+                byte* block = p0 + (long)b * T.BlockBytes;
+                float offset = T.Offset(block);
+                for (int g = 0; g < T.Groups; g++)
+                {
+                    T.Levels(block, g, levels);
+                    float scale = T.Scale(block, g);
+                    Span<float> y = dst.Slice((b * T.Groups + g) * Group, Group);
+                    if (T.HasOffset)
+                        for (int j = 0; j < Group; j++) y[j] = levels[j] * scale + offset;
+                    else
+                        for (int j = 0; j < Group; j++) y[j] = levels[j] * scale;
+                }
+            }
+        }
+    }
+
+    /// <summary>Dot of an encoded row with float activations, on the fastest path this CPU has.</summary>
+    public static float DotF32<T>(ReadOnlySpan<byte> row, ReadOnlySpan<float> x) where T : struct, ILegacyBlock
+        => Avx2.IsSupported && Fma.IsSupported ? DotF32Avx2<T>(row, x) : DotF32Portable<T>(row, x);
+
+    public static float DotF32Avx2<T>(ReadOnlySpan<byte> row, ReadOnlySpan<float> x) where T : struct, ILegacyBlock
+    {
+        int blocks = BlockCount<T>(x.Length, row.Length, "dot");
+        Vector256<float> total = Vector256<float>.Zero;
+        fixed (byte* p0 = row)
+        fixed (float* x0 = x)
+        {
+            float* xp = x0;
+            for (int b = 0; b < blocks; b++)
+            {
+                byte* block = p0 + (long)b * T.BlockBytes;
+                for (int g = 0; g < T.Groups; g++, xp += Group)
+                {
+                    Vector256<sbyte> q = T.LevelsAvx2(block, g);
+                    Vector128<sbyte> lo = q.GetLower(), hi = q.GetUpper();
+                    var f0 = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(lo));
+                    var f1 = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(Sse2.ShiftRightLogical128BitLane(lo, 8)));
+                    var f2 = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(hi));
+                    var f3 = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(Sse2.ShiftRightLogical128BitLane(hi, 8)));
+                    var xa = Avx.LoadVector256(xp);
+                    var xb = Avx.LoadVector256(xp + 8);
+                    var xc = Avx.LoadVector256(xp + 16);
+                    var xd = Avx.LoadVector256(xp + 24);
+                    var accA = Fma.MultiplyAdd(f1, xb, Avx.Multiply(f0, xa));
+                    var accB = Fma.MultiplyAdd(f3, xd, Avx.Multiply(f2, xc));
+                    total = Fma.MultiplyAdd(Avx.Add(accA, accB), Vector256.Create(T.Scale(block, g)), total);
+                    if (T.HasOffset)
+                    {
+                        var sx = Avx.Add(Avx.Add(xa, xb), Avx.Add(xc, xd));
+                        total = Fma.MultiplyAdd(sx, Vector256.Create(T.Offset(block)), total);
+                    }
+                }
+            }
+        }
+        return Vector256.Sum(total);
+    }
+
+    /// <summary>Portable path: scalar decode, Vector128 float arithmetic (SSE, NEON, WASM).</summary>
+    public static float DotF32Portable<T>(ReadOnlySpan<byte> row, ReadOnlySpan<float> x) where T : struct, ILegacyBlock
+    {
+        int blocks = BlockCount<T>(x.Length, row.Length, "dot");
+        Span<sbyte> levels = stackalloc sbyte[Group];
+        Vector128<float> total = Vector128<float>.Zero;
+        fixed (byte* p0 = row)
+        fixed (float* x0 = x)
+        fixed (sbyte* lp = levels)
+        {
+            float* xp = x0;
+            for (int b = 0; b < blocks; b++)
+            {
+                byte* block = p0 + (long)b * T.BlockBytes;
+                for (int g = 0; g < T.Groups; g++, xp += Group)
+                {
+                    T.Levels(block, g, levels);
+                    Vector128<float> acc = Vector128<float>.Zero, sx = Vector128<float>.Zero;
+                    for (int j = 0; j < Group; j += 16)
+                    {
+                        Vector128<sbyte> q = Vector128.Load(lp + j);
+                        (Vector128<short> qlo, Vector128<short> qhi) = Vector128.Widen(q);
+                        (Vector128<int> i0, Vector128<int> i1) = Vector128.Widen(qlo);
+                        (Vector128<int> i2, Vector128<int> i3) = Vector128.Widen(qhi);
+                        var xa = Vector128.Load(xp + j);
+                        var xb = Vector128.Load(xp + j + 4);
+                        var xc = Vector128.Load(xp + j + 8);
+                        var xd = Vector128.Load(xp + j + 12);
+                        acc += Vector128.ConvertToSingle(i0) * xa + Vector128.ConvertToSingle(i1) * xb
+                             + Vector128.ConvertToSingle(i2) * xc + Vector128.ConvertToSingle(i3) * xd;
+                        if (T.HasOffset) sx += (xa + xb) + (xc + xd);
+                    }
+                    total += acc * T.Scale(block, g);
+                    if (T.HasOffset) total += sx * T.Offset(block);
+                }
+            }
+        }
+        return Vector128.Sum(total);
+    }
+
+    /// <summary>Naive reference: Σ scale·Σ(level·x) (+ offset·Σx) per group, left to right.</summary>
+    public static float DotF32Scalar<T>(ReadOnlySpan<byte> row, ReadOnlySpan<float> x) where T : struct, ILegacyBlock
+    {
+        int blocks = BlockCount<T>(x.Length, row.Length, "dot");
+        Span<sbyte> levels = stackalloc sbyte[Group];
+        float sum = 0;
+        fixed (byte* p0 = row)
+        {
+            for (int b = 0; b < blocks; b++)
+            {
+                byte* block = p0 + (long)b * T.BlockBytes;
+                for (int g = 0; g < T.Groups; g++)
+                {
+                    T.Levels(block, g, levels);
+                    ReadOnlySpan<float> xs = x.Slice((b * T.Groups + g) * Group, Group);
+                    float lx = 0, sx = 0;
+                    for (int j = 0; j < Group; j++) { lx += levels[j] * xs[j]; sx += xs[j]; }
+                    sum += T.Scale(block, g) * lx;
+                    if (T.HasOffset) sum += T.Offset(block) * sx;
+                }
+            }
+        }
+        return sum;
+    }
+
+    /// <summary>Dot with activations encoded as Q8_0 (or Q8_1 for offset formats), fastest path.</summary>
+    public static float DotQ8<T>(ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq) where T : struct, ILegacyBlock
+        => Avx2.IsSupported && Fma.IsSupported ? DotQ8Avx2<T>(row, xq) : DotQ8Scalar<T>(row, xq);
+
+    private static int ActivationBlocks<T>(ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq) where T : struct, ILegacyBlock
+    {
+        int actBytes = ActivationBlockBytes<T>();
+        if (xq.Length % actBytes != 0)
+            throw new ArgumentException($"activation row of {xq.Length} bytes is not a whole number of {actBytes}-byte blocks.");
+        int groups = xq.Length / actBytes;
+        BlockCount<T>(groups * Group, row.Length, "quantized dot");
+        return groups;
+    }
+
+    /// <summary>
+    /// AVX2 integer path (ggml's scheme): |w| ⊗ sign(a, w) with maddubs gives exact int16 pair sums,
+    /// madd with ones widens to int32, one float FMA per 32 values applies d_w·d_a.
+    /// </summary>
+    public static float DotQ8Avx2<T>(ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq) where T : struct, ILegacyBlock
+    {
+        int groups = ActivationBlocks<T>(row, xq);
+        int actBytes = ActivationBlockBytes<T>();
+        int qsOffset = T.HasOffset ? 4 : 2;
+        Vector256<short> ones = Vector256.Create((short)1);
+        Vector256<float> total = Vector256<float>.Zero;
+        float offsetSum = 0;
+        fixed (byte* p0 = row)
+        fixed (byte* a0 = xq)
+        {
+            byte* act = a0;
+            for (int b = 0, blocks = groups / T.Groups; b < blocks; b++)
+            {
+                byte* block = p0 + (long)b * T.BlockBytes;
+                for (int g = 0; g < T.Groups; g++, act += actBytes)
+                {
+                    Vector256<sbyte> w = T.LevelsAvx2(block, g);
+                    Vector256<sbyte> a = Avx.LoadVector256((sbyte*)(act + qsOffset));
+                    Vector256<short> pairs = Avx2.MultiplyAddAdjacent(Avx2.Abs(w), Avx2.Sign(a, w));
+                    Vector256<float> sums = Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(pairs, ones));
+                    float da = (float)Unsafe.ReadUnaligned<Half>(act);
+                    total = Fma.MultiplyAdd(sums, Vector256.Create(T.Scale(block, g) * da), total);
+                    if (T.HasOffset)
+                        offsetSum += T.Offset(block) * (float)Unsafe.ReadUnaligned<Half>(act + 2);
+                }
+            }
+        }
+        return Vector256.Sum(total) + offsetSum;
+    }
+
+    /// <summary>Scalar reference of the integer path, in ggml's scalar order: Σ (d_w·d_a)·Σ w·a (+ m_w·s_a).</summary>
+    public static float DotQ8Scalar<T>(ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq) where T : struct, ILegacyBlock
+    {
+        int groups = ActivationBlocks<T>(row, xq);
+        int actBytes = ActivationBlockBytes<T>();
+        int qsOffset = T.HasOffset ? 4 : 2;
+        Span<sbyte> levels = stackalloc sbyte[Group];
+        float sum = 0;
+        fixed (byte* p0 = row)
+        fixed (byte* a0 = xq)
+        {
+            byte* act = a0;
+            for (int b = 0, blocks = groups / T.Groups; b < blocks; b++)
+            {
+                byte* block = p0 + (long)b * T.BlockBytes;
+                for (int g = 0; g < T.Groups; g++, act += actBytes)
+                {
+                    T.Levels(block, g, levels);
+                    sbyte* a = (sbyte*)(act + qsOffset);
+                    int sumi = 0;
+                    for (int j = 0; j < Group; j++) sumi += levels[j] * a[j];
+                    float da = (float)Unsafe.ReadUnaligned<Half>(act);
+                    sum += T.Scale(block, g) * da * sumi;
+                    if (T.HasOffset) sum += T.Offset(block) * (float)Unsafe.ReadUnaligned<Half>(act + 2);
+                }
+            }
+        }
+        return sum;
+    }
+
+    // ---- decode helpers shared by the block structs ----
+
+    /// <summary>16 packed bytes → 32 nibbles: low nibbles (values 0..15) then high nibbles (16..31).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<byte> NibblesAvx2(byte* packed)
+    {
+        Vector128<byte> raw = Sse2.LoadVector128(packed);
+        Vector256<uint> both = Vector256.Create(raw, raw).AsUInt32();
+        Vector256<uint> shifted = Avx2.ShiftRightLogicalVariable(both, Vector256.Create(0u, 0, 0, 0, 4, 4, 4, 4));
+        return Avx2.And(shifted.AsByte(), Vector256.Create((byte)0x0F));
+    }
+
+    /// <summary>The 32 bits of a Q5 high-bit word as bytes 0x10 (bit set) or 0x00, in value order.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<byte> HighBitsAvx2(uint qh)
+    {
+        Vector256<byte> spread = Avx2.Shuffle(Vector256.Create(qh).AsByte(), Vector256.Create(
+            (byte)0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+            2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+        Vector256<byte> bit = Vector256.Create(0x8040201008040201ul).AsByte();
+        Vector256<byte> set = Avx2.CompareEqual(Avx2.And(spread, bit), bit);
+        return Avx2.And(set, Vector256.Create((byte)0x10));
+    }
+
+    /// <summary>Looks the 32 nibbles of an IQ4 group up in the non-linear level table.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<sbyte> Iq4LevelsAvx2(byte* packed)
+    {
+        Vector128<sbyte> table = Vector128.Create((sbyte)-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113);
+        return Avx2.Shuffle(Vector256.Create(table, table), NibblesAvx2(packed).AsSByte());
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Nibbles(byte* packed, Span<sbyte> levels, int bias)
+    {
+        for (int j = 0; j < 16; j++)
+        {
+            levels[j] = (sbyte)((packed[j] & 0x0F) - bias);
+            levels[j + 16] = (sbyte)((packed[j] >> 4) - bias);
+        }
+    }
+
+    /// <summary>Q5 levels from a 32-bit fifth-bit word followed by 16 nibble bytes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void FiveBitLevels(byte* qhThenNibbles, Span<sbyte> levels, int bias)
+    {
+        uint qh = Unsafe.ReadUnaligned<uint>(qhThenNibbles);
+        byte* qs = qhThenNibbles + 4;
+        for (int j = 0; j < 16; j++)
+        {
+            levels[j] = (sbyte)(((qs[j] & 0x0F) | (int)(((qh >> j) & 1) << 4)) - bias);
+            levels[j + 16] = (sbyte)(((qs[j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4)) - bias);
+        }
+    }
+
+    /// <summary>IQ4 levels: each nibble indexes the non-linear table.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Iq4Levels(byte* packed, Span<sbyte> levels)
+    {
+        ReadOnlySpan<sbyte> table = LegacyQuantMath.Iq4NlValues;
+        for (int j = 0; j < 16; j++)
+        {
+            levels[j] = table[packed[j] & 0x0F];
+            levels[j + 16] = table[packed[j] >> 4];
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float F16(byte* p) => (float)Unsafe.ReadUnaligned<Half>(p);
+}
