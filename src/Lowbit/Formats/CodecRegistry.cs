@@ -23,6 +23,12 @@ public static class CodecRegistry
         new Q8_1Codec(),
         new IQ4_NLCodec(),
         new IQ4_XSCodec(),
+        new Q2_KCodec(),
+        new Q3_KCodec(),
+        new Q4_KCodec(),
+        new Q5_KCodec(),
+        new Q6_KCodec(),
+        new Q8_KCodec(),
     ];
 
     /// <summary>Factories for parametric names; each returns null when the name is not its family.</summary>

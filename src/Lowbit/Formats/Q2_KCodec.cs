@@ -1,0 +1,152 @@
+namespace Lowbit.Formats;
+
+/// <summary>
+/// ggml Q2_K: 256 values in 16 groups of 16; 2-bit codes u with value d·sc·u − dmin·m, where each
+/// group's 4-bit scale sc and 4-bit min m share one byte (sc low nibble). Layout (84 bytes):
+/// scales[16], qs[64] (each half of 128 values: 32 bytes holding codes l, l+32, l+64, l+96 at bit
+/// shifts 0, 2, 4, 6), d fp16, dmin fp16.
+/// </summary>
+public sealed class Q2_KCodec : KQuantCodec
+{
+    private const int OffScales = 0, OffQs = 16, OffD = 80, OffDmin = 82;
+
+    public override string Name => "q2_K";
+    public override GgmlType? Ggml => GgmlType.Q2_K;
+    public override int BlockBytes => 84;
+    internal override int GroupSize => 16;
+    internal override int MaxCode => 3;
+
+    /// <summary>
+    /// quantize_row_q2_K_ref (empty importance: make_qkx2_quants with |x| weights and absolute-error
+    /// criterion per group, 4-bit scales and mins against their maxima) or quantize_row_q2_K_impl
+    /// (make_qkx3_quants with importance·sqrt(σ² + x²) weights, σ² = mean(x²), then make_qp_quants for
+    /// the scales and mins).
+    /// </summary>
+    internal override void QuantizeBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> importance, Span<byte> block)
+    {
+        Span<byte> codes = stackalloc byte[KQuantMath.SuperBlock];
+        Span<byte> scratch = stackalloc byte[16];
+        Span<float> weights = stackalloc float[16];
+        Span<float> scales = stackalloc float[16];
+        Span<float> mins = stackalloc float[16];
+        var packed = block.Slice(OffScales, 16);
+        if (importance.IsEmpty)
+        {
+            const float q4scale = 15f;
+            float maxScale = 0, maxMin = 0;
+            for (int g = 0; g < 16; g++)
+            {
+                var xg = x.Slice(16 * g, 16);
+                for (int l = 0; l < 16; l++) weights[l] = MathF.Abs(xg[l]);
+                scales[g] = KQuantMath.MakeQkx2Quants(16, 3, xg, weights, codes.Slice(16 * g, 16), out mins[g], scratch, -0.5f, 0.1f, 15, true);
+                if (scales[g] > maxScale) maxScale = scales[g];
+                if (mins[g] > maxMin) maxMin = mins[g];
+            }
+            if (maxScale > 0)
+            {
+                float iscale = q4scale / maxScale;
+                for (int g = 0; g < 16; g++) packed[g] = (byte)KQuantMath.NearestInt(iscale * scales[g]);
+                KQuantMath.WriteHalf(block, OffD, maxScale / q4scale);
+            }
+            else
+            {
+                packed.Clear();
+                KQuantMath.WriteHalf(block, OffD, 0f);
+            }
+            if (maxMin > 0)
+            {
+                float iscale = q4scale / maxMin;
+                for (int g = 0; g < 16; g++) packed[g] |= (byte)(KQuantMath.NearestInt(iscale * mins[g]) << 4);
+                KQuantMath.WriteHalf(block, OffDmin, maxMin / q4scale);
+            }
+            else
+            {
+                KQuantMath.WriteHalf(block, OffDmin, 0f);
+            }
+        }
+        else
+        {
+            Span<float> groupWeight = stackalloc float[16];
+            float sumX2 = 0;
+            for (int j = 0; j < KQuantMath.SuperBlock; j++) sumX2 += x[j] * x[j];
+            float sigma2 = sumX2 / KQuantMath.SuperBlock;
+            for (int g = 0; g < 16; g++)
+            {
+                var xg = x.Slice(16 * g, 16);
+                var qw = importance.Slice(16 * g, 16);
+                for (int l = 0; l < 16; l++) weights[l] = qw[l] * MathF.Sqrt(sigma2 + xg[l] * xg[l]);
+                float sumW = 0;
+                for (int l = 0; l < 16; l++) sumW += weights[l];
+                groupWeight[g] = sumW;
+                scales[g] = KQuantMath.MakeQkx3Quants(16, 3, xg, weights, codes.Slice(16 * g, 16), out mins[g], scratch, -0.9f, 0.05f, 36, false);
+            }
+            Span<byte> ls = stackalloc byte[16];
+            Span<byte> lm = stackalloc byte[16];
+            float dm = KQuantMath.MakeQpQuants(16, 15, scales, ls, groupWeight);
+            float mm = KQuantMath.MakeQpQuants(16, 15, mins, lm, groupWeight);
+            KQuantMath.WriteHalf(block, OffD, dm);
+            KQuantMath.WriteHalf(block, OffDmin, mm);
+            for (int g = 0; g < 16; g++) packed[g] = (byte)(ls[g] | lm[g] << 4);
+        }
+
+        Requantize(x, block, codes);
+
+        for (int h = 0; h < 2; h++)
+            for (int l = 0; l < 32; l++)
+                block[OffQs + 32 * h + l] = (byte)(codes[128 * h + l] | codes[128 * h + l + 32] << 2 | codes[128 * h + l + 64] << 4 | codes[128 * h + l + 96] << 6);
+    }
+
+    internal override KQuantGroupGrid GetGroupGrid(ReadOnlySpan<byte> block, int group)
+    {
+        int sc = block[OffScales + group];
+        return new KQuantGroupGrid(KQuantMath.ReadHalf(block, OffD) * (sc & 0xF), KQuantMath.ReadHalf(block, OffDmin) * (sc >> 4), 0, 3);
+    }
+
+    internal override int GetCode(ReadOnlySpan<byte> block, int index)
+    {
+        int h = index >> 7, shift = 2 * ((index >> 5) & 3), l = index & 31;
+        return (block[OffQs + 32 * h + l] >> shift) & 3;
+    }
+
+    internal override void SetCode(Span<byte> block, int index, int code)
+    {
+        int h = index >> 7, shift = 2 * ((index >> 5) & 3), l = index & 31;
+        ref byte q = ref block[OffQs + 32 * h + l];
+        q = (byte)((q & ~(3 << shift)) | (code & 3) << shift);
+    }
+
+    internal override void DequantizeBlock(ReadOnlySpan<byte> block, Span<float> y)
+    {
+        float d = KQuantMath.ReadHalf(block, OffD);
+        float min = KQuantMath.ReadHalf(block, OffDmin);
+        for (int h = 0; h < 2; h++)
+        {
+            var q = block.Slice(OffQs + 32 * h, 32);
+            for (int j = 0; j < 4; j++)
+            {
+                int shift = 2 * j;
+                for (int half = 0; half < 2; half++)
+                {
+                    int g = 8 * h + 2 * j + half;
+                    int sc = block[OffScales + g];
+                    float dl = d * (sc & 0xF), ml = min * (sc >> 4);
+                    var yg = y.Slice(16 * g, 16);
+                    for (int l = 0; l < 16; l++) yg[l] = dl * ((q[16 * half + l] >> shift) & 3) - ml;
+                }
+            }
+        }
+    }
+
+    internal override void UnpackForDot(ReadOnlySpan<byte> block, Span<byte> codes, Span<short> scales, Span<short> mins, out float d, out float dmin)
+    {
+        KQuantDot.Unpack2Bit(block.Slice(OffQs, 64), codes);
+        for (int g = 0; g < 16; g++)
+        {
+            int sc = block[OffScales + g];
+            scales[g] = (short)(sc & 0xF);
+            mins[g] = (short)(sc >> 4);
+        }
+        d = KQuantMath.ReadHalf(block, OffD);
+        dmin = KQuantMath.ReadHalf(block, OffDmin);
+    }
+}

@@ -1,0 +1,169 @@
+namespace Lowbit.Formats;
+
+/// <summary>
+/// ggml Q4_K: 256 values in 8 groups of 32; 4-bit codes u with value d·sc·u − dmin·m, where the
+/// 6-bit (sc, m) of each group are packed in 12 bytes. Layout (144 bytes): d fp16, dmin fp16,
+/// scales[12], qs[128] (each 32-byte run holds two groups: low nibbles then high nibbles).
+/// </summary>
+public sealed class Q4_KCodec : KQuantCodec
+{
+    private const int OffD = 0, OffDmin = 2, OffScales = 4, OffQs = 16;
+
+    public override string Name => "q4_K";
+    public override GgmlType? Ggml => GgmlType.Q4_K;
+    public override int BlockBytes => 144;
+    internal override int GroupSize => 32;
+    internal override int MaxCode => 15;
+
+    internal override void QuantizeBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> importance, Span<byte> block)
+    {
+        Span<byte> codes = stackalloc byte[KQuantMath.SuperBlock];
+        if (importance.IsEmpty) ChooseScalesReference(x, block, codes, nmax: 15, rmin: -1f, nstep: 20);
+        else ChooseScalesWeighted(x, importance, block, codes, nmax: 15, clampScaleCodes: false);
+        Requantize(x, block, codes);
+        for (int c = 0; c < 4; c++)
+            for (int l = 0; l < 32; l++)
+                block[OffQs + 32 * c + l] = (byte)(codes[64 * c + l] | codes[64 * c + 32 + l] << 4);
+    }
+
+    /// <summary>
+    /// ggml's reference choice of the 8 (scale, min) pairs shared by Q4_K and Q5_K (quantize_row_q4_K_ref /
+    /// q5_K_ref): make_qkx2_quants per group with weights rms(x)+|x|, then 6-bit quantization of the
+    /// scales and mins against their maxima. Writes d, dmin and the packed scales; leaves the search codes in
+    /// <paramref name="codes"/>.
+    /// </summary>
+    internal static void ChooseScalesReference(ReadOnlySpan<float> x, Span<byte> block, Span<byte> codes, int nmax, float rmin, int nstep)
+    {
+        Span<float> weights = stackalloc float[32];
+        Span<byte> scratch = stackalloc byte[32];
+        Span<float> scales = stackalloc float[8];
+        Span<float> mins = stackalloc float[8];
+        float maxScale = 0, maxMin = 0;
+        for (int j = 0; j < 8; j++)
+        {
+            var xg = x.Slice(32 * j, 32);
+            float sumX2 = 0;
+            for (int l = 0; l < 32; l++) sumX2 += xg[l] * xg[l];
+            float avX = MathF.Sqrt(sumX2 / 32);
+            for (int l = 0; l < 32; l++) weights[l] = avX + MathF.Abs(xg[l]);
+            scales[j] = KQuantMath.MakeQkx2Quants(32, nmax, xg, weights, codes.Slice(32 * j, 32), out mins[j], scratch, rmin, 0.1f, nstep, false);
+            if (scales[j] > maxScale) maxScale = scales[j];
+            if (mins[j] > maxMin) maxMin = mins[j];
+        }
+        float invScale = maxScale > 0 ? 63f / maxScale : 0f;
+        float invMin = maxMin > 0 ? 63f / maxMin : 0f;
+        Span<byte> ls = stackalloc byte[8];
+        Span<byte> lm = stackalloc byte[8];
+        for (int j = 0; j < 8; j++)
+        {
+            // ggml stores nearest_int into a uint8_t before clamping: keep the wrap-around.
+            ls[j] = Math.Min((byte)63, (byte)KQuantMath.NearestInt(invScale * scales[j]));
+            lm[j] = Math.Min((byte)63, (byte)KQuantMath.NearestInt(invMin * mins[j]));
+        }
+        KQuantMath.PackScalesMinsK4(ls, lm, block.Slice(OffScales, 12));
+        KQuantMath.WriteHalf(block, OffD, maxScale / 63f);
+        KQuantMath.WriteHalf(block, OffDmin, maxMin / 63f);
+    }
+
+    /// <summary>
+    /// ggml's importance-weighted choice of scales shared by Q4_K and Q5_K (quantize_row_q4_K_impl /
+    /// q5_K_impl): per-value weight importance·sqrt(σ² + x²) with σ² = 2·mean(x²), make_qkx3_quants per
+    /// group, then make_qp_quants for the 6-bit scales and mins weighted by each group's total weight.
+    /// </summary>
+    internal static void ChooseScalesWeighted(ReadOnlySpan<float> x, ReadOnlySpan<float> importance, Span<byte> block, Span<byte> codes, int nmax, bool clampScaleCodes)
+    {
+        Span<float> weights = stackalloc float[32];
+        Span<byte> scratch = stackalloc byte[32];
+        Span<float> scales = stackalloc float[8];
+        Span<float> mins = stackalloc float[8];
+        Span<float> groupWeight = stackalloc float[8];
+        float sumX2 = 0;
+        for (int l = 0; l < KQuantMath.SuperBlock; l++) sumX2 += x[l] * x[l];
+        float sigma2 = 2 * sumX2 / KQuantMath.SuperBlock;
+        for (int j = 0; j < 8; j++)
+        {
+            var xg = x.Slice(32 * j, 32);
+            var qw = importance.Slice(32 * j, 32);
+            for (int l = 0; l < 32; l++) weights[l] = qw[l] * MathF.Sqrt(sigma2 + xg[l] * xg[l]);
+            float sumW = 0;
+            for (int l = 0; l < 32; l++) sumW += weights[l];
+            groupWeight[j] = sumW;
+            scales[j] = KQuantMath.MakeQkx3Quants(32, nmax, xg, weights, codes.Slice(32 * j, 32), out mins[j], scratch, -0.9f, 0.05f, 36, false);
+        }
+        Span<byte> ls = stackalloc byte[8];
+        Span<byte> lm = stackalloc byte[8];
+        float dBlock = KQuantMath.MakeQpQuants(8, 63, scales, ls, groupWeight);
+        float mBlock = KQuantMath.MakeQpQuants(8, 63, mins, lm, groupWeight);
+        // Q5_K clamps the 6-bit codes, Q4_K does not (a no-op unless a search returned a negative scale).
+        if (clampScaleCodes)
+        {
+            for (int j = 0; j < 8; j++)
+            {
+                ls[j] = Math.Min((byte)63, ls[j]);
+                lm[j] = Math.Min((byte)63, lm[j]);
+            }
+        }
+        KQuantMath.PackScalesMinsK4(ls, lm, block.Slice(OffScales, 12));
+        KQuantMath.WriteHalf(block, OffD, dBlock);
+        KQuantMath.WriteHalf(block, OffDmin, mBlock);
+    }
+
+    internal static KQuantGroupGrid GridK4(ReadOnlySpan<byte> block, int group, int maxCode)
+    {
+        KQuantMath.GetScaleMinK4(group, block.Slice(OffScales, 12), out int sc, out int m);
+        float d = KQuantMath.ReadHalf(block, OffD) * sc;
+        float min = KQuantMath.ReadHalf(block, OffDmin) * m;
+        return new KQuantGroupGrid(d, min, 0, maxCode);
+    }
+
+    internal static void UnpackScalesK4(ReadOnlySpan<byte> block, Span<short> scales, Span<short> mins, out float d, out float dmin)
+    {
+        for (int j = 0; j < 8; j++)
+        {
+            KQuantMath.GetScaleMinK4(j, block.Slice(OffScales, 12), out int sc, out int m);
+            scales[2 * j] = scales[2 * j + 1] = (short)sc;
+            mins[2 * j] = mins[2 * j + 1] = (short)m;
+        }
+        d = KQuantMath.ReadHalf(block, OffD);
+        dmin = KQuantMath.ReadHalf(block, OffDmin);
+    }
+
+    internal override KQuantGroupGrid GetGroupGrid(ReadOnlySpan<byte> block, int group) => GridK4(block, group, 15);
+
+    internal override int GetCode(ReadOnlySpan<byte> block, int index)
+    {
+        int r = index & 63;
+        byte b = block[OffQs + 32 * (index >> 6) + (r & 31)];
+        return r < 32 ? b & 0xF : b >> 4;
+    }
+
+    internal override void SetCode(Span<byte> block, int index, int code)
+    {
+        int r = index & 63;
+        ref byte b = ref block[OffQs + 32 * (index >> 6) + (r & 31)];
+        b = r < 32 ? (byte)((b & 0xF0) | (code & 0xF)) : (byte)((b & 0x0F) | (code & 0xF) << 4);
+    }
+
+    internal override void DequantizeBlock(ReadOnlySpan<byte> block, Span<float> y)
+    {
+        float d = KQuantMath.ReadHalf(block, OffD);
+        float min = KQuantMath.ReadHalf(block, OffDmin);
+        var packed = block.Slice(OffScales, 12);
+        for (int c = 0; c < 4; c++)
+        {
+            KQuantMath.GetScaleMinK4(2 * c, packed, out int sc1, out int m1);
+            KQuantMath.GetScaleMinK4(2 * c + 1, packed, out int sc2, out int m2);
+            float d1 = d * sc1, min1 = min * m1, d2 = d * sc2, min2 = min * m2;
+            var q = block.Slice(OffQs + 32 * c, 32);
+            var yc = y.Slice(64 * c, 64);
+            for (int l = 0; l < 32; l++) yc[l] = d1 * (q[l] & 0xF) - min1;
+            for (int l = 0; l < 32; l++) yc[32 + l] = d2 * (q[l] >> 4) - min2;
+        }
+    }
+
+    internal override void UnpackForDot(ReadOnlySpan<byte> block, Span<byte> codes, Span<short> scales, Span<short> mins, out float d, out float dmin)
+    {
+        KQuantDot.UnpackNibbles(block.Slice(OffQs, 128), codes);
+        UnpackScalesK4(block, scales, mins, out d, out dmin);
+    }
+}

@@ -1,0 +1,103 @@
+using System.Runtime.Intrinsics;
+
+namespace Lowbit.Formats;
+
+/// <summary>
+/// ggml Q5_K: like Q4_K (8 groups of 32, packed 6-bit scales and mins, value d·sc·u − dmin·m) with
+/// 5-bit codes. Layout (176 bytes): d fp16, dmin fp16, scales[12], qh[32], qs[128]. The low 4 bits sit
+/// in qs as in Q4_K; the fifth bit of value 64c + 32s + l is bit 2c + s of qh[l].
+/// </summary>
+public sealed class Q5_KCodec : KQuantCodec
+{
+    private const int OffQh = 16, OffQs = 48;
+
+    public override string Name => "q5_K";
+    public override GgmlType? Ggml => GgmlType.Q5_K;
+    public override int BlockBytes => 176;
+    internal override int GroupSize => 32;
+    internal override int MaxCode => 31;
+
+    /// <summary>quantize_row_q5_K_ref (empty importance) or quantize_row_q5_K_impl; the scale choice is Q4_K's with nmax 31.</summary>
+    internal override void QuantizeBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> importance, Span<byte> block)
+    {
+        Span<byte> codes = stackalloc byte[KQuantMath.SuperBlock];
+        if (importance.IsEmpty) Q4_KCodec.ChooseScalesReference(x, block, codes, nmax: 31, rmin: -0.5f, nstep: 15);
+        else Q4_KCodec.ChooseScalesWeighted(x, importance, block, codes, nmax: 31, clampScaleCodes: true);
+        Requantize(x, block, codes);
+
+        var qh = block.Slice(OffQh, 32);
+        qh.Clear();
+        for (int c = 0; c < 4; c++)
+        {
+            for (int l = 0; l < 32; l++)
+            {
+                int l1 = codes[64 * c + l], l2 = codes[64 * c + 32 + l];
+                if (l1 > 15) { l1 -= 16; qh[l] |= (byte)(1 << (2 * c)); }
+                if (l2 > 15) { l2 -= 16; qh[l] |= (byte)(2 << (2 * c)); }
+                block[OffQs + 32 * c + l] = (byte)(l1 | l2 << 4);
+            }
+        }
+    }
+
+    internal override KQuantGroupGrid GetGroupGrid(ReadOnlySpan<byte> block, int group) => Q4_KCodec.GridK4(block, group, 31);
+
+    internal override int GetCode(ReadOnlySpan<byte> block, int index)
+    {
+        int c = index >> 6, s = (index >> 5) & 1, l = index & 31;
+        int low = (block[OffQs + 32 * c + l] >> (4 * s)) & 0xF;
+        return low | ((block[OffQh + l] >> (2 * c + s)) & 1) << 4;
+    }
+
+    internal override void SetCode(Span<byte> block, int index, int code)
+    {
+        int c = index >> 6, s = (index >> 5) & 1, l = index & 31;
+        ref byte q = ref block[OffQs + 32 * c + l];
+        q = (byte)((q & ~(0xF << (4 * s))) | (code & 0xF) << (4 * s));
+        int bit = 2 * c + s;
+        ref byte h = ref block[OffQh + l];
+        h = (byte)((h & ~(1 << bit)) | ((code >> 4) & 1) << bit);
+    }
+
+    internal override void DequantizeBlock(ReadOnlySpan<byte> block, Span<float> y)
+    {
+        float d = KQuantMath.ReadHalf(block, 0);
+        float min = KQuantMath.ReadHalf(block, 2);
+        var packed = block.Slice(4, 12);
+        var qh = block.Slice(OffQh, 32);
+        for (int c = 0; c < 4; c++)
+        {
+            KQuantMath.GetScaleMinK4(2 * c, packed, out int sc1, out int m1);
+            KQuantMath.GetScaleMinK4(2 * c + 1, packed, out int sc2, out int m2);
+            float d1 = d * sc1, min1 = min * m1, d2 = d * sc2, min2 = min * m2;
+            int u1 = 1 << (2 * c), u2 = 2 << (2 * c);
+            var ql = block.Slice(OffQs + 32 * c, 32);
+            var yc = y.Slice(64 * c, 64);
+            for (int l = 0; l < 32; l++) yc[l] = d1 * ((ql[l] & 0xF) + ((qh[l] & u1) != 0 ? 16 : 0)) - min1;
+            for (int l = 0; l < 32; l++) yc[32 + l] = d2 * ((ql[l] >> 4) + ((qh[l] & u2) != 0 ? 16 : 0)) - min2;
+        }
+    }
+
+    internal override void UnpackForDot(ReadOnlySpan<byte> block, Span<byte> codes, Span<short> scales, Span<short> mins, out float d, out float dmin)
+    {
+        KQuantDot.UnpackNibbles(block.Slice(OffQs, 128), codes);
+        var qh = block.Slice(OffQh, 32);
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var h = Vector256.Create(qh);
+            var sixteen = Vector256.Create((byte)16);
+            for (int bit = 0; bit < 8; bit++)
+            {
+                var mask = Vector256.Create((byte)(1 << bit));
+                var c = Vector256.Create(codes.Slice(32 * bit, 32));
+                (c | (Vector256.Equals(h & mask, mask) & sixteen)).CopyTo(codes.Slice(32 * bit));
+            }
+        }
+        else
+        {
+            for (int bit = 0; bit < 8; bit++)
+                for (int l = 0; l < 32; l++)
+                    codes[32 * bit + l] |= (byte)(((qh[l] >> bit) & 1) << 4);
+        }
+        Q4_KCodec.UnpackScalesK4(block, scales, mins, out d, out dmin);
+    }
+}
