@@ -15,6 +15,12 @@ public static class CodecRegistry
         new F16Codec(),
         new BF16Codec(),
         // --- registry lines: one per codec ---
+        new MxFp4Codec(),
+        new NvFp4Codec(),
+        new Fp8Codec(Fp8Kind.E4M3),
+        new Fp8Codec(Fp8Kind.E5M2),
+        new Fp8ChannelCodec(Fp8Kind.E4M3),
+        new Fp8ChannelCodec(Fp8Kind.E5M2),
     ];
 
     /// <summary>Factories for parametric names; each returns null when the name is not its family.</summary>
