@@ -27,6 +27,7 @@ public static class CodecRegistry
     private static Func<string, TensorCodec?>[] ParametricFactories() =>
     [
         // --- parametric families ---
+        IntCodecFamily.TryCreate,
     ];
 
     private static readonly TensorCodec[] All = BuiltIn();
