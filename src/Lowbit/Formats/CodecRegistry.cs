@@ -29,12 +29,19 @@ public static class CodecRegistry
         new Q5_KCodec(),
         new Q6_KCodec(),
         new Q8_KCodec(),
+        new MxFp4Codec(),
+        new NvFp4Codec(),
+        new Fp8Codec(Fp8Kind.E4M3),
+        new Fp8Codec(Fp8Kind.E5M2),
+        new Fp8ChannelCodec(Fp8Kind.E4M3),
+        new Fp8ChannelCodec(Fp8Kind.E5M2),
     ];
 
     /// <summary>Factories for parametric names; each returns null when the name is not its family.</summary>
     private static Func<string, TensorCodec?>[] ParametricFactories() =>
     [
         // --- parametric families ---
+        IntCodecFamily.TryCreate,
     ];
 
     private static readonly TensorCodec[] All = BuiltIn();
