@@ -1,0 +1,22 @@
+namespace Lowbit.Engine;
+
+/// <summary>Run-time settings of an <see cref="InferenceEngine"/>.</summary>
+public sealed record EngineOptions
+{
+    /// <summary>Worker threads (default: all processors). Results do not depend on it.</summary>
+    public int Threads { get; init; } = Environment.ProcessorCount;
+
+    /// <summary>KV cache capacity in tokens; 0 = the model's MaxPositions capped at 4096.</summary>
+    public int ContextLength { get; init; }
+
+    public KvCacheType KvCache { get; init; } = KvCacheType.F32;
+
+    /// <summary>
+    /// Decode through the codec's integer dot product on activations quantized once per matrix
+    /// (ggml's vec_dot_type) when the codec has one; false = float activations (codec.DotRow).
+    /// </summary>
+    public bool QuantizedActivations { get; init; } = true;
+
+    /// <summary>Largest number of tokens processed in one forward batch (longer inputs are split).</summary>
+    public int MaxBatch { get; init; } = 512;
+}
