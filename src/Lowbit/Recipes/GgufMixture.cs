@@ -1,5 +1,6 @@
 using System.Globalization;
 using Lowbit.Formats;
+using Lowbit.IO;
 using Lowbit.Model;
 
 namespace Lowbit.Recipes;
@@ -47,7 +48,7 @@ public sealed class GgufMixture
         ("Q6_K", LlamaFileType.MostlyQ6_K, GgmlType.Q6_K),
         ("IQ4_NL", LlamaFileType.MostlyIQ4_NL, GgmlType.IQ4_NL),
         ("IQ4_XS", LlamaFileType.MostlyIQ4_XS, GgmlType.IQ4_XS),
-        ("MXFP4", LlamaFileType.MostlyMXFP4, GgmlType.MXFP4),
+        ("MXFP4", LlamaFileType.MostlyMXFP4_MoE, GgmlType.MXFP4),
         ("NVFP4", LlamaFileType.MostlyNVFP4, GgmlType.NVFP4),
     ];
 
@@ -194,13 +195,8 @@ public sealed class GgufMixture
         return (next, true);
     }
 
-    private static int BlockSizeOf(GgmlType t) => t switch
-    {
-        GgmlType.F32 or GgmlType.F16 or GgmlType.BF16 => 1,
-        GgmlType.Q2_K or GgmlType.Q3_K or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K or GgmlType.Q8_K or GgmlType.IQ4_XS => 256,
-        GgmlType.NVFP4 => 64,
-        _ => 32,
-    };
+    private static int BlockSizeOf(GgmlType t) =>
+        GgmlTypeTraits.TryGet(t, out int block, out _) ? block : throw new LowbitException($"unknown GGUF type {t}");
 
     private static GgmlType FloatOr(TensorCodec codec, GgmlType fallback) =>
         codec.IsFloat && codec.Ggml is { } g ? g : fallback is GgmlType.F32 or GgmlType.BF16 ? fallback : GgmlType.F16;
