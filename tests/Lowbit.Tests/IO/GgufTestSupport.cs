@@ -143,18 +143,20 @@ internal static class TestModels
 
     /// <summary>Writes a complete model GGUF with random F16 data (finite values) and returns the writer used.</summary>
     public static Lowbit.IO.GgufWriter Write(string path, Lowbit.Model.ModelConfig c, Lowbit.Model.TokenizerInfo tok,
-        Lowbit.Formats.TensorCodec? codec = null, Action<Lowbit.IO.GgufWriter>? tweak = null)
+        Lowbit.Formats.TensorCodec? codec = null, Action<Lowbit.IO.GgufWriter>? tweak = null,
+        Func<List<(string Name, long[] Shape)>, IEnumerable<(string Name, long[] Shape)>>? editPlan = null)
     {
         codec ??= Lowbit.Formats.CodecRegistry.Get("f16");
         var w = new Lowbit.IO.GgufWriter();
         Lowbit.IO.GgufModelMetadata.AddTo(w.Metadata, c, tok, "test-model", Lowbit.IO.LlamaFileType.MostlyF16);
-        foreach (var (name, shape) in TensorPlan(c)) w.AddTensor(name, shape, codec);
+        var plan = TensorPlan(c);
+        foreach (var (name, shape) in editPlan is null ? plan : editPlan(plan)) w.AddTensor(name, shape, codec);
         tweak?.Invoke(w);
         w.Write(path, (i, s) => s.Write(FiniteHalfs(i, w.Tensors[i].ByteSize)));
         return w;
     }
 
-    private static byte[] FiniteHalfs(int index, long bytes)
+    public static byte[] FiniteHalfs(int index, long bytes)
     {
         var rng = new Random(index);
         var data = new byte[bytes];
