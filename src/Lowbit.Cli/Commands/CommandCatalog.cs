@@ -8,5 +8,7 @@ public static class CommandCatalog
     public static IEnumerable<Command> All() =>
     [
         FormatsCommand.Create(),
+        InspectCommand.Create(),
+        QuantizeCommand.Create(),
     ];
 }

@@ -15,7 +15,7 @@ public static class FormatsCommand
         {
             var table = new Table().AddColumns("format", "GGUF id", "block", "bytes/block", "bits/weight", "imatrix", "int dot");
             foreach (var c in CodecRegistry.Codecs)
-                table.AddRow(c.Name, c.Ggml is { } g ? ((uint)g).ToString() : "-", c.BlockSize.ToString(), c.BlockBytes.ToString(),
+                table.AddTextRow(c.Name, c.Ggml is { } g ? ((uint)g).ToString() : "-", c.BlockSize.ToString(), c.BlockBytes.ToString(),
                     c.BitsPerWeight.ToString("0.####"), c.UsesImportance ? "yes" : "-", c.VecDotCodec?.Name ?? "-");
             AnsiConsole.Write(table);
             AnsiConsole.WriteLine("Parametric: int{2,3,4,8}-{gN|channel|tensor}-{sym|asym}[-mse] (e.g. int4-g128-sym).");
