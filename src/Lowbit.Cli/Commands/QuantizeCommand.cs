@@ -21,11 +21,12 @@ public static class QuantizeCommand
         };
         var output = new Option<string?>("--output", "-o") { Description = "Output .gguf path (default: out/<model>-<FORMAT>.gguf)." };
         var pure = new Option<bool>("--pure") { Description = "Every quantizable tensor gets the one type (like llama-quantize --pure)." };
+        var imatrix = new Option<string?>("--imatrix") { Description = "llama.cpp importance matrix (GGUF or legacy .dat) for importance-weighted k-quant/legacy/IQ4 rounding." };
         var threads = CliOptions.Threads();
         var json = CliOptions.Json();
         var cmd = new Command("quantize", "Quantize a model to GGUF (round-to-nearest, llama.cpp mixtures) and print the result table.")
         {
-            model, format, output, pure, threads, json,
+            model, format, output, pure, imatrix, threads, json,
         };
         cmd.SetAction((pr, ct) =>
         {
@@ -38,7 +39,8 @@ public static class QuantizeCommand
                 throw new LowbitException($"{path}: the model has no tokenizer, which a GGUF file for llama.cpp needs");
             string name = ModelName(path);
             string outPath = pr.GetValue(output) ?? DefaultOutput(name, mixture.Name);
-            var plan = mixture.Plan(m.Config, m.Tensors, pr.GetValue(pure));
+            var importance = pr.GetValue(imatrix) is { } ip ? ImportanceMatrix.Read(ip) : null;
+            var plan = mixture.Plan(m.Config, m.Tensors, pr.GetValue(pure), importance is not null);
             var metadata = GgufModelMetadata.Build(m.Config, m.Tokenizer, name, mixture.FileType);
 
             ExportReport report = null!;
@@ -47,8 +49,7 @@ public static class QuantizeCommand
                 .Start(ctx =>
                 {
                     var task = ctx.AddTask($"quantizing to {mixture.Name}", maxValue: plan.Entries.Count);
-                    var progress = new Progress<GgufWriteProgress>(p => { });
-                    report = GgufExporter.Write(m, metadata, plan.Entries, outPath, pr.GetValue(threads), null,
+                    report = GgufExporter.Write(m, metadata, plan.Entries, outPath, pr.GetValue(threads), importance is null ? null : importance.For,
                         new SyncProgress<GgufWriteProgress>(p =>
                         {
                             task.Value = p.TensorsWritten;
