@@ -56,6 +56,7 @@ internal static unsafe class LegacyKernels
     }
 
     /// <summary>ggml's dequantization: value = scale·level (+ offset), in float.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0, which would be many times slower
     public static void Dequantize<T>(ReadOnlySpan<byte> src, Span<float> dst) where T : struct, ILegacyBlock
     {
         int blocks = src.Length / T.BlockBytes;
@@ -86,6 +87,7 @@ internal static unsafe class LegacyKernels
     public static float DotF32<T>(ReadOnlySpan<byte> row, ReadOnlySpan<float> x) where T : struct, ILegacyBlock
         => Avx2.IsSupported && Fma.IsSupported ? DotF32Avx2<T>(row, x) : DotF32Portable<T>(row, x);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0, which would be many times slower
     public static float DotF32Avx2<T>(ReadOnlySpan<byte> row, ReadOnlySpan<float> x) where T : struct, ILegacyBlock
     {
         int blocks = BlockCount<T>(x.Length, row.Length, "dot");
@@ -124,6 +126,7 @@ internal static unsafe class LegacyKernels
     }
 
     /// <summary>Portable path: scalar decode, Vector128 float arithmetic (SSE, NEON, WASM).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0, which would be many times slower
     public static float DotF32Portable<T>(ReadOnlySpan<byte> row, ReadOnlySpan<float> x) where T : struct, ILegacyBlock
     {
         int blocks = BlockCount<T>(x.Length, row.Length, "dot");
@@ -206,6 +209,7 @@ internal static unsafe class LegacyKernels
     /// AVX2 integer path (ggml's scheme): |w| ⊗ sign(a, w) with maddubs gives exact int16 pair sums,
     /// madd with ones widens to int32, one float FMA per 32 values applies d_w·d_a.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0, which would be many times slower
     public static float DotQ8Avx2<T>(ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq) where T : struct, ILegacyBlock
     {
         int groups = ActivationBlocks<T>(row, xq);
@@ -227,10 +231,10 @@ internal static unsafe class LegacyKernels
                     Vector256<sbyte> a = Avx.LoadVector256((sbyte*)(act + qsOffset));
                     Vector256<short> pairs = Avx2.MultiplyAddAdjacent(Avx2.Abs(w), Avx2.Sign(a, w));
                     Vector256<float> sums = Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(pairs, ones));
-                    float da = (float)Unsafe.ReadUnaligned<Half>(act);
+                    float da = F16(act);
                     total = Fma.MultiplyAdd(sums, Vector256.Create(T.Scale(block, g) * da), total);
                     if (T.HasOffset)
-                        offsetSum += T.Offset(block) * (float)Unsafe.ReadUnaligned<Half>(act + 2);
+                        offsetSum += T.Offset(block) * F16(act + 2);
                 }
             }
         }
@@ -258,9 +262,9 @@ internal static unsafe class LegacyKernels
                     sbyte* a = (sbyte*)(act + qsOffset);
                     int sumi = 0;
                     for (int j = 0; j < Group; j++) sumi += levels[j] * a[j];
-                    float da = (float)Unsafe.ReadUnaligned<Half>(act);
+                    float da = F16(act);
                     sum += T.Scale(block, g) * da * sumi;
-                    if (T.HasOffset) sum += T.Offset(block) * (float)Unsafe.ReadUnaligned<Half>(act + 2);
+                    if (T.HasOffset) sum += T.Offset(block) * F16(act + 2);
                 }
             }
         }
@@ -334,6 +338,20 @@ internal static unsafe class LegacyKernels
         }
     }
 
+    /// <summary>
+    /// Reads an fp16 value. Inlined bit conversion (System.Half's operator is an out-of-line call
+    /// that makes the kernels spill their accumulators): placing the 15 magnitude bits at the top of
+    /// a float's exponent/mantissa gives the value times 2^-112 for normals and subnormals alike, so
+    /// one exact multiply restores it. Infinities and NaNs take the library conversion.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static float F16(byte* p) => (float)Unsafe.ReadUnaligned<Half>(p);
+    public static float F16(byte* p)
+    {
+        uint h = Unsafe.ReadUnaligned<ushort>(p);
+        if ((h & 0x7C00) == 0x7C00) return (float)BitConverter.UInt16BitsToHalf((ushort)h);
+        float magnitude = BitConverter.UInt32BitsToSingle((h & 0x7FFF) << 13) * TwoPow112;
+        return BitConverter.UInt32BitsToSingle(BitConverter.SingleToUInt32Bits(magnitude) | ((h & 0x8000) << 16));
+    }
+
+    private const float TwoPow112 = 5.192296858534828e33f;
 }

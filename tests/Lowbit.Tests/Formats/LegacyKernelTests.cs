@@ -216,3 +216,20 @@ public sealed class LegacyKernelTests
         Assert.Throws<ArgumentException>(() => codec.DotRowQuantized(row, xq));
     }
 }
+
+/// <summary>The kernels' inlined fp16 reader agrees with System.Half on every bit pattern.</summary>
+public sealed class LegacyHalfTests
+{
+    [Fact]
+    public unsafe void F16_reader_matches_System_Half_for_all_65536_patterns()
+    {
+        for (int bits = 0; bits < 65536; bits++)
+        {
+            ushort h = (ushort)bits;
+            float expected = (float)BitConverter.UInt16BitsToHalf(h);
+            float actual = Lowbit.Formats.LegacyKernels.F16((byte*)&h);
+            Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(actual),
+                $"0x{bits:x4}: expected {expected:R}, got {actual:R}");
+        }
+    }
+}
