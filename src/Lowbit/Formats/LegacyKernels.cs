@@ -342,15 +342,17 @@ internal static unsafe class LegacyKernels
     /// Reads an fp16 value. Inlined bit conversion (System.Half's operator is an out-of-line call
     /// that makes the kernels spill their accumulators): placing the 15 magnitude bits at the top of
     /// a float's exponent/mantissa gives the value times 2^-112 for normals and subnormals alike, so
-    /// one exact multiply restores it. Infinities and NaNs take the library conversion.
+    /// one exact multiply restores it. Infinities and NaNs get the all-ones exponent directly.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float F16(byte* p)
     {
         uint h = Unsafe.ReadUnaligned<ushort>(p);
-        if ((h & 0x7C00) == 0x7C00) return (float)BitConverter.UInt16BitsToHalf((ushort)h);
-        float magnitude = BitConverter.UInt32BitsToSingle((h & 0x7FFF) << 13) * TwoPow112;
-        return BitConverter.UInt32BitsToSingle(BitConverter.SingleToUInt32Bits(magnitude) | ((h & 0x8000) << 16));
+        uint shifted = (h & 0x7FFF) << 13;
+        uint magnitude = (h & 0x7C00) == 0x7C00
+            ? shifted | 0x7F800000 | ((h & 0x3FF) != 0 ? 0x00400000u : 0u) // infinity, or NaN made quiet as conversions do
+            : BitConverter.SingleToUInt32Bits(BitConverter.UInt32BitsToSingle(shifted) * TwoPow112);
+        return BitConverter.UInt32BitsToSingle(magnitude | ((h & 0x8000) << 16));
     }
 
     private const float TwoPow112 = 5.192296858534828e33f;
