@@ -112,7 +112,7 @@ internal static class Iq4Quantizer
             float sumqx = 0, sumq2 = 0;
             for (int j = 0; j < 32; j++)
             {
-                int l = LegacyQuantMath.BestIndexInt8(values, id * xb[j]);
+                int l = LegacyQuantMath.Iq4NlBestIndex(id * xb[j]);
                 lb[j] = (byte)l;
                 float q = values[l];
                 float w = weight[j];
@@ -127,7 +127,7 @@ internal static class Iq4Quantizer
                 sumqx = sumq2 = 0;
                 for (int j = 0; j < 32; j++)
                 {
-                    int l = LegacyQuantMath.BestIndexInt8(values, id * xb[j]);
+                    int l = LegacyQuantMath.Iq4NlBestIndex(id * xb[j]);
                     float q = values[l];
                     float w = weight[j];
                     sumqx += w * q * xb[j];
@@ -159,7 +159,7 @@ internal static class Iq4Quantizer
                 float dl = d * l;
                 float idl = dl != 0 ? 1 / dl : 0f;
                 ReadOnlySpan<float> xb = x.Slice(ib * 32, 32);
-                for (int j = 0; j < 32; j++) levels[ib * 32 + j] = (byte)LegacyQuantMath.BestIndexInt8(values, idl * xb[j]);
+                for (int j = 0; j < 32; j++) levels[ib * 32 + j] = (byte)LegacyQuantMath.Iq4NlBestIndex(idl * xb[j]);
                 l += 32;
                 if (ib % 2 == 0) scalesL[ib / 2] = (byte)(l & 0x0F);
                 else scalesL[ib / 2] |= (byte)((l & 0x0F) << 4);
@@ -172,7 +172,7 @@ internal static class Iq4Quantizer
         {
             LegacyQuantMath.WriteHalf(block, 0, scales[0]);
             float id = scales[0] != 0 ? 1 / scales[0] : 0f;
-            for (int j = 0; j < 32; j++) levels[j] = (byte)LegacyQuantMath.BestIndexInt8(values, id * x[j]);
+            for (int j = 0; j < 32; j++) levels[j] = (byte)LegacyQuantMath.Iq4NlBestIndex(id * x[j]);
             packed = block.Slice(2, 16);
         }
 

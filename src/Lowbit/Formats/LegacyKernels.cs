@@ -56,6 +56,7 @@ internal static unsafe class LegacyKernels
     }
 
     /// <summary>ggml's dequantization: value = scale·level (+ offset), in float.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0, which would be many times slower
     public static void Dequantize<T>(ReadOnlySpan<byte> src, Span<float> dst) where T : struct, ILegacyBlock
     {
         int blocks = src.Length / T.BlockBytes;
@@ -86,10 +87,12 @@ internal static unsafe class LegacyKernels
     public static float DotF32<T>(ReadOnlySpan<byte> row, ReadOnlySpan<float> x) where T : struct, ILegacyBlock
         => Avx2.IsSupported && Fma.IsSupported ? DotF32Avx2<T>(row, x) : DotF32Portable<T>(row, x);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0, which would be many times slower
     public static float DotF32Avx2<T>(ReadOnlySpan<byte> row, ReadOnlySpan<float> x) where T : struct, ILegacyBlock
     {
         int blocks = BlockCount<T>(x.Length, row.Length, "dot");
         Vector256<float> total = Vector256<float>.Zero;
+        Vector256<float> offsetTotal = Vector256<float>.Zero; // own chain, so offset formats don't double the FMA latency per block
         fixed (byte* p0 = row)
         fixed (float* x0 = x)
         {
@@ -115,15 +118,16 @@ internal static unsafe class LegacyKernels
                     if (T.HasOffset)
                     {
                         var sx = Avx.Add(Avx.Add(xa, xb), Avx.Add(xc, xd));
-                        total = Fma.MultiplyAdd(sx, Vector256.Create(T.Offset(block)), total);
+                        offsetTotal = Fma.MultiplyAdd(sx, Vector256.Create(T.Offset(block)), offsetTotal);
                     }
                 }
             }
         }
-        return Vector256.Sum(total);
+        return Vector256.Sum(T.HasOffset ? Avx.Add(total, offsetTotal) : total);
     }
 
     /// <summary>Portable path: scalar decode, Vector128 float arithmetic (SSE, NEON, WASM).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0, which would be many times slower
     public static float DotF32Portable<T>(ReadOnlySpan<byte> row, ReadOnlySpan<float> x) where T : struct, ILegacyBlock
     {
         int blocks = BlockCount<T>(x.Length, row.Length, "dot");
@@ -206,6 +210,7 @@ internal static unsafe class LegacyKernels
     /// AVX2 integer path (ggml's scheme): |w| ⊗ sign(a, w) with maddubs gives exact int16 pair sums,
     /// madd with ones widens to int32, one float FMA per 32 values applies d_w·d_a.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0, which would be many times slower
     public static float DotQ8Avx2<T>(ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq) where T : struct, ILegacyBlock
     {
         int groups = ActivationBlocks<T>(row, xq);
@@ -227,10 +232,10 @@ internal static unsafe class LegacyKernels
                     Vector256<sbyte> a = Avx.LoadVector256((sbyte*)(act + qsOffset));
                     Vector256<short> pairs = Avx2.MultiplyAddAdjacent(Avx2.Abs(w), Avx2.Sign(a, w));
                     Vector256<float> sums = Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(pairs, ones));
-                    float da = (float)Unsafe.ReadUnaligned<Half>(act);
+                    float da = F16(act);
                     total = Fma.MultiplyAdd(sums, Vector256.Create(T.Scale(block, g) * da), total);
                     if (T.HasOffset)
-                        offsetSum += T.Offset(block) * (float)Unsafe.ReadUnaligned<Half>(act + 2);
+                        offsetSum += T.Offset(block) * F16(act + 2);
                 }
             }
         }
@@ -258,9 +263,9 @@ internal static unsafe class LegacyKernels
                     sbyte* a = (sbyte*)(act + qsOffset);
                     int sumi = 0;
                     for (int j = 0; j < Group; j++) sumi += levels[j] * a[j];
-                    float da = (float)Unsafe.ReadUnaligned<Half>(act);
+                    float da = F16(act);
                     sum += T.Scale(block, g) * da * sumi;
-                    if (T.HasOffset) sum += T.Offset(block) * (float)Unsafe.ReadUnaligned<Half>(act + 2);
+                    if (T.HasOffset) sum += T.Offset(block) * F16(act + 2);
                 }
             }
         }
@@ -334,6 +339,22 @@ internal static unsafe class LegacyKernels
         }
     }
 
+    /// <summary>
+    /// Reads an fp16 value. Inlined bit conversion (System.Half's operator is an out-of-line call
+    /// that makes the kernels spill their accumulators): placing the 15 magnitude bits at the top of
+    /// a float's exponent/mantissa gives the value times 2^-112 for normals and subnormals alike, so
+    /// one exact multiply restores it. Infinities and NaNs get the all-ones exponent directly.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static float F16(byte* p) => (float)Unsafe.ReadUnaligned<Half>(p);
+    public static float F16(byte* p)
+    {
+        uint h = Unsafe.ReadUnaligned<ushort>(p);
+        uint shifted = (h & 0x7FFF) << 13;
+        uint magnitude = (h & 0x7C00) == 0x7C00
+            ? shifted | 0x7F800000 | ((h & 0x3FF) != 0 ? 0x00400000u : 0u) // infinity, or NaN made quiet as conversions do
+            : BitConverter.SingleToUInt32Bits(BitConverter.UInt32BitsToSingle(shifted) * TwoPow112);
+        return BitConverter.UInt32BitsToSingle(magnitude | ((h & 0x8000) << 16));
+    }
+
+    private const float TwoPow112 = 5.192296858534828e33f;
 }

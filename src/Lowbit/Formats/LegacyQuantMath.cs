@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 
 namespace Lowbit.Formats;
 
@@ -53,6 +54,25 @@ internal static class LegacyQuantMath
             int j = idx + step;
             if (x2 >= (float)(values[j - 1] + values[j])) idx = j;
         }
+        return idx;
+    }
+
+    /// <summary>values[j−1] + values[j] of <see cref="Iq4NlValues"/> for j = 1..15 (index 0 unused).</summary>
+    private static ReadOnlySpan<float> Iq4NlMidpointSums => [0, -231, -187, -148, -114, -84, -57, -32, -9, 14, 38, 63, 91, 122, 158, 202];
+
+    /// <summary>
+    /// <see cref="BestIndexInt8"/> specialized to the IQ4_NL table (the quantizer's inner loop):
+    /// the same four branch-free halvings against precomputed neighbour sums, so the same answer.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int Iq4NlBestIndex(float x)
+    {
+        float x2 = x + x;
+        ref float sums = ref MemoryMarshal.GetReference(Iq4NlMidpointSums);
+        int idx = x2 >= Unsafe.Add(ref sums, 8) ? 8 : 0;
+        idx = x2 >= Unsafe.Add(ref sums, idx + 4) ? idx + 4 : idx;
+        idx = x2 >= Unsafe.Add(ref sums, idx + 2) ? idx + 2 : idx;
+        idx = x2 >= Unsafe.Add(ref sums, idx + 1) ? idx + 1 : idx;
         return idx;
     }
 

@@ -216,3 +216,47 @@ public sealed class LegacyKernelTests
         Assert.Throws<ArgumentException>(() => codec.DotRowQuantized(row, xq));
     }
 }
+
+/// <summary>The kernels' inlined fp16 reader agrees with System.Half on every bit pattern.</summary>
+public sealed class LegacyHalfTests
+{
+    [Fact]
+    public unsafe void F16_reader_matches_System_Half_for_all_65536_patterns()
+    {
+        for (int bits = 0; bits < 65536; bits++)
+        {
+            ushort h = (ushort)bits;
+            float expected = (float)BitConverter.UInt16BitsToHalf(h);
+            float actual = Lowbit.Formats.LegacyKernels.F16((byte*)&h);
+            Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(actual),
+                $"0x{bits:x4}: expected {expected:R}, got {actual:R}");
+        }
+    }
+}
+
+/// <summary>The IQ4_NL nearest-level search: ties go up, as ggml's best_index_int8 does, and the fast form agrees.</summary>
+public sealed class LegacyIq4IndexTests
+{
+    [Fact]
+    public void Specialized_search_matches_generic_search_including_exact_midpoints()
+    {
+        ReadOnlySpan<sbyte> values = Lowbit.Formats.LegacyQuantMath.Iq4NlValues;
+        var probes = new List<float> { -1000f, -127f, 0f, 113f, 1000f, float.Epsilon, -float.Epsilon };
+        for (int j = 1; j < 16; j++)
+        {
+            float mid = (values[j - 1] + values[j]) / 2f;
+            probes.AddRange([mid, MathF.BitDecrement(mid), MathF.BitIncrement(mid)]);
+        }
+        var rng = new Random(5);
+        for (int i = 0; i < 2000; i++) probes.Add((float)(rng.NextDouble() * 300 - 150));
+        foreach (float x in probes)
+            Assert.Equal(Lowbit.Formats.LegacyQuantMath.BestIndexInt8(values, x), Lowbit.Formats.LegacyQuantMath.Iq4NlBestIndex(x));
+
+        for (int j = 1; j < 16; j++)
+        {
+            float mid = (values[j - 1] + values[j]) / 2f;
+            Assert.Equal(j, Lowbit.Formats.LegacyQuantMath.Iq4NlBestIndex(mid));
+            Assert.Equal(j - 1, Lowbit.Formats.LegacyQuantMath.Iq4NlBestIndex(MathF.BitDecrement(mid)));
+        }
+    }
+}
