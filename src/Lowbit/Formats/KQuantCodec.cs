@@ -105,6 +105,12 @@ public abstract class KQuantCodec : TensorCodec
         }
     }
 
+    /// <summary>Portable code unpacking (one <see cref="GetCode"/> per value) for machines without Vector256.</summary>
+    internal void UnpackCodesScalar(ReadOnlySpan<byte> block, Span<byte> codes)
+    {
+        for (int i = 0; i < KQuantMath.SuperBlock; i++) codes[i] = (byte)GetCode(block, i);
+    }
+
     public override void QuantizeRows(ReadOnlySpan<float> src, Span<byte> dst, int cols, ReadOnlySpan<float> importance)
     {
         long rowBytes = RowBytes(cols);

@@ -21,27 +21,19 @@ internal static class KQuantDot
 {
     private const int QK = KQuantMath.SuperBlock;
 
-    /// <summary>Splits 128 bytes of packed nibbles (4 runs of 32: low nibbles, then high nibbles) into 256 codes.</summary>
+    /// <summary>
+    /// Splits 128 bytes of packed nibbles (4 runs of 32: low nibbles, then high nibbles) into 256 codes
+    /// with Vector256 operations (callers use <see cref="KQuantCodec.UnpackCodesScalar"/> when Vector256 is not accelerated).
+    /// </summary>
     public static void UnpackNibbles(ReadOnlySpan<byte> qs, Span<byte> codes)
     {
-        if (Vector256.IsHardwareAccelerated)
-        {
-            var mask = Vector256.Create((byte)0x0F);
-            for (int c = 0; c < 4; c++)
-            {
-                var q = Vector256.Create(qs.Slice(32 * c, 32));
-                (q & mask).CopyTo(codes.Slice(64 * c));
-                (Vector256.ShiftRightLogical(q.AsUInt16(), 4).AsByte() & mask).CopyTo(codes.Slice(64 * c + 32));
-            }
-            return;
-        }
+        var mask = Vector256.Create((byte)0x0F);
         for (int c = 0; c < 4; c++)
-            for (int l = 0; l < 32; l++)
-            {
-                byte b = qs[32 * c + l];
-                codes[64 * c + l] = (byte)(b & 0xF);
-                codes[64 * c + 32 + l] = (byte)(b >> 4);
-            }
+        {
+            var q = Vector256.Create(qs.Slice(32 * c, 32));
+            (q & mask).CopyTo(codes.Slice(64 * c));
+            (Vector256.ShiftRightLogical(q.AsUInt16(), 4).AsByte() & mask).CopyTo(codes.Slice(64 * c + 32));
+        }
     }
 
     /// <summary>
@@ -50,21 +42,13 @@ internal static class KQuantDot
     /// </summary>
     public static void Unpack2Bit(ReadOnlySpan<byte> qs, Span<byte> codes)
     {
-        if (Vector256.IsHardwareAccelerated)
-        {
-            var mask = Vector256.Create((byte)3);
-            for (int h = 0; h < 2; h++)
-            {
-                var q = Vector256.Create(qs.Slice(32 * h, 32)).AsUInt16();
-                for (int j = 0; j < 4; j++)
-                    (Vector256.ShiftRightLogical(q, 2 * j).AsByte() & mask).CopyTo(codes.Slice(128 * h + 32 * j));
-            }
-            return;
-        }
+        var mask = Vector256.Create((byte)3);
         for (int h = 0; h < 2; h++)
+        {
+            var q = Vector256.Create(qs.Slice(32 * h, 32)).AsUInt16();
             for (int j = 0; j < 4; j++)
-                for (int l = 0; l < 32; l++)
-                    codes[128 * h + 32 * j + l] = (byte)((qs[32 * h + l] >> (2 * j)) & 3);
+                (Vector256.ShiftRightLogical(q, 2 * j).AsByte() & mask).CopyTo(codes.Slice(128 * h + 32 * j));
+        }
     }
 
     public static float DotFloat(KQuantCodec codec, ReadOnlySpan<byte> row, ReadOnlySpan<float> x)
@@ -136,10 +120,8 @@ internal static class KQuantDot
     /// </summary>
     public static float DotQ8K(KQuantCodec codec, ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq, bool useSimd)
     {
-        const int q8Bytes = 292;
-        int blocks = row.Length / codec.BlockBytes;
-        if (row.Length % codec.BlockBytes != 0 || xq.Length != blocks * q8Bytes)
-            throw new ArgumentException($"{codec.Name}: row of {row.Length} bytes does not pair with a q8_K row of {xq.Length} bytes.");
+        const int q8Bytes = Q8Bytes;
+        int blocks = CheckQ8Pair(codec, row, xq);
         Span<byte> codes = stackalloc byte[QK];
         Span<short> scales = stackalloc short[16];
         Span<short> mins = stackalloc short[16];
@@ -188,6 +170,17 @@ internal static class KQuantDot
             acc = Avx2.Add(acc, Avx2.MultiplyAddAdjacent(p, s));
         }
         return Vector256.Sum(acc);
+    }
+
+    public const int Q8Bytes = 292;
+
+    /// <summary>Checks that an encoded weight row and a Q8_K activation row hold the same number of values; returns the block count.</summary>
+    public static int CheckQ8Pair(KQuantCodec codec, ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq)
+    {
+        int blocks = row.Length / codec.BlockBytes;
+        if (row.Length % codec.BlockBytes != 0 || xq.Length != blocks * Q8Bytes)
+            throw new ArgumentException($"{codec.Name}: row of {row.Length} bytes does not pair with a q8_K row of {xq.Length} bytes.");
+        return blocks;
     }
 
     private static int CheckRow(KQuantCodec codec, ReadOnlySpan<byte> row, int cols)

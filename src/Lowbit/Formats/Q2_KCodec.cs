@@ -139,7 +139,8 @@ public sealed class Q2_KCodec : KQuantCodec
 
     internal override void UnpackForDot(ReadOnlySpan<byte> block, Span<byte> codes, Span<short> scales, Span<short> mins, out float d, out float dmin)
     {
-        KQuantDot.Unpack2Bit(block.Slice(OffQs, 64), codes);
+        if (System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated) KQuantDot.Unpack2Bit(block.Slice(OffQs, 64), codes);
+        else UnpackCodesScalar(block, codes);
         for (int g = 0; g < 16; g++)
         {
             int sc = block[OffScales + g];

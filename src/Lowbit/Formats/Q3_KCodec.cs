@@ -165,11 +165,10 @@ public sealed class Q3_KCodec : KQuantCodec
 
     internal override void UnpackForDot(ReadOnlySpan<byte> block, Span<byte> codes, Span<short> scales, Span<short> mins, out float d, out float dmin)
     {
-        KQuantDot.Unpack2Bit(block.Slice(OffQs, 64), codes);
-        var hmask = block.Slice(OffHmask, 32);
         if (Vector256.IsHardwareAccelerated)
         {
-            var h = Vector256.Create(hmask);
+            KQuantDot.Unpack2Bit(block.Slice(OffQs, 64), codes);
+            var h = Vector256.Create(block.Slice(OffHmask, 32));
             var four = Vector256.Create((byte)4);
             for (int bit = 0; bit < 8; bit++)
             {
@@ -180,9 +179,7 @@ public sealed class Q3_KCodec : KQuantCodec
         }
         else
         {
-            for (int bit = 0; bit < 8; bit++)
-                for (int l = 0; l < 32; l++)
-                    codes[32 * bit + l] |= (byte)(((hmask[l] >> bit) & 1) << 2);
+            UnpackCodesScalar(block, codes);
         }
         var packed = block.Slice(OffScales, 12);
         for (int g = 0; g < 16; g++)

@@ -1,3 +1,6 @@
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
 namespace Lowbit.Formats;
 
 /// <summary>
@@ -163,7 +166,62 @@ public sealed class Q4_KCodec : KQuantCodec
 
     internal override void UnpackForDot(ReadOnlySpan<byte> block, Span<byte> codes, Span<short> scales, Span<short> mins, out float d, out float dmin)
     {
-        KQuantDot.UnpackNibbles(block.Slice(OffQs, 128), codes);
+        if (System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated) KQuantDot.UnpackNibbles(block.Slice(OffQs, 128), codes);
+        else UnpackCodesScalar(block, codes);
         UnpackScalesK4(block, scales, mins, out d, out dmin);
+    }
+
+    public override float DotRowQuantized(ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq) =>
+        Avx2.IsSupported && BitConverter.IsLittleEndian ? DotQ8KAvx2(row, xq) : KQuantDot.DotQ8K(this, row, xq, useSimd: false);
+
+    /// <summary>
+    /// Fused Q4_K × Q8_K kernel (ggml's AVX2 scheme: nibbles × int8 with pmaddubsw, group scales with
+    /// pmaddwd, mins through the Q8_K bsums). Integer sums are exact and combined per block with the same float
+    /// expression as <see cref="KQuantDot.DotQ8K(KQuantCodec, ReadOnlySpan{byte}, ReadOnlySpan{byte}, bool)"/>,
+    /// so the result is bit-identical to the scalar reference.
+    /// </summary>
+    private unsafe float DotQ8KAvx2(ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq)
+    {
+        int blocks = KQuantDot.CheckQ8Pair(this, row, xq);
+        var low = Vector256.Create((byte)0x0F);
+        float sum = 0;
+        fixed (byte* pr = row)
+        fixed (byte* py = xq)
+        {
+            for (int b = 0; b < blocks; b++)
+            {
+                byte* x = pr + 144 * b;
+                byte* y = py + KQuantDot.Q8Bytes * b;
+                float d = KQuantMath.FromHalfBits(*(ushort*)x);
+                float dmin = KQuantMath.FromHalfBits(*(ushort*)(x + 2));
+                float yd = *(float*)y;
+
+                // 12 packed bytes → 8 scale bytes (scales03, scales47) and 8 min bytes (mins03, mins47).
+                uint u0 = *(uint*)(x + 4), u1 = *(uint*)(x + 8), u2 = *(uint*)(x + 12);
+                ulong scales = (u0 & 0x3f3f3f3fu) | (ulong)((u2 & 0x0f0f0f0fu) | (((u0 >> 6) & 0x03030303u) << 4)) << 32;
+                ulong mins = (u1 & 0x3f3f3f3fu) | (ulong)(((u2 >> 4) & 0x0f0f0f0fu) | (((u1 >> 6) & 0x03030303u) << 4)) << 32;
+
+                short* bsums = (short*)(y + Q8_KCodec.OffBsums);
+                int summ = 0;
+                for (int j = 0; j < 8; j++)
+                    summ += (int)((mins >> (8 * j)) & 0xFF) * (bsums[2 * j] + bsums[2 * j + 1]);
+
+                var acc = Vector256<int>.Zero;
+                for (int c = 0; c < 4; c++)
+                {
+                    var q = Avx.LoadVector256(x + OffQs + 32 * c);
+                    var lo = Avx2.And(q, low);
+                    var hi = Avx2.And(Avx2.ShiftRightLogical(q.AsUInt16(), 4).AsByte(), low);
+                    var plo = Avx2.MultiplyAddAdjacent(lo, Avx.LoadVector256((sbyte*)y + Q8_KCodec.OffQs + 64 * c));
+                    var phi = Avx2.MultiplyAddAdjacent(hi, Avx.LoadVector256((sbyte*)y + Q8_KCodec.OffQs + 64 * c + 32));
+                    var sA = Vector256.Create((short)((scales >> (16 * c)) & 0xFF));
+                    var sB = Vector256.Create((short)((scales >> (16 * c + 8)) & 0xFF));
+                    acc = Avx2.Add(acc, Avx2.Add(Avx2.MultiplyAddAdjacent(plo, sA), Avx2.MultiplyAddAdjacent(phi, sB)));
+                }
+                int sumi = Vector256.Sum(acc);
+                sum += d * yd * sumi - dmin * yd * summ;
+            }
+        }
+        return sum;
     }
 }

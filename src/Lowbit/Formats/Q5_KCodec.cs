@@ -79,11 +79,10 @@ public sealed class Q5_KCodec : KQuantCodec
 
     internal override void UnpackForDot(ReadOnlySpan<byte> block, Span<byte> codes, Span<short> scales, Span<short> mins, out float d, out float dmin)
     {
-        KQuantDot.UnpackNibbles(block.Slice(OffQs, 128), codes);
-        var qh = block.Slice(OffQh, 32);
         if (Vector256.IsHardwareAccelerated)
         {
-            var h = Vector256.Create(qh);
+            KQuantDot.UnpackNibbles(block.Slice(OffQs, 128), codes);
+            var h = Vector256.Create(block.Slice(OffQh, 32));
             var sixteen = Vector256.Create((byte)16);
             for (int bit = 0; bit < 8; bit++)
             {
@@ -94,9 +93,7 @@ public sealed class Q5_KCodec : KQuantCodec
         }
         else
         {
-            for (int bit = 0; bit < 8; bit++)
-                for (int l = 0; l < 32; l++)
-                    codes[32 * bit + l] |= (byte)(((qh[l] >> bit) & 1) << 4);
+            UnpackCodesScalar(block, codes);
         }
         Q4_KCodec.UnpackScalesK4(block, scales, mins, out d, out dmin);
     }
