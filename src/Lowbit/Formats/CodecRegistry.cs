@@ -35,6 +35,10 @@ public static class CodecRegistry
         new Fp8Codec(Fp8Kind.E5M2),
         new Fp8ChannelCodec(Fp8Kind.E4M3),
         new Fp8ChannelCodec(Fp8Kind.E5M2),
+        new Nf4Codec(doubleQuant: true),
+        new Nf4Codec(doubleQuant: false),
+        new Fp4Codec(),
+        new NvFp4TensorScaledCodec(),
     ];
 
     /// <summary>Factories for parametric names; each returns null when the name is not its family.</summary>

@@ -150,35 +150,29 @@ public static class IntKernels
         var acc1 = Vector256<float>.Zero;
         var mask = Vector128.Create((byte)0x0F);
         int i = 0;
-        for (; i + 16 <= x.Length; i += 16)
+        if (Sse2.IsSupported)
         {
-            // 8 bytes = 16 codes; byte k holds code 2k (low nibble) and 2k+1 (high nibble).
-            var b = Vector128.CreateScalar(
-                BinaryPrimitives.ReadUInt64LittleEndian(packed.Slice(i / 2))).AsByte();
-            var lo = b & mask;
-            var hi = Vector128.ShiftRightLogical(b, 4);
-            var (a0, a1) = InterleaveToFloats(lo, hi);
-            acc0 += a0 * Vector256.Create(x.Slice(i, 8));
-            acc1 += a1 * Vector256.Create(x.Slice(i + 8, 8));
+            for (; i + 32 <= x.Length; i += 32)
+            {
+                // 16 bytes = 32 codes; byte k holds code 2k (low nibble) and 2k+1 (high nibble).
+                var b = Vector128.Create(packed.Slice(i / 2, 16));
+                var lo = b & mask;
+                var hi = Vector128.ShiftRightLogical(b, 4);
+                var c0 = Sse2.UnpackLow(lo, hi);  // codes 0..15 in order
+                var c1 = Sse2.UnpackHigh(lo, hi); // codes 16..31
+                acc0 += ToFloat8(c0) * Vector256.Create(x.Slice(i, 8));
+                acc1 += ToFloat8(Sse2.ShiftRightLogical128BitLane(c0, 8)) * Vector256.Create(x.Slice(i + 8, 8));
+                acc0 += ToFloat8(c1) * Vector256.Create(x.Slice(i + 16, 8));
+                acc1 += ToFloat8(Sse2.ShiftRightLogical128BitLane(c1, 8)) * Vector256.Create(x.Slice(i + 24, 8));
+            }
         }
         float sum = Vector256.Sum(acc0 + acc1);
         for (; i < x.Length; i++) sum += IntQuant.ReadBits(packed, i, 4) * x[i];
         return sum;
     }
 
-    private static (Vector256<float>, Vector256<float>) InterleaveToFloats(
-        Vector128<byte> lo, Vector128<byte> hi)
-    {
-        // Interleave the low 8 bytes of lo and hi: lo0 hi0 lo1 hi1 ... (16 codes in order).
-        var inter = Sse2.IsSupported
-            ? Sse2.UnpackLow(lo, hi)
-            : Vector128.Create(
-                lo[0], hi[0], lo[1], hi[1], lo[2], hi[2], lo[3], hi[3], lo[4], hi[4], lo[5], hi[5], lo[6], hi[6], lo[7], hi[7]);
-        return (ToFloat8(inter), ToFloat8(Vector128.Shuffle(inter,
-            Vector128.Create((byte)8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7))));
-    }
-
     /// <summary>The low 8 unsigned bytes as 8 floats.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     private static Vector256<float> ToFloat8(Vector128<byte> v)
     {
         if (Avx2.IsSupported)

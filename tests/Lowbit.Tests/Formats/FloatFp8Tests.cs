@@ -135,6 +135,19 @@ public sealed class FloatFp8Tests
     }
 
     [Theory, MemberData(nameof(Kinds))]
+    public void Vector_dot_propagates_special_codes_like_the_scalar_dot(Fp8Kind kind)
+    {
+        var codes = new byte[64];
+        var x = new float[64];
+        for (int i = 0; i < 64; i++) { codes[i] = (byte)(0x30 + i % 8); x[i] = 0.25f * (i % 5); }
+        codes[37] = kind == Fp8Kind.E4M3 ? (byte)0x7F : (byte)0x7C; // NaN / +Inf
+        float vec = Fp8.Dot(codes, x, kind), sca = Fp8.DotScalar(codes, x, kind);
+        Assert.Equal(float.IsNaN(sca), float.IsNaN(vec));
+        if (!float.IsNaN(sca)) Assert.Equal(sca, vec);
+        Assert.False(float.IsFinite(vec));
+    }
+
+    [Theory, MemberData(nameof(Kinds))]
     public void Channel_codec_round_trip_error_is_within_half_a_step(Fp8Kind kind)
     {
         var codec = (Fp8ChannelCodec)CodecRegistry.Get(kind == Fp8Kind.E4M3 ? "fp8_e4m3-channel" : "fp8_e5m2-channel");
