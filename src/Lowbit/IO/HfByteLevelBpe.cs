@@ -11,19 +11,46 @@ namespace Lowbit.IO;
 /// </summary>
 public sealed class HfByteLevelBpe
 {
-    /// <summary>The Qwen2 pre-tokenizer (also llama.cpp's "qwen2" pre-type), the default for the gpt2-style models Lowbit loads.</summary>
+    /// <summary>The Qwen2 pre-tokenizer (GGUF pre "qwen2"), used by Qwen2 and Qwen3.</summary>
     public const string Qwen2Pattern =
         @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
-    /// <summary>The original GPT-2 pre-tokenizer.</summary>
+    /// <summary>The original GPT-2 pre-tokenizer (HF ByteLevel with use_regex; GGUF pre "gpt-2").</summary>
     public const string Gpt2Pattern = @"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+
+    /// <summary>The Llama 3 pre-tokenizer (GGUF pre "llama-bpe"): like Qwen2's but digits in groups of up to three.</summary>
+    public const string Llama3Pattern =
+        @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+    /// <summary>GGUF tokenizer.ggml.pre names whose pre-tokenizer is one regex Lowbit implements.</summary>
+    public static readonly IReadOnlyList<string> SupportedPreTypes = ["gpt-2", "qwen2", "llama-bpe"];
+
+    /// <summary>The regex of a GGUF pre-tokenizer name (see <see cref="SupportedPreTypes"/>).</summary>
+    public static string PatternForPre(string? pre) => pre switch
+    {
+        "gpt-2" => Gpt2Pattern,
+        "qwen2" => Qwen2Pattern,
+        "llama-bpe" or "llama3" => Llama3Pattern,
+        _ => throw new LowbitException($"byte-level BPE pre-tokenizer '{pre ?? "(none)"}' is not supported (supported: {string.Join(", ", SupportedPreTypes)})"),
+    };
+
+    /// <summary>The GGUF pre name of a pre-tokenizer regex as written in tokenizer.json, or null when not one Lowbit knows.</summary>
+    public static string? PreForPattern(string pattern)
+    {
+        // tokenizer.json spells the contractions either case-insensitively or as explicit [sS] classes.
+        string normalized = pattern.Replace("(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])", "(?i:'s|'t|'re|'ve|'m|'ll|'d)", StringComparison.Ordinal);
+        if (normalized == Qwen2Pattern) return "qwen2";
+        if (normalized == Llama3Pattern) return "llama-bpe";
+        if (normalized == Gpt2Pattern || normalized + "|\\s+" == Gpt2Pattern) return "gpt-2";
+        return null;
+    }
 
     private readonly Dictionary<string, int> _tokenIds;
     private readonly Dictionary<(string, string), int> _mergeRank;
     private readonly Regex _preTokenizer;
     private readonly int _unknownId;
 
-    public HfByteLevelBpe(TokenizerInfo info, string preTokenizerPattern = Qwen2Pattern)
+    public HfByteLevelBpe(TokenizerInfo info, string preTokenizerPattern)
     {
         _tokenIds = new Dictionary<string, int>(info.Tokens.Count, StringComparer.Ordinal);
         for (int i = 0; i < info.Tokens.Count; i++) _tokenIds.TryAdd(info.Tokens[i], i);

@@ -34,11 +34,19 @@ public sealed class Tokenizer
     /// <summary>Which encoder is in use: "ml-sentencepiece", "spm-bpe" or "byte-level-bpe".</summary>
     public string Backend { get; private init; } = "";
 
-    /// <summary>Null when the model has no tokenizer (commands then take and print token ids).</summary>
-    public static Tokenizer? TryCreate(TokenizerInfo? info) => info is null ? null : Create(info);
+    /// <summary>GGUF metadata key naming the byte-level BPE pre-tokenizer ("qwen2", "gpt-2", "llama-bpe").</summary>
+    public const string PreMetadataKey = "tokenizer.ggml.pre";
 
+    /// <summary>Null when the model has no tokenizer (commands then take and print token ids).</summary>
+    public static Tokenizer? TryCreate(TokenizerInfo? info, string? pre = null) => info is null ? null : Create(info, pre);
+
+    /// <summary>The tokenizer of a loaded model (pre-tokenizer from its "tokenizer.ggml.pre" metadata), or null when it has none.</summary>
+    public static Tokenizer? ForModel(LoadedModel model) =>
+        TryCreate(model.Tokenizer, model.Metadata.GetValueOrDefault(PreMetadataKey) as string);
+
+    /// <param name="pre">For byte-level BPE ("gpt2") models: the GGUF pre-tokenizer name (see <see cref="HfByteLevelBpe.SupportedPreTypes"/>).</param>
     /// <param name="preferBuiltIn">For SentencePiece models: use the built-in SPM-BPE even when tokenizer.model bytes are present.</param>
-    public static Tokenizer Create(TokenizerInfo info, bool preferBuiltIn = false)
+    public static Tokenizer Create(TokenizerInfo info, string? pre = null, bool preferBuiltIn = false)
     {
         if (info.Tokens.Count == 0) throw new LowbitException("tokenizer has no tokens");
         switch (info.Model)
@@ -66,7 +74,7 @@ public sealed class Tokenizer
             }
             case "gpt2":
             {
-                var bpe = new HfByteLevelBpe(info);
+                var bpe = new HfByteLevelBpe(info, HfByteLevelBpe.PatternForPre(pre));
                 return new Tokenizer(info, (text, output) => { bpe.Encode(text, output); return 0; }, false) { Backend = "byte-level-bpe" };
             }
             default:
