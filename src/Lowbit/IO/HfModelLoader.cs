@@ -41,6 +41,9 @@ public static class HfModelLoader
             foreach (var f in set.Files)
                 foreach (var (k, v) in f.Metadata)
                     metadata[k] = v;
+            string tokenizerJson = System.IO.Path.Combine(dir, HfTokenizerReader.TokenizerJsonFileName);
+            if (tokenizer?.Model == "gpt2" && HfTokenizerReader.ReadPreType(tokenizerJson) is { } pre)
+                metadata[Tokenizer.PreMetadataKey] = pre;
             return new LoadedModel(dirOrSafetensorsFile, "safetensors", config, tokenizer, tensors, metadata, set);
         }
         catch

@@ -213,6 +213,35 @@ public static class HfTokenizerReader
         };
     }
 
+    /// <summary>
+    /// The GGUF pre-tokenizer name ("gpt-2", "qwen2", "llama-bpe") of a byte-level tokenizer.json: its
+    /// single Split regex, or GPT-2's when the ByteLevel pre-tokenizer applies its own regex. Null when the
+    /// pre-tokenizer is not one Lowbit implements (encoding then reports it; the vocabulary still loads).
+    /// </summary>
+    public static string? ReadPreType(string tokenizerJsonPath)
+    {
+        using var doc = ParseJson(tokenizerJsonPath);
+        if (!doc.RootElement.TryGetProperty("pre_tokenizer", out var pre) || pre.ValueKind != JsonValueKind.Object) return null;
+        var steps = new List<JsonElement>();
+        if (pre.TryGetProperty("pretokenizers", out var seq) && seq.ValueKind == JsonValueKind.Array) steps.AddRange(seq.EnumerateArray());
+        else steps.Add(pre);
+        var regexes = new List<string>();
+        bool byteLevelRegex = false;
+        foreach (var step in steps)
+        {
+            string? type = step.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString() : null;
+            if (type == "Split" && step.TryGetProperty("pattern", out var pat) && pat.ValueKind == JsonValueKind.Object
+                && pat.TryGetProperty("Regex", out var rx) && rx.ValueKind == JsonValueKind.String)
+                regexes.Add(rx.GetString()!);
+            else if (type == "ByteLevel")
+                byteLevelRegex = !step.TryGetProperty("use_regex", out var ur) || ur.ValueKind != JsonValueKind.False;
+            else return null;
+        }
+        if (regexes.Count == 1 && !byteLevelRegex) return HfByteLevelBpe.PreForPattern(regexes[0]);
+        if (regexes.Count == 0 && byteLevelRegex) return "gpt-2";
+        return null;
+    }
+
     /// <summary>convert_hf_to_gguf.py does_token_look_special: added tokens that should be control tokens even if not marked special.</summary>
     public static bool LooksSpecial(string token) =>
         token is "<pad>" or "<mask>" or "<2mass>" or "[@BOS@]"
