@@ -67,6 +67,13 @@ public sealed record AdvisorAssumptions
     }
 }
 
+/// <summary>
+/// An extra row set for a plan the advisor does not build itself (e.g. the lead's exact Q4_K_M
+/// mixture). <paramref name="KernelFormat"/> is the advisor format whose kernels and compute
+/// path the plan runs on (e.g. "q4_K"): it decides the fast-kernel flag and the prefill rate.
+/// </summary>
+public sealed record CustomPlan(string Label, QuantizationPlan Plan, string KernelFormat);
+
 /// <summary>What to advise on.</summary>
 public sealed record AdviceRequest
 {
@@ -76,6 +83,8 @@ public sealed record AdviceRequest
     public InferenceSettings Settings { get; init; } = new();
     /// <summary>Formats to evaluate (advisor names); null = <see cref="AdvisorFormats.DefaultSweep"/>.</summary>
     public IReadOnlyList<string>? Formats { get; init; }
+    /// <summary>Plans evaluated in addition to <see cref="Formats"/>, reported under their labels.</summary>
+    public IReadOnlyList<CustomPlan> CustomPlans { get; init; } = [];
     public IReadOnlyList<MeasuredSpeed> Measured { get; init; } = [];
     public AdvisorAssumptions Assumptions { get; init; } = new();
     /// <summary>Codec lookup; default <see cref="CodecRegistry.TryGet(string)"/>.</summary>
@@ -95,7 +104,10 @@ public sealed record SkippedFormat(string Format, string Reason);
 /// <summary>One device × format. Speeds and costs are estimates unless in a Measured… field.</summary>
 public sealed record FormatEstimate
 {
+    /// <summary>The advisor format name, or a custom plan's label.</summary>
     public required string Format { get; init; }
+    /// <summary>The format whose kernels run this row (= <see cref="Format"/> except for custom plans).</summary>
+    public required string KernelFormat { get; init; }
     public required string Plan { get; init; }
     public required double BitsPerWeight { get; init; }
     public required long WeightBytes { get; init; }
@@ -187,7 +199,7 @@ public static class DeploymentAdvisor
         long kvPerSequence = MemoryEstimator.KvBytesReadPerToken(cfg, settings.Context, settings.KvCache);
         var compute = MemoryEstimator.ComputeBuffer(cfg, settings);
 
-        var sized = new List<(FormatInfo Info, WeightEstimate Weights)>();
+        var sized = new List<(string Label, FormatInfo Info, WeightEstimate Weights)>();
         var skipped = new List<SkippedFormat>();
         foreach (var f in formats.DistinctBy(f => f.Name))
         {
@@ -199,12 +211,18 @@ public static class DeploymentAdvisor
             }
             try
             {
-                sized.Add((f, MemoryEstimator.Weights(cfg, planFor(f, codec))));
+                sized.Add((f.Name, f, MemoryEstimator.Weights(cfg, planFor(f, codec))));
             }
             catch (LowbitException e)
             {
                 skipped.Add(new SkippedFormat(f.Name, e.Message));
             }
+        }
+        foreach (var custom in request.CustomPlans)
+        {
+            if (sized.Any(s => string.Equals(s.Label, custom.Label, StringComparison.OrdinalIgnoreCase)))
+                throw new LowbitException($"custom plan label '{custom.Label}' is already used by another row.");
+            sized.Add((custom.Label, AdvisorFormats.Get(custom.KernelFormat), MemoryEstimator.Weights(cfg, custom.Plan)));
         }
 
         var a = request.Assumptions;
@@ -217,7 +235,7 @@ public static class DeploymentAdvisor
             long usable = (long)(memory * usableFraction);
             double hourly = HourlyCost(device.Price, a);
             var rows = new List<FormatEstimate>(sized.Count);
-            foreach (var (info, w) in sized)
+            foreach (var (label, info, w) in sized)
             {
                 long total = w.TotalBytes + kv + compute.TotalBytes + overhead.TotalBytes;
                 double decode = DecodeTokensPerSecond(device, a, w.BytesReadPerToken, kvPerSequence, settings.Batch);
@@ -225,12 +243,13 @@ public static class DeploymentAdvisor
                 double? prefill = peak is null ? null
                     : PrefillTokensPerSecond(cfg, settings, w, peak.Value * (path == "int8" ? a.IntegerPrefillEfficiency : a.PrefillEfficiency), device, a);
                 var measured = request.Measured.LastOrDefault(m =>
-                    string.Equals(m.Format, info.Name, StringComparison.OrdinalIgnoreCase) &&
+                    string.Equals(m.Format, label, StringComparison.OrdinalIgnoreCase) &&
                     (string.Equals(m.Device, device.Id, StringComparison.OrdinalIgnoreCase) ||
                      string.Equals(m.Device, device.Name, StringComparison.OrdinalIgnoreCase)));
                 rows.Add(new FormatEstimate
                 {
-                    Format = info.Name,
+                    Format = label,
+                    KernelFormat = info.Name,
                     Plan = w.Plan,
                     BitsPerWeight = w.BitsPerWeight,
                     WeightBytes = w.TotalBytes,
@@ -267,7 +286,7 @@ public static class DeploymentAdvisor
             Parameters = cfg.ParameterCount,
             Settings = settings,
             Assumptions = a,
-            Formats = sized.Select(s => new FormatPlanSummary(s.Info.Name, s.Weights.Plan, s.Weights.BitsPerWeight, s.Weights.TotalBytes, s.Weights.ByFormat)).ToArray(),
+            Formats = sized.Select(s => new FormatPlanSummary(s.Label, s.Weights.Plan, s.Weights.BitsPerWeight, s.Weights.TotalBytes, s.Weights.ByFormat)).ToArray(),
             Skipped = skipped,
             Devices = advice,
         };

@@ -146,6 +146,30 @@ public sealed class DeploymentAdvisorTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void Custom_plans_are_reported_under_their_label_with_their_kernel_format()
+    {
+        var q4k = TestCodecs.Get("q4_K");
+        var q6k = TestCodecs.Get("q6_K");
+        var f32 = TestCodecs.Get("f32");
+        // a Q4_K_M-like mixture: attn_v, ffn_down and output in q6_K, other matrices q4_K
+        var mixture = new QuantizationPlan("mix", s => s.IsVector ? f32
+            : s.Role is TensorRole.AttnV or TensorRole.FfnDown or TensorRole.Output ? q6k : q4k);
+        var req = Llama8B(8192, "q4_K") with { CustomPlans = [new CustomPlan("Q4_K_M-like", mixture, "q4_K")] };
+        var report = DeploymentAdvisor.Advise(req, [Catalog.Get("rtx-4090")]);
+        var rows = report.Devices[0].Formats;
+        var custom = rows.Single(r => r.Format == "Q4_K_M-like");
+        Assert.Equal("q4_K", custom.KernelFormat);
+        Assert.True(custom.FastKernel);
+        Assert.Equal("int8", custom.ComputePath);
+        Assert.Equal(MemoryEstimator.Weights(ModelShapes.Get("llama-3.1-8b"), mixture).TotalBytes, custom.WeightBytes);
+        Assert.True(custom.BitsPerWeight > rows.Single(r => r.Format == "q4_K").BitsPerWeight);
+        Assert.Equal("Q4_K_M-like", report.Devices[0].BestFormat);
+
+        var dup = req with { CustomPlans = [new CustomPlan("q4_K", mixture, "q4_K")] };
+        Assert.Throws<LowbitException>(() => DeploymentAdvisor.Advise(dup, [Catalog.Get("rtx-4090")]));
+    }
+
+    [Fact]
     public void Unknown_format_in_a_request_is_a_user_error()
     {
         var e = Assert.Throws<LowbitException>(() => DeploymentAdvisor.Advise(Llama8B(4096, "q4_k_m"), [Catalog.Get("rtx-4090")]));

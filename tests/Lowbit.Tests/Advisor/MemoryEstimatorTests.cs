@@ -105,6 +105,23 @@ public sealed class MemoryEstimatorTests
     }
 
     [Fact]
+    public void Qwen2_5_0_5B_rows_of_896_fall_back_like_llama_quantize_does()
+    {
+        // hidden 896 is not a multiple of 256: q4_K tensors reading it fall back to q5_0, the
+        // tied embedding/output goes to q8_0 (row not a multiple of the target block), ffn_down
+        // (rows of 4864 = 19 × 256) stays q4_K, biases and norms stay F32.
+        var w = MemoryEstimator.Weights(ModelShapes.Get("qwen2.5-0.5b"),
+            QuantizationPlan.LlamaCppDefault(C("q4_K"), resolve: TestCodecs.Resolve));
+        string F(string name) => w.Tensors.Single(t => t.Name == name).Format;
+        Assert.Equal("q5_0", F("blk.0.attn_q.weight"));
+        Assert.Equal("q5_0", F("blk.0.ffn_up.weight"));
+        Assert.Equal("q4_K", F("blk.0.ffn_down.weight"));
+        Assert.Equal("q8_0", F("token_embd.weight"));
+        Assert.Equal("f32", F("blk.0.attn_v.bias"));
+        Assert.Equal(151_936L * 896 / 32 * 34, w.EmbeddingBytes);
+    }
+
+    [Fact]
     public void Linear_only_plan_keeps_embeddings_in_bf16()
     {
         var cfg = ModelShapes.Get("llama-3.1-8b");
