@@ -35,8 +35,9 @@ public sealed record TensorSlot(string Name, TensorRole Role, int Layer, long Ro
 {
     public long Elements => Rows * Cols;
 
-    /// <summary>True for 1-D tensors (norm weights, biases); llama.cpp never quantizes these.</summary>
-    public bool IsVector => Rows == 1;
+    /// <summary>True for 1-D tensors (norm weights, biases; stored with one row); llama.cpp never quantizes these.</summary>
+    public bool IsVector => Role is TensorRole.AttnNorm or TensorRole.FfnNorm or TensorRole.OutputNorm
+        or TensorRole.AttnQNorm or TensorRole.AttnKNorm or TensorRole.AttnQBias or TensorRole.AttnKBias or TensorRole.AttnVBias;
 
     /// <summary>True for the projections inside a block (what weight-only quantizers touch).</summary>
     public bool IsBlockLinear => Role is TensorRole.AttnQ or TensorRole.AttnK or TensorRole.AttnV

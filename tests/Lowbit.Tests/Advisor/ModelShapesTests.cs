@@ -41,3 +41,26 @@ public sealed class ModelShapesTests
         Assert.NotNull(ModelShapes.TryGet("LLAMA-3.1-8B"));
     }
 }
+
+public sealed class LayoutProperties
+{
+    [FsCheck.Xunit.Property(MaxTest = 200)]
+    public bool Layout_elements_equal_parameter_count_and_f16_bytes_follow(
+        FsCheck.PositiveInt vocab, FsCheck.PositiveInt heads, FsCheck.PositiveInt groups, FsCheck.PositiveInt headDim,
+        FsCheck.PositiveInt ffn, FsCheck.PositiveInt layers, bool tied, bool bias, bool qkNorm)
+    {
+        int kv = 1 + heads.Get % 4, h = kv * (1 + groups.Get % 4);
+        var cfg = new ModelConfig
+        {
+            Architecture = "llama", VocabSize = 1 + vocab.Get % 1000, NumHeads = h, NumKvHeads = kv,
+            HeadDim = 1 + headDim.Get % 64, HiddenSize = h * (1 + headDim.Get % 64), IntermediateSize = 1 + ffn.Get % 512,
+            NumLayers = 1 + layers.Get % 6, TieEmbeddings = tied, AttentionBias = bias, QkNorm = qkNorm,
+        };
+        var slots = LlamaTensorLayout.Enumerate(cfg);
+        long vectors = slots.Where(s => s.IsVector).Sum(s => s.Elements);
+        long all = slots.Sum(s => s.Elements);
+        var w = MemoryEstimator.Weights(cfg, QuantizationPlan.Uniform(Lowbit.Formats.CodecRegistry.Get("f16")));
+        return all == cfg.ParameterCount && w.TotalBytes == 2 * (all - vectors) + 4 * vectors
+            && slots.Select(s => s.Name).Distinct().Count() == slots.Count;
+    }
+}
