@@ -10,5 +10,8 @@ public static class CommandCatalog
         FormatsCommand.Create(),
         InspectCommand.Create(),
         QuantizeCommand.Create(),
+        PerplexityCommand.Create(),
+        KldCommand.Create(),
+        GenerateCommand.Create(),
     ];
 }
