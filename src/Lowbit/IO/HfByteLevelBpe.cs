@@ -107,7 +107,12 @@ public sealed class HfByteLevelBpe
                 parts[best] += parts[best + 1];
                 parts.RemoveAt(best + 1);
             }
-            foreach (var p in parts) output.Add(_tokenIds.TryGetValue(p, out int id) ? id : _unknownId);
+            foreach (var p in parts)
+            {
+                if (_tokenIds.TryGetValue(p, out int id)) output.Add(id);
+                else if (_unknownId >= 0) output.Add(_unknownId);
+                else throw new LowbitException($"byte-level BPE: piece '{p}' is not in the vocabulary and the tokenizer has no unknown token");
+            }
         }
     }
 }

@@ -18,11 +18,20 @@ public sealed class Tokenizer
     private readonly byte[][] _tokenBytes;
     private readonly bool _stripLeadingSpace;
 
+    /// <summary>USER_DEFINED tokens, longest first: llama.cpp always matches them in text as whole tokens.</summary>
+    private readonly (string Text, int Id)[] _userDefined;
+
     private Tokenizer(TokenizerInfo info, Func<string, List<int>, int> encode, bool stripLeadingSpace)
     {
         Info = info;
         _encode = encode;
         _stripLeadingSpace = stripLeadingSpace;
+        _userDefined = info.TokenTypes is null ? []
+            : Enumerable.Range(0, Math.Min(info.Tokens.Count, info.TokenTypes.Count))
+                .Where(i => info.TokenTypes[i] == TokenType.UserDefined && info.Tokens[i].Length > 0)
+                .Select(i => (info.Tokens[i], i))
+                .OrderByDescending(t => t.Item1.Length).ThenBy(t => t.i)
+                .ToArray();
         _tokenBytes = new byte[info.Tokens.Count][];
         for (int i = 0; i < _tokenBytes.Length; i++) _tokenBytes[i] = ComputeTokenBytes(info, i);
     }
@@ -87,9 +96,41 @@ public sealed class Tokenizer
     {
         var ids = new List<int>(text.Length / 3 + 2);
         if (addBos) ids.Add(BosId);
-        _encode(text, ids);
+        if (_userDefined.Length == 0) _encode(text, ids);
+        else
+            // Each text fragment is encoded on its own (SentencePiece fragments get their own dummy-prefix
+            // space, as llama.cpp does after a token fragment).
+            foreach (var (fragment, tokenId) in SplitUserDefined(text))
+            {
+                if (tokenId >= 0) ids.Add(tokenId);
+                else _encode(fragment, ids);
+            }
         if (addEos) ids.Add(EosId);
         return [.. ids];
+    }
+
+    /// <summary>Splits text into raw fragments (id -1) and user-defined token matches, longest tokens first (llama.cpp's partition order).</summary>
+    private List<(string Fragment, int TokenId)> SplitUserDefined(string text)
+    {
+        var parts = new List<(string, int)> { (text, -1) };
+        foreach (var (tokenText, id) in _userDefined)
+        {
+            var next = new List<(string, int)>(parts.Count);
+            foreach (var (fragment, fid) in parts)
+            {
+                if (fid >= 0) { next.Add((fragment, fid)); continue; }
+                int start = 0, at;
+                while ((at = fragment.IndexOf(tokenText, start, StringComparison.Ordinal)) >= 0)
+                {
+                    if (at > start) next.Add((fragment[start..at], -1));
+                    next.Add((tokenText, id));
+                    start = at + tokenText.Length;
+                }
+                if (start < fragment.Length) next.Add((fragment[start..], -1));
+            }
+            parts = next;
+        }
+        return parts;
     }
 
     /// <summary>The UTF-8 bytes a token stands for (empty for control tokens such as BOS/EOS).</summary>

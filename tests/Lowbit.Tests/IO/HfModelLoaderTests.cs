@@ -331,6 +331,8 @@ public sealed class HfModelLoaderTests
     [InlineData("rope_scaling", "{\"rope_type\": \"llama3\", \"factor\": 8.0}", "rope_scaling type 'llama3'")]
     [InlineData("rope_scaling", "{\"type\": \"linear\", \"factor\": 2.0}", "not supported")]
     [InlineData("hidden_act", "\"gelu\"", "hidden_act 'gelu'")]
+    [InlineData("num_hidden_layers", "0", "must be positive")]
+    [InlineData("head_dim", "5", "head_dim 5 must be positive and even")]
     public void Config_errors_are_specific(string field, string json, string expected)
     {
         using var dir = new TempDir();
