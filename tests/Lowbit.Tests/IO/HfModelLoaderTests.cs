@@ -53,7 +53,7 @@ public sealed class HfModelLoaderTests
             Assert.Equal([256L], m.Get(TensorNames.FfnNorm(l)).Shape);
         }
         Assert.All(m.Tensors, t => Assert.Equal("bf16", t.Codec.Name));
-        Assert.Equal("pt", m.Metadata["format"]);
+        Assert.Equal("pt", m.Metadata["safetensors.format"]);
         Assert.NotNull(m.Tokenizer);
         Assert.Equal(4096, m.Tokenizer!.Tokens.Count);
     }
