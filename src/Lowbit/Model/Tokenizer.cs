@@ -14,14 +14,14 @@ namespace Lowbit.Model;
 /// </summary>
 public sealed class Tokenizer
 {
-    private readonly Func<string, List<int>, int> _encode;
+    private readonly Action<string, List<int>> _encode;
     private readonly byte[][] _tokenBytes;
     private readonly bool _stripLeadingSpace;
 
     /// <summary>USER_DEFINED tokens, longest first: llama.cpp always matches them in text as whole tokens.</summary>
     private readonly (string Text, int Id)[] _userDefined;
 
-    private Tokenizer(TokenizerInfo info, Func<string, List<int>, int> encode, bool stripLeadingSpace)
+    private Tokenizer(TokenizerInfo info, Action<string, List<int>> encode, bool stripLeadingSpace)
     {
         Info = info;
         _encode = encode;
@@ -69,22 +69,28 @@ public sealed class Tokenizer
                     addSpacePrefix = spm.AddDummyPrefix;
                     if (!preferBuiltIn)
                     {
-                        var ml = Microsoft.ML.Tokenizers.LlamaTokenizer.Create(new MemoryStream(raw), addBeginOfSentence: false, addEndOfSentence: false);
-                        return new Tokenizer(info, (text, output) =>
+                        Microsoft.ML.Tokenizers.LlamaTokenizer ml;
+                        try
                         {
+                            ml = Microsoft.ML.Tokenizers.LlamaTokenizer.Create(new MemoryStream(raw), addBeginOfSentence: false, addEndOfSentence: false);
+                        }
+                        catch (Exception e) when (e is ArgumentException or InvalidOperationException or NotSupportedException or FormatException)
+                        {
+                            throw new LowbitException($"tokenizer.model: Microsoft.ML.Tokenizers cannot load it ({e.Message})", e);
+                        }
+                        return new Tokenizer(info, (text, output) =>
                             output.AddRange(ml.EncodeToIds(text, addBeginningOfSentence: false, addEndOfSentence: false,
-                                considerPreTokenization: false, considerNormalization: true));
-                            return 0;
-                        }, addSpacePrefix) { Backend = "ml-sentencepiece" };
+                                considerPreTokenization: false, considerNormalization: true)),
+                            addSpacePrefix) { Backend = "ml-sentencepiece" };
                     }
                 }
                 var bpe = new SentencePieceBpe(info, addSpacePrefix);
-                return new Tokenizer(info, (text, output) => { bpe.Encode(text, output); return 0; }, addSpacePrefix) { Backend = "spm-bpe" };
+                return new Tokenizer(info, bpe.Encode, addSpacePrefix) { Backend = "spm-bpe" };
             }
             case "gpt2":
             {
                 var bpe = new HfByteLevelBpe(info, HfByteLevelBpe.PatternForPre(pre));
-                return new Tokenizer(info, (text, output) => { bpe.Encode(text, output); return 0; }, false) { Backend = "byte-level-bpe" };
+                return new Tokenizer(info, bpe.Encode, false) { Backend = "byte-level-bpe" };
             }
             default:
                 throw new LowbitException($"tokenizer model '{info.Model}' is not supported (supported: llama, gpt2)");
@@ -140,17 +146,21 @@ public sealed class Tokenizer
         return _tokenBytes[id];
     }
 
-    /// <summary>Text of a whole id sequence; control tokens are dropped and the SentencePiece dummy-prefix space removed.</summary>
-    public string Decode(ReadOnlySpan<int> ids)
+    /// <summary>
+    /// Text of an id sequence; control tokens are dropped. When the ids start the text
+    /// (<paramref name="atStartOfText"/>), the SentencePiece dummy-prefix space is removed.
+    /// </summary>
+    public string Decode(ReadOnlySpan<int> ids, bool atStartOfText = true)
     {
         var bytes = new List<byte>(ids.Length * 4);
         foreach (int id in ids) bytes.AddRange(TokenBytes(id));
-        int skip = _stripLeadingSpace && bytes.Count > 0 && bytes[0] == (byte)' ' ? 1 : 0;
+        int skip = atStartOfText && _stripLeadingSpace && bytes.Count > 0 && bytes[0] == (byte)' ' ? 1 : 0;
         return Encoding.UTF8.GetString(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(bytes)[skip..]);
     }
 
     /// <summary>A decoder for streaming generation: feed ids one by one, get the text that became complete.</summary>
-    public StreamDecoder CreateStreamDecoder() => new(this);
+    /// <param name="atStartOfText">True when the first id pushed starts the text (drops the SentencePiece dummy-prefix space).</param>
+    public StreamDecoder CreateStreamDecoder(bool atStartOfText = true) => new(this, atStartOfText);
 
     private static byte[] ComputeTokenBytes(TokenizerInfo info, int id)
     {
@@ -191,9 +201,13 @@ public sealed class Tokenizer
     {
         private readonly Tokenizer _tokenizer;
         private readonly Decoder _utf8 = new UTF8Encoding(false, false).GetDecoder();
-        private bool _atStart = true;
+        private bool _atStart;
 
-        internal StreamDecoder(Tokenizer tokenizer) => _tokenizer = tokenizer;
+        internal StreamDecoder(Tokenizer tokenizer, bool atStartOfText)
+        {
+            _tokenizer = tokenizer;
+            _atStart = atStartOfText;
+        }
 
         /// <summary>The text completed by this token (possibly empty).</summary>
         public string Push(int id)

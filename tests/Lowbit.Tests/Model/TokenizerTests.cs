@@ -204,6 +204,18 @@ public sealed class TokenizerTests
     }
 
     [Fact]
+    public void Continuations_keep_their_leading_space()
+    {
+        var t = Tokenizer.Create(RefInfo());
+        var ids = t.Encode("The cat sat", false);
+        var tail = ids[^1..]; // "▁sat"
+        Assert.Equal("sat", t.Decode(tail));
+        Assert.Equal(" sat", t.Decode(tail, atStartOfText: false));
+        var stream = t.CreateStreamDecoder(atStartOfText: false);
+        Assert.Equal(" sat", stream.Push(tail[0]));
+    }
+
+    [Fact]
     public void Control_tokens_decode_to_nothing_and_bad_ids_are_errors()
     {
         var t = Tokenizer.Create(RefInfo());
