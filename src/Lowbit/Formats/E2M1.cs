@@ -38,6 +38,37 @@ public static class E2M1
     }
 
     /// <summary>
+    /// The 16 doubled values times d, as two vectors (codes 0–7, codes 8–15) for
+    /// <see cref="BestIndexGgml(float, Vector256{float}, Vector256{float})"/>. The products are exact.
+    /// </summary>
+    public static (Vector256<float> Low, Vector256<float> High) ScaledLevels(float d)
+    {
+        var dv = Vector256.Create(d);
+        var t = DoubledTable;
+        return (Low8ToFloat(t) * dv, High8ToFloat(t) * dv);
+    }
+
+    /// <summary>
+    /// Vector form of <see cref="BestIndexGgml(float, float)"/>: the same 16 float errors |v·d − x|,
+    /// then the lowest index holding the minimum — bit-identical results (NaN x → 0).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int BestIndexGgml(float x, Vector256<float> levelsLow, Vector256<float> levelsHigh)
+    {
+        var xv = Vector256.Create(x);
+        var e0 = Vector256.Abs(levelsLow - xv);
+        var e1 = Vector256.Abs(levelsHigh - xv);
+        var m = Vector256.Min(e0, e1);
+        // Horizontal minimum, broadcast to every lane.
+        m = Vector256.Min(m, Vector256.Shuffle(m, Vector256.Create(4, 5, 6, 7, 0, 1, 2, 3)));
+        m = Vector256.Min(m, Vector256.Shuffle(m, Vector256.Create(2, 3, 0, 1, 6, 7, 4, 5)));
+        m = Vector256.Min(m, Vector256.Shuffle(m, Vector256.Create(1, 0, 3, 2, 5, 4, 7, 6)));
+        uint mask = Vector256.Equals(e0, m).ExtractMostSignificantBits()
+                  | (Vector256.Equals(e1, m).ExtractMostSignificantBits() << 8);
+        return mask == 0 ? 0 : System.Numerics.BitOperations.TrailingZeroCount(mask);
+    }
+
+    /// <summary>
     /// Round-to-nearest-even E2M1 encoding of an already scaled value, saturating at ±6.
     /// Ties go to the even code (= even mantissa). NaN has no E2M1 code and encodes as +0.
     /// </summary>

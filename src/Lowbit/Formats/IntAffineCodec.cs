@@ -223,25 +223,23 @@ public sealed class IntAffineCodec : TensorLevelCodec
     public override void QuantizeTensor(ReadOnlySpan<float> src, Span<byte> dst, long rows, int cols, ReadOnlySpan<float> importance)
     {
         CheckShape(src.Length, cols);
+        CheckEncoded(dst.Length, rows, cols);
         long n = ParamCount(rows);
-        var scales = new float[n];
-        var zeros = new int[n];
-        if (Granularity == IntGranularity.Tensor)
-            (scales[0], zeros[0]) = ComputeParams(src, default);
-        else
-            for (long r = 0; r < rows; r++)
-                (scales[r], zeros[r]) = ComputeParams(src.Slice(checked((int)(r * cols)), cols), importance);
-        var codes = new byte[src.Length];
+        (float Scale, int Zero) shared = Granularity == IntGranularity.Tensor ? ComputeParams(src, default) : default;
+        var codes = new byte[cols];
         for (long r = 0; r < rows; r++)
         {
-            var (s, z) = Granularity == IntGranularity.Tensor ? (scales[0], zeros[0]) : (scales[r], zeros[r]);
-            for (int i = 0; i < cols; i++)
+            var x = src.Slice(checked((int)(r * cols)), cols);
+            var (s, z) = Granularity == IntGranularity.Tensor ? shared : ComputeParams(x, importance);
+            long p = Granularity == IntGranularity.Tensor ? 0 : r;
+            if (p == r || r == 0)
             {
-                long k = r * cols + i;
-                codes[k] = (byte)IntQuant.QuantizeValue(src[checked((int)k)], s, z, Bits);
+                BinaryPrimitives.WriteSingleLittleEndian(dst.Slice(checked((int)(4 * p))), s);
+                if (!Symmetric) dst[checked((int)(4 * n + p))] = (byte)z;
             }
+            for (int i = 0; i < cols; i++) codes[i] = (byte)IntQuant.QuantizeValue(x[i], s, z, Bits);
+            IntQuant.PackBits(codes, Bits, dst.Slice(checked((int)RowOffset(rows, cols, r)), checked((int)RowBytes(cols))));
         }
-        PackTensor(codes, scales, zeros, rows, cols, dst);
     }
 
     public override void DequantizeTensorRows(ReadOnlySpan<byte> tensor, long rows, int cols, long rowStart, int rowCount, Span<float> dst)

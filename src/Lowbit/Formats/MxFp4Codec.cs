@@ -49,8 +49,15 @@ public sealed class MxFp4Codec : TensorCodec
             byte e = ScaleExponent(amax);
             float d = E8M0ToFloatHalf(e);
             y[0] = e;
-            for (int j = 0; j < QK / 2; j++)
-                y[1 + j] = (byte)(E2M1.BestIndexGgml(x[j], d) | (E2M1.BestIndexGgml(x[j + QK / 2], d) << 4));
+            if (Vector256.IsHardwareAccelerated)
+            {
+                var (lo, hi) = E2M1.ScaledLevels(d);
+                for (int j = 0; j < QK / 2; j++)
+                    y[1 + j] = (byte)(E2M1.BestIndexGgml(x[j], lo, hi) | (E2M1.BestIndexGgml(x[j + QK / 2], lo, hi) << 4));
+            }
+            else
+                for (int j = 0; j < QK / 2; j++)
+                    y[1 + j] = (byte)(E2M1.BestIndexGgml(x[j], d) | (E2M1.BestIndexGgml(x[j + QK / 2], d) << 4));
         }
     }
 

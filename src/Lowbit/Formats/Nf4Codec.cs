@@ -30,6 +30,13 @@ public sealed class Nf4Codec(bool doubleQuant) : TensorLevelCodec
     public override int BlockSize => QK;
     public override int BlockBytes => QK / 2;
 
+    /// <summary>
+    /// Codes plus the per-block statistics kept in the header (they grow with the weight count):
+    /// 4 + 32/64 = 4.5 without double quantization; 4 + 8/64 + 32/(64·256) ≈ 4.127 with it.
+    /// The FP32 offset is per tensor and excluded; <see cref="TensorLevelCodec.EffectiveBitsPerWeight"/> is exact.
+    /// </summary>
+    public override double BitsPerWeight => DoubleQuant ? 4 + 8.0 / QK + 32.0 / (QK * DqBlock) : 4 + 32.0 / QK;
+
     /// <summary>bitsandbytes' NF4 levels (nf4_dequantization_lut), index = code.</summary>
     public static ReadOnlySpan<float> Levels =>
     [

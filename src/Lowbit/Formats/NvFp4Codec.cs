@@ -34,8 +34,15 @@ public sealed class NvFp4Codec : TensorCodec
                 byte ue = Fp8.GgmlFloatToUE4M3(amax / 6.0f);
                 y[s] = ue;
                 float d = Fp8.GgmlUE4M3ToFloatHalf(ue);
-                for (int j = 0; j < SubBlock / 2; j++)
-                    y[4 + s * 8 + j] = (byte)(E2M1.BestIndexGgml(x[j], d) | (E2M1.BestIndexGgml(x[j + 8], d) << 4));
+                if (Vector256.IsHardwareAccelerated)
+                {
+                    var (lo, hi) = E2M1.ScaledLevels(d);
+                    for (int j = 0; j < SubBlock / 2; j++)
+                        y[4 + s * 8 + j] = (byte)(E2M1.BestIndexGgml(x[j], lo, hi) | (E2M1.BestIndexGgml(x[j + 8], lo, hi) << 4));
+                }
+                else
+                    for (int j = 0; j < SubBlock / 2; j++)
+                        y[4 + s * 8 + j] = (byte)(E2M1.BestIndexGgml(x[j], d) | (E2M1.BestIndexGgml(x[j + 8], d) << 4));
             }
         }
     }

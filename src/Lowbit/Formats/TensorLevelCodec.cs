@@ -12,8 +12,9 @@ namespace Lowbit.Formats;
 /// argument as a one-row tensor. An engine holding a larger tensor reads rows through
 /// <see cref="TensorCodec.DequantizeTensorRows"/> and <see cref="DotTensorRow"/>.
 /// </para>
-/// <see cref="TensorCodec.BitsPerWeight"/> counts the row payload only;
-/// <see cref="EffectiveBitsPerWeight"/> includes the header for a given shape.
+/// <see cref="TensorCodec.BitsPerWeight"/> counts the row payload plus header statistics that
+/// grow with the weight count (NF4's per-block absmax), not per-row or per-tensor parameters;
+/// <see cref="EffectiveBitsPerWeight"/> is the exact figure for a given shape.
 /// </summary>
 public abstract class TensorLevelCodec : TensorCodec
 {
@@ -52,7 +53,8 @@ public abstract class TensorLevelCodec : TensorCodec
     {
         if (cols <= 0 || values % cols != 0)
             throw new LowbitException($"{Name}: {values} values do not form rows of {cols}.");
-        RowBytes(cols); // throws when cols is not a multiple of the block size
+        if (!CanEncodeRow(cols))
+            throw new LowbitException($"{Name}: row length {cols} is not a multiple of the block size {BlockSize}.");
         return values / cols;
     }
 

@@ -70,13 +70,18 @@ public sealed class HfByteLevelBpe
     public static char ByteToChar(byte b) => ByteChars[b];
 
     /// <summary>Inverse of <see cref="ByteToChar"/>; -1 for characters outside the mapping.</summary>
-    public static int CharToByte(char c)
-    {
-        for (int b = 0; b < 256; b++) if (ByteChars[b] == c) return b;
-        return -1;
-    }
+    public static int CharToByte(char c) => c < CharBytes.Length ? CharBytes[c] : -1;
 
     private static readonly char[] ByteChars = BuildByteChars();
+    private static readonly short[] CharBytes = BuildCharBytes();
+
+    private static short[] BuildCharBytes()
+    {
+        var map = new short[512];
+        Array.Fill(map, (short)-1);
+        for (int b = 0; b < 256; b++) map[ByteChars[b]] = (short)b;
+        return map;
+    }
 
     private static char[] BuildByteChars()
     {
@@ -107,7 +112,12 @@ public sealed class HfByteLevelBpe
                 parts[best] += parts[best + 1];
                 parts.RemoveAt(best + 1);
             }
-            foreach (var p in parts) output.Add(_tokenIds.TryGetValue(p, out int id) ? id : _unknownId);
+            foreach (var p in parts)
+            {
+                if (_tokenIds.TryGetValue(p, out int id)) output.Add(id);
+                else if (_unknownId >= 0) output.Add(_unknownId);
+                else throw new LowbitException($"byte-level BPE: piece '{p}' is not in the vocabulary and the tokenizer has no unknown token");
+            }
         }
     }
 }

@@ -86,13 +86,17 @@ public static class HfConfig
                 ? new JsonFields(path, rp).OptFloat("rope_theta") : null)
             ?? 10000f;
 
+        int vocab = j.Int("vocab_size"), ff = j.Int("intermediate_size"), layers = j.Int("num_hidden_layers");
+        if (vocab <= 0 || ff <= 0 || layers <= 0)
+            throw new InvalidModelFileException(path, $"vocab_size ({vocab}), intermediate_size ({ff}) and num_hidden_layers ({layers}) must be positive");
+
         return new ModelConfig
         {
             Architecture = modelType,
-            VocabSize = j.Int("vocab_size"),
+            VocabSize = vocab,
             HiddenSize = hidden,
-            IntermediateSize = j.Int("intermediate_size"),
-            NumLayers = j.Int("num_hidden_layers"),
+            IntermediateSize = ff,
+            NumLayers = layers,
             NumHeads = heads,
             NumKvHeads = kvHeads,
             HeadDim = headDim,

@@ -40,7 +40,7 @@ public static class HfModelLoader
             var metadata = new Dictionary<string, object>(StringComparer.Ordinal);
             foreach (var f in set.Files)
                 foreach (var (k, v) in f.Metadata)
-                    metadata[k] = v;
+                    metadata["safetensors." + k] = v; // namespaced: these are not GGUF keys
             string tokenizerJson = System.IO.Path.Combine(dir, HfTokenizerReader.TokenizerJsonFileName);
             if (tokenizer?.Model == "gpt2" && HfTokenizerReader.ReadPreType(tokenizerJson) is { } pre)
                 metadata[Tokenizer.PreMetadataKey] = pre;

@@ -198,6 +198,20 @@ public static class HfTokenizerReader
 
         using var tokConfig = ReadTokenizerConfig(dir);
         var (bos, eos, unk, pad, addBos, addEos) = SpecialIds(tokConfig, tokens, config, -1, -1, -1, null, defaultAddBos: false);
+        // Without add_bos_token/add_eos_token in tokenizer_config.json, the post-processor template says
+        // whether BOS/EOS are added (Llama 3 style), as gguf-py's SpecialVocab reads it.
+        bool configSaysBos = tokConfig is not null && tokConfig.RootElement.TryGetProperty("add_bos_token", out _);
+        bool configSaysEos = tokConfig is not null && tokConfig.RootElement.TryGetProperty("add_eos_token", out _);
+        if (TemplateSpecialTokens(root) is var (first, last))
+        {
+            if (!configSaysBos && first is not null && Array.IndexOf(tokens, first) is >= 0 and var firstId)
+            {
+                addBos = true;
+                bos = firstId;
+            }
+            if (!configSaysEos && last is not null && Array.IndexOf(tokens, last) is >= 0 and var lastId && lastId == eos)
+                addEos = true;
+        }
         return new TokenizerInfo
         {
             Model = "gpt2",
@@ -239,6 +253,28 @@ public static class HfTokenizerReader
         }
         if (regexes.Count == 1 && !byteLevelRegex) return HfByteLevelBpe.PreForPattern(regexes[0]);
         if (regexes.Count == 0 && byteLevelRegex) return "gpt-2";
+        return null;
+    }
+
+    /// <summary>
+    /// The special tokens a TemplateProcessing post-processor puts before and after a single sequence
+    /// (null when it puts none there, or when there is no such post-processor).
+    /// </summary>
+    private static (string? First, string? Last)? TemplateSpecialTokens(JsonElement root)
+    {
+        if (!root.TryGetProperty("post_processor", out var pp) || pp.ValueKind != JsonValueKind.Object) return null;
+        var candidates = new List<JsonElement> { pp };
+        if (pp.TryGetProperty("processors", out var list) && list.ValueKind == JsonValueKind.Array) candidates.AddRange(list.EnumerateArray());
+        foreach (var p in candidates)
+        {
+            if (p.ValueKind != JsonValueKind.Object || !p.TryGetProperty("type", out var t) || t.GetString() != "TemplateProcessing"
+                || !p.TryGetProperty("single", out var single) || single.ValueKind != JsonValueKind.Array || single.GetArrayLength() == 0)
+                continue;
+            static string? Special(JsonElement item) =>
+                item.ValueKind == JsonValueKind.Object && item.TryGetProperty("SpecialToken", out var st)
+                && st.TryGetProperty("id", out var id) && id.ValueKind == JsonValueKind.String ? id.GetString() : null;
+            return (Special(single[0]), Special(single[single.GetArrayLength() - 1]));
+        }
         return null;
     }
 

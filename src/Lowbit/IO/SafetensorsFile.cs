@@ -92,8 +92,7 @@ public sealed class SafetensorsFile : IDisposable
         string path = map.Path;
         if (map.Length < 8)
             throw new InvalidModelFileException(path, 0, $"file is {map.Length} bytes, shorter than the 8-byte safetensors header length");
-        ulong headerLength = BitConverter.ToUInt64(map.Span(0, 8)); // safetensors is little-endian; so is every .NET target we run on
-        if (!BitConverter.IsLittleEndian) headerLength = System.Buffers.Binary.BinaryPrimitives.ReverseEndianness(headerLength);
+        ulong headerLength = System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(map.Span(0, 8));
         if (headerLength > MaxHeaderBytes)
             throw new InvalidModelFileException(path, 0, $"header length {headerLength} is absurd (limit {MaxHeaderBytes} bytes); not a safetensors file?");
         if ((long)headerLength > map.Length - 8)

@@ -14,15 +14,24 @@ namespace Lowbit.Model;
 /// </summary>
 public sealed class Tokenizer
 {
-    private readonly Func<string, List<int>, int> _encode;
+    private readonly Action<string, List<int>> _encode;
     private readonly byte[][] _tokenBytes;
     private readonly bool _stripLeadingSpace;
 
-    private Tokenizer(TokenizerInfo info, Func<string, List<int>, int> encode, bool stripLeadingSpace)
+    /// <summary>USER_DEFINED tokens, longest first: llama.cpp always matches them in text as whole tokens.</summary>
+    private readonly (string Text, int Id)[] _userDefined;
+
+    private Tokenizer(TokenizerInfo info, Action<string, List<int>> encode, bool stripLeadingSpace)
     {
         Info = info;
         _encode = encode;
         _stripLeadingSpace = stripLeadingSpace;
+        _userDefined = info.TokenTypes is null ? []
+            : Enumerable.Range(0, Math.Min(info.Tokens.Count, info.TokenTypes.Count))
+                .Where(i => info.TokenTypes[i] == TokenType.UserDefined && info.Tokens[i].Length > 0)
+                .Select(i => (info.Tokens[i], i))
+                .OrderByDescending(t => t.Item1.Length).ThenBy(t => t.i)
+                .ToArray();
         _tokenBytes = new byte[info.Tokens.Count][];
         for (int i = 0; i < _tokenBytes.Length; i++) _tokenBytes[i] = ComputeTokenBytes(info, i);
     }
@@ -60,22 +69,28 @@ public sealed class Tokenizer
                     addSpacePrefix = spm.AddDummyPrefix;
                     if (!preferBuiltIn)
                     {
-                        var ml = Microsoft.ML.Tokenizers.LlamaTokenizer.Create(new MemoryStream(raw), addBeginOfSentence: false, addEndOfSentence: false);
-                        return new Tokenizer(info, (text, output) =>
+                        Microsoft.ML.Tokenizers.LlamaTokenizer ml;
+                        try
                         {
+                            ml = Microsoft.ML.Tokenizers.LlamaTokenizer.Create(new MemoryStream(raw), addBeginOfSentence: false, addEndOfSentence: false);
+                        }
+                        catch (Exception e) when (e is ArgumentException or InvalidOperationException or NotSupportedException or FormatException)
+                        {
+                            throw new LowbitException($"tokenizer.model: Microsoft.ML.Tokenizers cannot load it ({e.Message})", e);
+                        }
+                        return new Tokenizer(info, (text, output) =>
                             output.AddRange(ml.EncodeToIds(text, addBeginningOfSentence: false, addEndOfSentence: false,
-                                considerPreTokenization: false, considerNormalization: true));
-                            return 0;
-                        }, addSpacePrefix) { Backend = "ml-sentencepiece" };
+                                considerPreTokenization: false, considerNormalization: true)),
+                            addSpacePrefix) { Backend = "ml-sentencepiece" };
                     }
                 }
                 var bpe = new SentencePieceBpe(info, addSpacePrefix);
-                return new Tokenizer(info, (text, output) => { bpe.Encode(text, output); return 0; }, addSpacePrefix) { Backend = "spm-bpe" };
+                return new Tokenizer(info, bpe.Encode, addSpacePrefix) { Backend = "spm-bpe" };
             }
             case "gpt2":
             {
                 var bpe = new HfByteLevelBpe(info, HfByteLevelBpe.PatternForPre(pre));
-                return new Tokenizer(info, (text, output) => { bpe.Encode(text, output); return 0; }, false) { Backend = "byte-level-bpe" };
+                return new Tokenizer(info, bpe.Encode, false) { Backend = "byte-level-bpe" };
             }
             default:
                 throw new LowbitException($"tokenizer model '{info.Model}' is not supported (supported: llama, gpt2)");
@@ -87,9 +102,41 @@ public sealed class Tokenizer
     {
         var ids = new List<int>(text.Length / 3 + 2);
         if (addBos) ids.Add(BosId);
-        _encode(text, ids);
+        if (_userDefined.Length == 0) _encode(text, ids);
+        else
+            // Each text fragment is encoded on its own (SentencePiece fragments get their own dummy-prefix
+            // space, as llama.cpp does after a token fragment).
+            foreach (var (fragment, tokenId) in SplitUserDefined(text))
+            {
+                if (tokenId >= 0) ids.Add(tokenId);
+                else _encode(fragment, ids);
+            }
         if (addEos) ids.Add(EosId);
         return [.. ids];
+    }
+
+    /// <summary>Splits text into raw fragments (id -1) and user-defined token matches, longest tokens first (llama.cpp's partition order).</summary>
+    private List<(string Fragment, int TokenId)> SplitUserDefined(string text)
+    {
+        var parts = new List<(string, int)> { (text, -1) };
+        foreach (var (tokenText, id) in _userDefined)
+        {
+            var next = new List<(string, int)>(parts.Count);
+            foreach (var (fragment, fid) in parts)
+            {
+                if (fid >= 0) { next.Add((fragment, fid)); continue; }
+                int start = 0, at;
+                while ((at = fragment.IndexOf(tokenText, start, StringComparison.Ordinal)) >= 0)
+                {
+                    if (at > start) next.Add((fragment[start..at], -1));
+                    next.Add((tokenText, id));
+                    start = at + tokenText.Length;
+                }
+                if (start < fragment.Length) next.Add((fragment[start..], -1));
+            }
+            parts = next;
+        }
+        return parts;
     }
 
     /// <summary>The UTF-8 bytes a token stands for (empty for control tokens such as BOS/EOS).</summary>
@@ -99,17 +146,21 @@ public sealed class Tokenizer
         return _tokenBytes[id];
     }
 
-    /// <summary>Text of a whole id sequence; control tokens are dropped and the SentencePiece dummy-prefix space removed.</summary>
-    public string Decode(ReadOnlySpan<int> ids)
+    /// <summary>
+    /// Text of an id sequence; control tokens are dropped. When the ids start the text
+    /// (<paramref name="atStartOfText"/>), the SentencePiece dummy-prefix space is removed.
+    /// </summary>
+    public string Decode(ReadOnlySpan<int> ids, bool atStartOfText = true)
     {
         var bytes = new List<byte>(ids.Length * 4);
         foreach (int id in ids) bytes.AddRange(TokenBytes(id));
-        int skip = _stripLeadingSpace && bytes.Count > 0 && bytes[0] == (byte)' ' ? 1 : 0;
+        int skip = atStartOfText && _stripLeadingSpace && bytes.Count > 0 && bytes[0] == (byte)' ' ? 1 : 0;
         return Encoding.UTF8.GetString(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(bytes)[skip..]);
     }
 
     /// <summary>A decoder for streaming generation: feed ids one by one, get the text that became complete.</summary>
-    public StreamDecoder CreateStreamDecoder() => new(this);
+    /// <param name="atStartOfText">True when the first id pushed starts the text (drops the SentencePiece dummy-prefix space).</param>
+    public StreamDecoder CreateStreamDecoder(bool atStartOfText = true) => new(this, atStartOfText);
 
     private static byte[] ComputeTokenBytes(TokenizerInfo info, int id)
     {
@@ -150,9 +201,13 @@ public sealed class Tokenizer
     {
         private readonly Tokenizer _tokenizer;
         private readonly Decoder _utf8 = new UTF8Encoding(false, false).GetDecoder();
-        private bool _atStart = true;
+        private bool _atStart;
 
-        internal StreamDecoder(Tokenizer tokenizer) => _tokenizer = tokenizer;
+        internal StreamDecoder(Tokenizer tokenizer, bool atStartOfText)
+        {
+            _tokenizer = tokenizer;
+            _atStart = atStartOfText;
+        }
 
         /// <summary>The text completed by this token (possibly empty).</summary>
         public string Push(int id)

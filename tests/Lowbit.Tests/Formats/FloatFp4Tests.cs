@@ -55,6 +55,26 @@ public sealed class FloatFp4Tests
     }
 
     [Fact]
+    public void Vector_best_index_is_bit_identical_to_the_scalar_search()
+    {
+        if (!System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated) return;
+        var rng = new Random(17);
+        for (int t = 0; t < 20000; t++)
+        {
+            float d = t % 7 == 0 ? MathF.ScaleB(1, -140) * rng.Next(1, 9) : MathF.ScaleB(1 + rng.Next(8) / 8f, rng.Next(-20, 8));
+            float x = t % 5 == 0
+                ? E2M1.Doubled[rng.Next(16)] * d + (E2M1.Doubled[rng.Next(16)] * d - E2M1.Doubled[rng.Next(16)] * d) / 2 // midpoints: ties
+                : (float)(rng.NextDouble() * 28 - 14) * d;
+            var (lo, hi) = E2M1.ScaledLevels(d);
+            Assert.Equal(E2M1.BestIndexGgml(x, d), E2M1.BestIndexGgml(x, lo, hi));
+        }
+        var (l0, h0) = E2M1.ScaledLevels(0.5f);
+        Assert.Equal(E2M1.BestIndexGgml(float.NaN, 0.5f), E2M1.BestIndexGgml(float.NaN, l0, h0));
+        Assert.Equal(E2M1.BestIndexGgml(-0f, 0.5f), E2M1.BestIndexGgml(-0f, l0, h0));
+        Assert.Equal(E2M1.BestIndexGgml(1e30f, 0.5f), E2M1.BestIndexGgml(1e30f, l0, h0));
+    }
+
+    [Fact]
     public void Raw_fp4_codec_round_trips_representable_values_and_packs_low_nibble_first()
     {
         var codec = CodecRegistry.Get("fp4_e2m1");

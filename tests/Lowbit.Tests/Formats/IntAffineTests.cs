@@ -221,6 +221,35 @@ public sealed class IntAffineTests
         Assert.Equal(expected, built);
     }
 
+    [Theory]
+    [InlineData("int4-channel-asym")]
+    [InlineData("int3-tensor-sym")]
+    [InlineData("int8-channel-sym-mse")]
+    public void Pack_tensor_from_helper_codes_equals_quantize_tensor(string name)
+    {
+        var codec = (IntAffineCodec)CodecRegistry.Get(name);
+        int rows = 3, cols = 64;
+        var w = RandomWeights(rows * cols, 41);
+        var expected = new byte[codec.TensorBytes(rows, cols)];
+        codec.QuantizeTensor(w, expected, rows, cols, default);
+        bool perRow = codec.Granularity == IntGranularity.Channel;
+        int n = perRow ? rows : 1;
+        var scales = new float[n];
+        var zeros = new int[n];
+        for (int p = 0; p < n; p++)
+            (scales[p], zeros[p]) = codec.ComputeParams(perRow ? w.AsSpan(p * cols, cols) : w, default);
+        var codes = new byte[rows * cols];
+        for (int i = 0; i < codes.Length; i++)
+        {
+            int p = perRow ? i / cols : 0;
+            codes[i] = (byte)IntQuant.QuantizeValue(w[i], scales[p], zeros[p], codec.Bits);
+        }
+        var built = new byte[expected.Length];
+        codec.PackTensor(codes, scales, zeros, rows, cols, built);
+        Assert.Equal(expected, built);
+        for (int p = 0; p < n; p++) Assert.Equal((scales[p], zeros[p]), codec.ReadParams(built, rows, p));
+    }
+
     [Fact]
     public void Zero_groups_decode_to_zero_and_layout_nibbles_are_low_first()
     {

@@ -82,7 +82,7 @@ public sealed class Nf4Tests
             for (int i = k * 64; i < k * 64 + 64; i++)
                 Assert.True(MathF.Abs(w[i] - deq[i]) <= bound * 1.0001f, $"value {i}: {w[i]} -> {deq[i]}");
         }
-        Assert.Equal(4.0, codec.BitsPerWeight);
+        Assert.Equal(dq ? 4 + 8.0 / 64 + 32.0 / (64 * 256) : 4.5, codec.BitsPerWeight, 12);
         Assert.Equal(dq ? 4 + (4 + 8 + 288) * 8.0 / (rows * cols) : 4.5, codec.EffectiveBitsPerWeight(rows, cols), 9);
     }
 

@@ -53,7 +53,7 @@ public sealed class HfModelLoaderTests
             Assert.Equal([256L], m.Get(TensorNames.FfnNorm(l)).Shape);
         }
         Assert.All(m.Tensors, t => Assert.Equal("bf16", t.Codec.Name));
-        Assert.Equal("pt", m.Metadata["format"]);
+        Assert.Equal("pt", m.Metadata["safetensors.format"]);
         Assert.NotNull(m.Tokenizer);
         Assert.Equal(4096, m.Tokenizer!.Tokens.Count);
     }
@@ -331,6 +331,8 @@ public sealed class HfModelLoaderTests
     [InlineData("rope_scaling", "{\"rope_type\": \"llama3\", \"factor\": 8.0}", "rope_scaling type 'llama3'")]
     [InlineData("rope_scaling", "{\"type\": \"linear\", \"factor\": 2.0}", "not supported")]
     [InlineData("hidden_act", "\"gelu\"", "hidden_act 'gelu'")]
+    [InlineData("num_hidden_layers", "0", "must be positive")]
+    [InlineData("head_dim", "5", "head_dim 5 must be positive and even")]
     public void Config_errors_are_specific(string field, string json, string expected)
     {
         using var dir = new TempDir();

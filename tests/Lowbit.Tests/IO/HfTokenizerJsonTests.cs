@@ -79,6 +79,28 @@ public sealed class HfTokenizerJsonTests
     }
 
     [Fact]
+    public void Post_processor_template_turns_on_bos()
+    {
+        using var dir = new TempDir();
+        var json = TinyTokenizerJson();
+        json["post_processor"] = JsonNode.Parse("""
+            {"type": "Sequence", "processors": [
+              {"type": "ByteLevel", "add_prefix_space": true},
+              {"type": "TemplateProcessing",
+               "single": [{"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+               "special_tokens": {}}]}
+            """);
+        File.WriteAllText(dir.File("tokenizer.json"), json.ToJsonString());
+        var info = HfTokenizerReader.FromTokenizerJson(dir.Path, dir.File("tokenizer.json"), 264);
+        Assert.True(info.AddBos);
+        Assert.Equal(260, info.BosId);
+        Assert.False(info.AddEos);
+
+        File.WriteAllText(dir.File("tokenizer_config.json"), "{\"add_bos_token\": false}");
+        Assert.False(HfTokenizerReader.FromTokenizerJson(dir.Path, dir.File("tokenizer.json"), 264).AddBos);
+    }
+
+    [Fact]
     public void Pre_tokenizer_kinds_are_recognised()
     {
         using var dir = new TempDir();

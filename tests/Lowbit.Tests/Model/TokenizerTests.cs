@@ -100,6 +100,20 @@ public sealed class TokenizerTests
         Assert.True(info.AddEos);
     }
 
+    [Fact]
+    public void User_defined_tokens_are_matched_in_text_and_fragments_encoded_separately()
+    {
+        using var dir = new HfTestFiles.TempDir();
+        File.WriteAllText(dir.File("added_tokens.json"), "{\"<extra>\": 4096}");
+        var info = HfTokenizerReader.FromSentencePiece(dir.Path, SentencePieceModel.Load(SpmPath), 4097);
+        foreach (var t in new[] { Tokenizer.Create(info), Tokenizer.Create(info with { SentencePieceModel = null }) })
+        {
+            int[] expected = [1, .. t.Encode("The cat", false), 4096, .. t.Encode("sat", false)];
+            Assert.Equal(expected, t.Encode("The cat<extra>sat", true));
+            Assert.Equal("The cat<extra> sat", t.Decode(expected)); // the second fragment got its own dummy-prefix space
+        }
+    }
+
     private static IEnumerable<string> WikiLines(int count) =>
         File.ReadLines(WikiPath).Where(l => l.Length > 0).Take(count);
 
@@ -187,6 +201,18 @@ public sealed class TokenizerTests
         var pieces = ids.Select(stream.Push).ToList();
         Assert.Equal("🦙", string.Concat(pieces));
         Assert.Equal("", pieces[^2]);
+    }
+
+    [Fact]
+    public void Continuations_keep_their_leading_space()
+    {
+        var t = Tokenizer.Create(RefInfo());
+        var ids = t.Encode("The cat sat", false);
+        var tail = ids[^1..]; // "▁sat"
+        Assert.Equal("sat", t.Decode(tail));
+        Assert.Equal(" sat", t.Decode(tail, atStartOfText: false));
+        var stream = t.CreateStreamDecoder(atStartOfText: false);
+        Assert.Equal(" sat", stream.Push(tail[0]));
     }
 
     [Fact]
