@@ -48,6 +48,8 @@ internal readonly unsafe struct IQ4_NLBlock : ILegacyBlock
     public static int Groups => 1;
     public static bool HasOffset => false;
     public static Vector256<sbyte> LevelsAvx2(byte* block, int group) => LegacyKernels.Iq4LevelsAvx2(block + 2);
+    public static void LevelsVector128(byte* block, int group, out Vector128<sbyte> first, out Vector128<sbyte> second)
+        => LegacyKernels.Iq4LevelsVector128(block + 2, out first, out second);
     public static void Levels(byte* block, int group, Span<sbyte> levels) => LegacyKernels.Iq4Levels(block + 2, levels);
     public static float Scale(byte* block, int group) => LegacyKernels.F16(block);
     public static float Offset(byte* block) => 0f;

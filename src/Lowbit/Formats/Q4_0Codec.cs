@@ -85,6 +85,12 @@ internal readonly unsafe struct Q4_0Block : ILegacyBlock
     public static bool HasOffset => false;
     public static Vector256<sbyte> LevelsAvx2(byte* block, int group)
         => Avx2.Subtract(LegacyKernels.NibblesAvx2(block + 2), Vector256.Create((byte)8)).AsSByte();
+    public static void LevelsVector128(byte* block, int group, out Vector128<sbyte> first, out Vector128<sbyte> second)
+    {
+        LegacyKernels.NibblesVector128(block + 2, out var lo, out var hi);
+        first = (lo - Vector128.Create((byte)8)).AsSByte();
+        second = (hi - Vector128.Create((byte)8)).AsSByte();
+    }
     public static void Levels(byte* block, int group, Span<sbyte> levels) => LegacyKernels.Nibbles(block + 2, levels, 8);
     public static float Scale(byte* block, int group) => LegacyKernels.F16(block);
     public static float Offset(byte* block) => 0f;

@@ -51,6 +51,11 @@ internal readonly unsafe struct Q8_0Block : ILegacyBlock
     public static int Groups => 1;
     public static bool HasOffset => false;
     public static Vector256<sbyte> LevelsAvx2(byte* block, int group) => Vector256.Load((sbyte*)(block + 2));
+    public static void LevelsVector128(byte* block, int group, out Vector128<sbyte> first, out Vector128<sbyte> second)
+    {
+        first = Vector128.Load((sbyte*)(block + 2));
+        second = Vector128.Load((sbyte*)(block + 18));
+    }
     public static void Levels(byte* block, int group, Span<sbyte> levels) => new ReadOnlySpan<sbyte>(block + 2, 32).CopyTo(levels);
     public static float Scale(byte* block, int group) => LegacyKernels.F16(block);
     public static float Offset(byte* block) => 0f;
