@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace Lowbit.Formats;
@@ -76,6 +77,7 @@ internal static class Iq4Quantizer
     /// <param name="x">One IQ4_NL block (32 values) or one IQ4_XS super-block (256 values).</param>
     /// <param name="qw">The importance weights of these values, or empty.</param>
     /// <param name="block">The encoded block: 18 bytes (IQ4_NL) or 136 bytes (IQ4_XS).</param>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // called per block: optimize at once instead of waiting for tiering
     public static void Quantize(ReadOnlySpan<float> x, ReadOnlySpan<float> qw, Span<byte> block, Iq4Scratch scratch)
     {
         ReadOnlySpan<sbyte> values = LegacyQuantMath.Iq4NlValues;
