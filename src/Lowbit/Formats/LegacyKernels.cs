@@ -314,6 +314,73 @@ internal static unsafe class LegacyKernels
         return sum;
     }
 
+    /// <summary>
+    /// Quantizes whole blocks to Q8_0 (or Q8_1 with <paramref name="withSum"/>) with AVX2, producing
+    /// exactly the bytes of ggml's reference quantizer: same amax, same float d and 1/d, same products,
+    /// and roundf's half-away-from-zero rounding done as trunc(v) + (|v − trunc v| ≥ ½ ? ±1 : 0).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void QuantizeQ8Avx2(ReadOnlySpan<float> src, Span<byte> dst, bool withSum)
+    {
+        int blockBytes = withSum ? 36 : 34;
+        int blocks = src.Length / Group;
+        if (dst.Length < blocks * blockBytes)
+            throw new ArgumentException($"destination holds {dst.Length} bytes, {blocks * blockBytes} needed.");
+        Vector256<float> absMask = Vector256.Create(0x7FFFFFFF).AsSingle();
+        Vector256<float> signMask = Vector256.Create(unchecked((int)0x80000000)).AsSingle();
+        Vector256<float> one = Vector256.Create(1f), half = Vector256.Create(0.5f);
+        Vector256<int> packOrder = Vector256.Create(0, 4, 1, 5, 2, 6, 3, 7);
+        fixed (float* s0 = src)
+        fixed (byte* d0 = dst)
+        {
+            for (int b = 0; b < blocks; b++)
+            {
+                float* x = s0 + b * Group;
+                byte* block = d0 + (long)b * blockBytes;
+                Vector256<float> v0 = Avx.LoadVector256(x), v1 = Avx.LoadVector256(x + 8);
+                Vector256<float> v2 = Avx.LoadVector256(x + 16), v3 = Avx.LoadVector256(x + 24);
+                Vector256<float> m = Avx.Max(Avx.Max(Avx.And(v0, absMask), Avx.And(v1, absMask)),
+                                             Avx.Max(Avx.And(v2, absMask), Avx.And(v3, absMask)));
+                Vector128<float> m4 = Sse.Max(m.GetLower(), m.GetUpper());
+                m4 = Sse.Max(m4, Sse.MoveHighToLow(m4, m4));
+                m4 = Sse.Max(m4, Sse.Shuffle(m4, m4, 0x55));
+                float amax = m4.ToScalar();
+                float d = amax / 127;
+                float id = d != 0 ? 1.0f / d : 0.0f;
+                Unsafe.WriteUnaligned(block, (Half)d);
+                Vector256<float> idv = Vector256.Create(id);
+                Vector256<int> q0 = RoundAwayToInt(Avx.Multiply(v0, idv), absMask, signMask, one, half);
+                Vector256<int> q1 = RoundAwayToInt(Avx.Multiply(v1, idv), absMask, signMask, one, half);
+                Vector256<int> q2 = RoundAwayToInt(Avx.Multiply(v2, idv), absMask, signMask, one, half);
+                Vector256<int> q3 = RoundAwayToInt(Avx.Multiply(v3, idv), absMask, signMask, one, half);
+                Vector256<short> p01 = Avx2.PackSignedSaturate(q0, q1);
+                Vector256<short> p23 = Avx2.PackSignedSaturate(q2, q3);
+                Vector256<sbyte> packed = Avx2.PackSignedSaturate(p01, p23);
+                packed = Avx2.PermuteVar8x32(packed.AsInt32(), packOrder).AsSByte();
+                if (withSum)
+                {
+                    int sum = Vector256.Sum(Avx2.Add(Avx2.Add(q0, q1), Avx2.Add(q2, q3)));
+                    Unsafe.WriteUnaligned(block + 2, (Half)(sum * d));
+                    Avx.Store((sbyte*)(block + 4), packed);
+                }
+                else
+                {
+                    Avx.Store((sbyte*)(block + 2), packed);
+                }
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> RoundAwayToInt(Vector256<float> v, Vector256<float> absMask, Vector256<float> signMask, Vector256<float> one, Vector256<float> half)
+    {
+        Vector256<float> t = Avx.RoundToZero(v);
+        Vector256<float> frac = Avx.And(Avx.Subtract(v, t), absMask); // exact: v and trunc(v) share sign and exponent range
+        Vector256<float> step = Avx.Or(Avx.And(v, signMask), one);   // ±1 with v's sign
+        Vector256<float> r = Avx.Add(t, Avx.And(Avx.CompareGreaterThanOrEqual(frac, half), step));
+        return Avx.ConvertToVector256Int32WithTruncation(r);
+    }
+
     // ---- decode helpers shared by the block structs ----
 
     /// <summary>16 packed bytes → 32 nibbles: low nibbles (values 0..15) then high nibbles (16..31).</summary>

@@ -17,8 +17,16 @@ public sealed class Q8_1Codec : TensorCodec
     public override void QuantizeRows(ReadOnlySpan<float> src, Span<byte> dst, int cols, ReadOnlySpan<float> importance)
     {
         int rows = LegacyQuantMath.ValidateQuantize(this, src, dst, cols, importance);
-        int blocks = rows * (cols / 32);
-        for (int b = 0; b < blocks; b++)
+        if (System.Runtime.Intrinsics.X86.Avx2.IsSupported)
+            LegacyKernels.QuantizeQ8Avx2(src.Slice(0, rows * cols), dst, withSum: true); // the activation hot path
+        else
+            QuantizeRowsScalar(src.Slice(0, rows * cols), dst);
+    }
+
+    /// <summary>The scalar reference quantizer over whole blocks (the AVX2 path must produce the same bytes).</summary>
+    internal static void QuantizeRowsScalar(ReadOnlySpan<float> src, Span<byte> dst)
+    {
+        for (int b = 0; b < src.Length / 32; b++)
             QuantizeBlock(src.Slice(b * 32, 32), dst.Slice(b * 36, 36));
     }
 

@@ -302,3 +302,33 @@ public sealed class LegacyIq4IndexTests
         }
     }
 }
+
+/// <summary>The AVX2 activation quantizers write exactly the bytes of the scalar ggml reference.</summary>
+public sealed class LegacyQ8QuantizeTests
+{
+    public static TheoryData<bool> Variants() => [false, true];
+
+    [Theory]
+    [MemberData(nameof(Variants))]
+    public void Avx2_q8_quantizer_matches_scalar_reference_bytes(bool withSum)
+    {
+        if (!System.Runtime.Intrinsics.X86.Avx2.IsSupported) return; // nothing to compare on this CPU
+        int blockBytes = withSum ? 36 : 34;
+        var values = new List<float>();
+        var rng = new Random(9);
+        foreach (float scale in new[] { 1e-6f, 0.02f, 1f, 300f, 6e4f })
+            for (int i = 0; i < 32 * 16; i++) values.Add(scale * (float)(rng.NextDouble() * 2 - 1));
+        // Exact ties: amax 127 gives d = 1, so k + 0.5 must round away from zero.
+        for (int i = 0; i < 32 * 4; i++) values.Add(i % 32 == 0 ? (i % 64 == 0 ? 127f : -127f) : (rng.Next(-120, 120) + 0.5f));
+        values.AddRange(new float[64]); // zero blocks
+        float[] x = values.ToArray();
+        var fast = new byte[x.Length / 32 * blockBytes];
+        var reference = new byte[fast.Length];
+
+        Lowbit.Formats.LegacyKernels.QuantizeQ8Avx2(x, fast, withSum);
+        if (withSum) Lowbit.Formats.Q8_1Codec.QuantizeRowsScalar(x, reference);
+        else Lowbit.Formats.Q8_0Codec.QuantizeRowsScalar(x, reference);
+
+        Assert.Equal(reference, fast);
+    }
+}
