@@ -59,10 +59,11 @@ public sealed class Q4_0Codec : TensorCodec
         float d = max / -8;
         float id = d != 0 ? 1.0f / d : 0.0f;
         LegacyQuantMath.WriteHalf(block, 0, d);
+        // x·id lies in [−8, 8] (up to rounding), so x·id + 8.5 truncates to 0..16 as C's (int8_t) cast does.
         for (int j = 0; j < 16; j++)
         {
-            int q0 = Math.Min(15, (int)(sbyte)(int)(x[j] * id + 8.5f));
-            int q1 = Math.Min(15, (int)(sbyte)(int)(x[j + 16] * id + 8.5f));
+            int q0 = Math.Min(15, (int)(x[j] * id + 8.5f));
+            int q1 = Math.Min(15, (int)(x[j + 16] * id + 8.5f));
             block[2 + j] = (byte)(q0 | (q1 << 4));
         }
     }

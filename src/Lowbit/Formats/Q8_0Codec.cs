@@ -1,4 +1,5 @@
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace Lowbit.Formats;
 
@@ -18,7 +19,7 @@ public sealed class Q8_0Codec : TensorCodec
     public override void QuantizeRows(ReadOnlySpan<float> src, Span<byte> dst, int cols, ReadOnlySpan<float> importance)
     {
         int rows = LegacyQuantMath.ValidateQuantize(this, src, dst, cols, importance);
-        if (System.Runtime.Intrinsics.X86.Avx2.IsSupported)
+        if (Avx2.IsSupported)
             LegacyKernels.QuantizeQ8Avx2(src.Slice(0, rows * cols), dst, withSum: false); // the activation hot path
         else
             QuantizeRowsScalar(src.Slice(0, rows * cols), dst);
