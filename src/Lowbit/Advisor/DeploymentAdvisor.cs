@@ -157,6 +157,8 @@ public sealed record AdviceReport
     public required IReadOnlyList<FormatPlanSummary> Formats { get; init; }
     public required IReadOnlyList<SkippedFormat> Skipped { get; init; }
     public required IReadOnlyList<DeviceAdvice> Devices { get; init; }
+    /// <summary>Things about the request a user should know (context beyond the model's limit, cache types an engine rejects).</summary>
+    public required IReadOnlyList<string> Warnings { get; init; }
     public string Note => DeploymentAdvisor.EstimateNote;
 }
 
@@ -280,8 +282,15 @@ public static class DeploymentAdvisor
             });
         }
 
+        var warnings = new List<string>();
+        if (settings.Context > cfg.MaxPositions)
+            warnings.Add($"context {settings.Context} exceeds the model's trained maximum of {cfg.MaxPositions} positions.");
+        if (settings.KvCache is not (KvCacheType.F32 or KvCacheType.F16 or KvCacheType.BF16 or KvCacheType.Fp8) && !settings.FlashAttention)
+            warnings.Add($"llama.cpp quantizes the V cache ({settings.KvCache}) only with flash attention enabled.");
+
         return new AdviceReport
         {
+            Warnings = warnings,
             Model = request.ModelName,
             Parameters = cfg.ParameterCount,
             Settings = settings,

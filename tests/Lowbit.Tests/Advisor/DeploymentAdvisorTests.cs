@@ -170,6 +170,17 @@ public sealed class DeploymentAdvisorTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void Requests_beyond_the_model_or_engine_limits_carry_warnings()
+    {
+        var ok = DeploymentAdvisor.Advise(Llama8B(8192, "bf16"), [Catalog.Get("h100-sxm")]);
+        Assert.Empty(ok.Warnings);
+        var req = Llama8B(8192, "bf16") with { Settings = new InferenceSettings { Context = 200_000, KvCache = KvCacheType.Q8_0 } };
+        var report = DeploymentAdvisor.Advise(req, [Catalog.Get("h100-sxm")]);
+        Assert.Contains(report.Warnings, w => w.Contains("131072"));
+        Assert.Contains(report.Warnings, w => w.Contains("flash attention"));
+    }
+
+    [Fact]
     public void Unknown_format_in_a_request_is_a_user_error()
     {
         var e = Assert.Throws<LowbitException>(() => DeploymentAdvisor.Advise(Llama8B(4096, "q4_k_m"), [Catalog.Get("rtx-4090")]));
