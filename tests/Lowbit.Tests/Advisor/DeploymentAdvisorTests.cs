@@ -146,6 +146,18 @@ public sealed class DeploymentAdvisorTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void Json_spells_cache_types_and_price_kinds_as_users_write_them()
+    {
+        Assert.Equal("\"iq4_nl\"", AdvisorJson.Serialize(KvCacheType.IQ4_NL));
+        Assert.Equal("\"q8_0\"", AdvisorJson.Serialize(KvCacheType.Q8_0));
+        Assert.Equal("\"cloud-hourly\"", AdvisorJson.Serialize(PriceKind.CloudHourly));
+        Assert.Equal("\"apple\"", AdvisorJson.Serialize(DeviceKind.Apple));
+        var back = JsonSerializer.Deserialize<InferenceSettings>("{\"context\": 100, \"kvCache\": \"q4_0\"}", AdvisorJson.CreateOptions());
+        Assert.Equal(KvCacheType.Q4_0, back!.KvCache);
+        Assert.Equal(100, back.Context);
+    }
+
+    [Fact]
     public void Custom_plans_are_reported_under_their_label_with_their_kernel_format()
     {
         var q4k = TestCodecs.Get("q4_K");
