@@ -58,6 +58,22 @@ public sealed class DeploymentAdvisorTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void Gguf_prefill_takes_the_faster_of_integer_and_half_precision_paths()
+    {
+        var a = new AdvisorAssumptions();
+        var q8 = AdvisorFormats.Get("q8_0");
+        // RTX 4090: INT8 660.6 × 0.3 = 198.2 beats FP16 165.2 × 0.5 = 82.6
+        Assert.Equal(("int8", (double?)(660.6 * 0.3)), DeploymentAdvisor.AchievedComputeRate(Catalog.Get("rtx-4090"), q8, a));
+        // RX 7900 XTX: INT8 runs at the FP16 rate, so dequantize + FP16 BLAS wins (122.8 × 0.5)
+        Assert.Equal(("fp16", (double?)(122.8 * 0.5)), DeploymentAdvisor.AchievedComputeRate(Catalog.Get("rx-7900-xtx"), q8, a));
+        // Apple Metal: FP16 always; FP8 without FP8 tensor cores: FP16; NVFP4 on Blackwell: FP4
+        Assert.Equal("fp16", DeploymentAdvisor.AchievedComputeRate(Catalog.Get("apple-m4-max-40c-48gb"), q8, a).Path);
+        Assert.Equal("fp16", DeploymentAdvisor.AchievedComputeRate(Catalog.Get("rtx-3090"), AdvisorFormats.Get("fp8_e4m3"), a).Path);
+        Assert.Equal(("fp4", (double?)(1676 * 0.5)), DeploymentAdvisor.AchievedComputeRate(Catalog.Get("rtx-5090"), AdvisorFormats.Get("nvfp4"), a));
+        Assert.Equal(("fp32", (double?)null), DeploymentAdvisor.AchievedComputeRate(Catalog.Get("rtx-5090"), AdvisorFormats.Get("f32"), a));
+    }
+
+    [Fact]
     public void Cpu_prefill_is_bound_by_its_simd_rate()
     {
         var row = DeploymentAdvisor.Advise(Llama8B(8192, "bf16"), [Catalog.Get("cpu-ddr4-2ch-32gb")]).Devices[0].Formats[0];
