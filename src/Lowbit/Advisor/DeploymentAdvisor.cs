@@ -157,6 +157,8 @@ public sealed record AdviceReport
     public required IReadOnlyList<FormatPlanSummary> Formats { get; init; }
     public required IReadOnlyList<SkippedFormat> Skipped { get; init; }
     public required IReadOnlyList<DeviceAdvice> Devices { get; init; }
+    /// <summary>Things about the request a user should know (context beyond the model's limit, cache types an engine rejects).</summary>
+    public required IReadOnlyList<string> Warnings { get; init; }
     public string Note => DeploymentAdvisor.EstimateNote;
 }
 
@@ -168,11 +170,11 @@ public sealed record AdviceReport
 /// <para>Prefill (compute-bound, capped by bandwidth): FLOPs per token = 2 × matmul parameters
 /// + 4 × layers × q_dim × context/2 (QKᵀ and AV over the average history of a context-long
 /// prompt); tokens/s = min(peak × efficiency ÷ FLOPs per token (efficiency 0.5, or 0.3 on the
-/// INT8 path), micro-batch × bandwidth ×
-/// decode efficiency ÷ weight bytes), with peak the rate of the format's compute path:
-/// float → FP16; GGUF → INT8 (llama.cpp MMQ/VNNI; FP16 on Apple Metal); FP8 → FP8 when
-/// native else FP16; MXFP4/NVFP4 → FP4 when native, else INT8 for MXFP4 (llama.cpp) / FP16;
-/// weight-only int4/NF4 → FP16.</para>
+/// INT8 path), micro-batch × bandwidth × decode efficiency ÷ weight bytes), with peak the rate
+/// of the format's compute path: float → FP16; GGUF → the better of INT8 (llama.cpp MMQ/VNNI)
+/// and FP16 (dequantize + BLAS), FP16 on Apple Metal; FP8 → FP8 when native else FP16;
+/// MXFP4/NVFP4 → FP4 when native, else as GGUF for MXFP4 (llama.cpp) / FP16 for NVFP4;
+/// weight-only int4/NF4 → FP16 (see <see cref="AchievedComputeRate"/>).</para>
 /// <para>Cost per million tokens = hourly cost ÷ (aggregate decode tokens/s × 3600) × 10⁶, with
 /// hourly cost = cloud $/h, or purchase price ÷ (years × 365 × hours per day).</para>
 /// </summary>
@@ -239,9 +241,9 @@ public static class DeploymentAdvisor
             {
                 long total = w.TotalBytes + kv + compute.TotalBytes + overhead.TotalBytes;
                 double decode = DecodeTokensPerSecond(device, a, w.BytesReadPerToken, kvPerSequence, settings.Batch);
-                var (path, peak) = ComputePath(device, info);
-                double? prefill = peak is null ? null
-                    : PrefillTokensPerSecond(cfg, settings, w, peak.Value * (path == "int8" ? a.IntegerPrefillEfficiency : a.PrefillEfficiency), device, a);
+                var (path, achieved) = AchievedComputeRate(device, info, a);
+                double? prefill = achieved is null ? null
+                    : PrefillTokensPerSecond(cfg, settings, w, achieved.Value, device, a);
                 var measured = request.Measured.LastOrDefault(m =>
                     string.Equals(m.Format, label, StringComparison.OrdinalIgnoreCase) &&
                     (string.Equals(m.Device, device.Id, StringComparison.OrdinalIgnoreCase) ||
@@ -280,8 +282,15 @@ public static class DeploymentAdvisor
             });
         }
 
+        var warnings = new List<string>();
+        if (settings.Context > cfg.MaxPositions)
+            warnings.Add($"context {settings.Context} exceeds the model's trained maximum of {cfg.MaxPositions} positions.");
+        if (settings.KvCache is not (KvCacheType.F32 or KvCacheType.F16 or KvCacheType.BF16 or KvCacheType.Fp8) && !settings.FlashAttention)
+            warnings.Add($"llama.cpp quantizes the V cache ({settings.KvCache}) only with flash attention enabled.");
+
         return new AdviceReport
         {
+            Warnings = warnings,
             Model = request.ModelName,
             Parameters = cfg.ParameterCount,
             Settings = settings,
@@ -317,22 +326,36 @@ public static class DeploymentAdvisor
     public static double PrefillFlopsPerToken(ModelConfig cfg, int context, long matmulParameters) =>
         2.0 * matmulParameters + 4.0 * cfg.NumLayers * cfg.QDim * (context / 2.0);
 
-    /// <summary>The compute path a format uses on a device and its peak rate (tera-ops/s), null rate when unknown.</summary>
-    public static (string Path, double? PeakTera) ComputePath(DeviceSpec device, FormatInfo format)
+    /// <summary>
+    /// The compute path a format uses on a device and its achieved rate (peak × efficiency,
+    /// tera-ops/s); null rate when the catalog has none (f32). GGUF types (and MXFP4 without FP4
+    /// tensor cores) take the better of llama.cpp's two GPU/CPU paths: integer dot (INT8 peak ×
+    /// <see cref="AdvisorAssumptions.IntegerPrefillEfficiency"/>) or dequantize + FP16 BLAS (FP16
+    /// peak × <see cref="AdvisorAssumptions.PrefillEfficiency"/>); Apple Metal always uses FP16.
+    /// </summary>
+    public static (string Path, double? AchievedTera) AchievedComputeRate(DeviceSpec device, FormatInfo format, AdvisorAssumptions a)
     {
+        ArgumentNullException.ThrowIfNull(device);
+        ArgumentNullException.ThrowIfNull(format);
+        ArgumentNullException.ThrowIfNull(a);
+        double half = device.Fp16Tflops * a.PrefillEfficiency;
         if (format.Name == "f32") return ("fp32", null);
         return format.Family switch
         {
-            FormatFamily.Float or FormatFamily.WeightOnly => ("fp16", device.Fp16Tflops),
-            FormatFamily.Gguf => IntegerOrHalf(device),
-            FormatFamily.Fp8 => device.Fp8Tflops is { } f8 ? ("fp8", f8) : ("fp16", device.Fp16Tflops),
-            FormatFamily.Fp4 => device.Fp4Tflops is { } f4 ? ("fp4", f4)
-                : format.Name == "mxfp4" ? IntegerOrHalf(device) : ("fp16", device.Fp16Tflops),
+            FormatFamily.Float or FormatFamily.WeightOnly => ("fp16", half),
+            FormatFamily.Gguf => IntegerOrHalf(),
+            FormatFamily.Fp8 => device.Fp8Tflops is { } f8 ? ("fp8", f8 * a.PrefillEfficiency) : ("fp16", half),
+            FormatFamily.Fp4 => device.Fp4Tflops is { } f4 ? ("fp4", f4 * a.PrefillEfficiency)
+                : format.Name == "mxfp4" ? IntegerOrHalf() : ("fp16", half),
             _ => throw new ArgumentOutOfRangeException(nameof(format)),
         };
 
-        static (string, double?) IntegerOrHalf(DeviceSpec d) =>
-            d.Kind != DeviceKind.Apple && d.Int8Tops is { } i8 ? ("int8", i8) : ("fp16", d.Fp16Tflops);
+        (string, double?) IntegerOrHalf()
+        {
+            if (device.Kind == DeviceKind.Apple || device.Int8Tops is not { } i8) return ("fp16", half);
+            double integer = i8 * a.IntegerPrefillEfficiency;
+            return integer > half ? ("int8", integer) : ("fp16", half);
+        }
     }
 
     /// <summary>Cloud $/h as is; purchase prices ÷ (years × 365 × hours per day); 0 without a price.</summary>

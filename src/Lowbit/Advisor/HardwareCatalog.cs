@@ -89,6 +89,19 @@ public sealed class HardwareCatalog
         return Parse(text, path);
     }
 
+    /// <summary>
+    /// This catalog with <paramref name="overrides"/> applied: entries with an existing id replace
+    /// it in place (e.g. a user's current prices), new ids are appended.
+    /// </summary>
+    public HardwareCatalog With(HardwareCatalog overrides)
+    {
+        ArgumentNullException.ThrowIfNull(overrides);
+        var byId = overrides.Devices.ToDictionary(d => d.Id, StringComparer.OrdinalIgnoreCase);
+        var merged = Devices.Select(d => byId.Remove(d.Id, out var o) ? o : d).ToList();
+        merged.AddRange(overrides.Devices.Where(d => byId.ContainsKey(d.Id)));
+        return new HardwareCatalog(merged);
+    }
+
     /// <summary>Finds a device by id or name (case-insensitive), or null.</summary>
     public DeviceSpec? Find(string idOrName) =>
         Devices.FirstOrDefault(d => string.Equals(d.Id, idOrName, StringComparison.OrdinalIgnoreCase))

@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace Lowbit.Formats;
@@ -48,6 +49,8 @@ internal readonly unsafe struct IQ4_NLBlock : ILegacyBlock
     public static int Groups => 1;
     public static bool HasOffset => false;
     public static Vector256<sbyte> LevelsAvx2(byte* block, int group) => LegacyKernels.Iq4LevelsAvx2(block + 2);
+    public static void LevelsVector128(byte* block, int group, out Vector128<sbyte> first, out Vector128<sbyte> second)
+        => LegacyKernels.Iq4LevelsVector128(block + 2, out first, out second);
     public static void Levels(byte* block, int group, Span<sbyte> levels) => LegacyKernels.Iq4Levels(block + 2, levels);
     public static float Scale(byte* block, int group) => LegacyKernels.F16(block);
     public static float Offset(byte* block) => 0f;
@@ -74,6 +77,7 @@ internal static class Iq4Quantizer
     /// <param name="x">One IQ4_NL block (32 values) or one IQ4_XS super-block (256 values).</param>
     /// <param name="qw">The importance weights of these values, or empty.</param>
     /// <param name="block">The encoded block: 18 bytes (IQ4_NL) or 136 bytes (IQ4_XS).</param>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // called per block: optimize at once instead of waiting for tiering
     public static void Quantize(ReadOnlySpan<float> x, ReadOnlySpan<float> qw, Span<byte> block, Iq4Scratch scratch)
     {
         ReadOnlySpan<sbyte> values = LegacyQuantMath.Iq4NlValues;

@@ -47,6 +47,8 @@ internal readonly unsafe struct IQ4_XSBlock : ILegacyBlock
     public static int Groups => 8;
     public static bool HasOffset => false;
     public static Vector256<sbyte> LevelsAvx2(byte* block, int group) => LegacyKernels.Iq4LevelsAvx2(block + 8 + 16 * group);
+    public static void LevelsVector128(byte* block, int group, out Vector128<sbyte> first, out Vector128<sbyte> second)
+        => LegacyKernels.Iq4LevelsVector128(block + 8 + 16 * group, out first, out second);
     public static void Levels(byte* block, int group, Span<sbyte> levels) => LegacyKernels.Iq4Levels(block + 8 + 16 * group, levels);
 
     /// <summary>d·(ls − 32) in float, as ggml's dequantize_row_iq4_xs forms it.</summary>

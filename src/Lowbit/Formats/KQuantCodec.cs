@@ -50,13 +50,12 @@ internal readonly record struct KQuantGroupGrid(float Scale, float Min, int Code
 /// </summary>
 public abstract class KQuantCodec : TensorCodec
 {
-    private static readonly Q8_KCodec ActivationCodec = new();
-
     public sealed override int BlockSize => KQuantMath.SuperBlock;
 
     public override bool UsesImportance => true;
 
-    public override TensorCodec? VecDotCodec => ActivationCodec;
+    /// <summary>Q8_K, as in ggml (the registry's instance).</summary>
+    public override TensorCodec? VecDotCodec => CodecRegistry.Get(GgmlType.Q8_K);
 
     /// <summary>Values per group sharing one (scale, min): 16 or 32.</summary>
     internal abstract int GroupSize { get; }

@@ -111,6 +111,27 @@ internal static class KQuantDot
         return acc;
     }
 
+    /// <summary>Σ u·x over 16 unsigned codes and 16 floats, as 8 partial lanes (AVX2+FMA).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe Vector256<float> Dot16(Vector128<byte> codes, float* x)
+    {
+        var a = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(codes));
+        var b = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(Sse2.ShiftRightLogical128BitLane(codes, 8)));
+        return Fma.MultiplyAdd(b, Avx.LoadVector256(x + 8), Avx.Multiply(a, Avx.LoadVector256(x)));
+    }
+
+    /// <summary>Σ q·x over 16 signed codes and 16 floats, as 8 partial lanes (AVX2+FMA).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe Vector256<float> Dot16(Vector128<sbyte> codes, float* x)
+    {
+        var a = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(codes));
+        var b = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(Sse2.ShiftRightLogical128BitLane(codes, 8)));
+        return Fma.MultiplyAdd(b, Avx.LoadVector256(x + 8), Avx.Multiply(a, Avx.LoadVector256(x)));
+    }
+
+    /// <summary>Validates a float dot's operands; returns the block count.</summary>
+    public static int CheckFloatPair(KQuantCodec codec, ReadOnlySpan<byte> row, ReadOnlySpan<float> x) => CheckRow(codec, row, x.Length);
+
     public static float DotQ8K(KQuantCodec codec, ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq)
         => DotQ8K(codec, row, xq, Avx2.IsSupported);
 
@@ -139,6 +160,17 @@ internal static class KQuantDot
             sum += d * yd * sumi - dmin * yd * summ;
         }
         return sum;
+    }
+
+    /// <summary>
+    /// Σ over 32 consecutive values (two groups of 16 with integer scales <paramref name="s0"/>, <paramref name="s1"/>)
+    /// of scale·u·q as 8 int32 lanes: pmaddubsw (u ≤ 63, |q| ≤ 127: no saturation) then pmaddwd.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe Vector256<int> GroupPairAvx2(Vector256<byte> codes, sbyte* q, short s0, short s1)
+    {
+        var p = Avx2.MultiplyAddAdjacent(codes, Avx.LoadVector256(q));
+        return Avx2.MultiplyAddAdjacent(p, Vector256.Create(Vector128.Create(s0), Vector128.Create(s1)));
     }
 
     private static int GroupDotScalar(ReadOnlySpan<byte> codes, ReadOnlySpan<sbyte> qs, ReadOnlySpan<short> scales)

@@ -1,4 +1,6 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace Lowbit.Formats;
 
@@ -364,6 +366,250 @@ internal static class KQuantMath
         theMin = -min;
         return scale;
     }
+
+    /// <summary>
+    /// Runs <see cref="MakeQkx2Quants"/> (<paramref name="qkx3"/> false) or <see cref="MakeQkx3Quants"/> on 8
+    /// consecutive groups of <paramref name="n"/> values at once, bit-identical to 8 scalar calls: the groups are
+    /// independent, so lane j of every AVX register follows group j through exactly the scalar sequence of float
+    /// operations (no FMA; comparisons become lane masks). <paramref name="x"/>, <paramref name="weights"/> and
+    /// <paramref name="codes"/> hold 8·n values; <paramref name="scales"/> and <paramref name="theMins"/> receive 8.
+    /// </summary>
+    public static void MakeQkxQuantsX8(int n, int nmax, ReadOnlySpan<float> x, ReadOnlySpan<float> weights, Span<byte> codes,
+        Span<float> scales, Span<float> theMins, float rmin, float rdelta, int nstep, bool useMad, bool qkx3)
+    {
+        if (!Avx2.IsSupported)
+        {
+            Span<byte> scratch = stackalloc byte[n];
+            for (int j = 0; j < 8; j++)
+            {
+                var xg = x.Slice(n * j, n);
+                var wg = weights.Slice(n * j, n);
+                var cg = codes.Slice(n * j, n);
+                scales[j] = qkx3
+                    ? MakeQkx3Quants(n, nmax, xg, wg, cg, out theMins[j], scratch, rmin, rdelta, nstep, useMad)
+                    : MakeQkx2Quants(n, nmax, xg, wg, cg, out theMins[j], scratch, rmin, rdelta, nstep, useMad);
+            }
+            return;
+        }
+        MakeQkxQuantsX8Avx2(n, nmax, x, weights, codes, scales, theMins, rmin, rdelta, nstep, useMad, qkx3);
+    }
+
+    private static void MakeQkxQuantsX8Avx2(int n, int nmax, ReadOnlySpan<float> x, ReadOnlySpan<float> weights, Span<byte> codes,
+        Span<float> scales, Span<float> theMins, float rmin, float rdelta, int nstep, bool useMad, bool qkx3)
+    {
+        Span<Vector256<float>> xt = stackalloc Vector256<float>[n];
+        Span<Vector256<float>> wt = stackalloc Vector256<float>[n];
+        Span<Vector256<int>> best = stackalloc Vector256<int>[n];
+        Span<Vector256<int>> aux = stackalloc Vector256<int>[n];
+        for (int i = 0; i < n; i++)
+        {
+            xt[i] = Vector256.Create(x[i], x[n + i], x[2 * n + i], x[3 * n + i], x[4 * n + i], x[5 * n + i], x[6 * n + i], x[7 * n + i]);
+            wt[i] = Vector256.Create(weights[i], weights[n + i], weights[2 * n + i], weights[3 * n + i],
+                weights[4 * n + i], weights[5 * n + i], weights[6 * n + i], weights[7 * n + i]);
+        }
+        var zero = Vector256<float>.Zero;
+        var nmaxF = Vector256.Create((float)nmax);
+        var nmaxI = Vector256.Create(nmax);
+        var magic = Vector256.Create(12582912f);
+        var mantissa = Vector256.Create(0x007fffff);
+        var bias = Vector256.Create(0x00400000);
+        var absMask = Vector256.Create(0x7fffffff).AsSingle();
+
+        var min = xt[0];
+        var max = xt[0];
+        var sumW = wt[0];
+        var sumX = Avx.Multiply(sumW, xt[0]);
+        for (int i = 1; i < n; i++)
+        {
+            min = Avx.BlendVariable(min, xt[i], Avx.CompareLessThan(xt[i], min));
+            max = Avx.BlendVariable(max, xt[i], Avx.CompareGreaterThan(xt[i], max));
+            sumW = Avx.Add(sumW, wt[i]);
+            sumX = Avx.Add(sumX, Avx.Multiply(wt[i], xt[i]));
+        }
+        min = Avx.BlendVariable(min, zero, Avx.CompareGreaterThan(min, zero));
+        // Degenerate groups return at once in the scalar code (codes 0, scale 0, this min); their lanes run along
+        // harmlessly and are overwritten at the end.
+        int degenerate = Avx.MoveMask(qkx3 ? Avx.CompareLessThanOrEqual(max, min) : Avx.CompareEqual(max, min));
+        var initialMin = min;
+
+        var range = Avx.Subtract(max, min);
+        var iscale = Avx.Divide(nmaxF, range);
+        var scale = Avx.Divide(Vector256.Create(1f), iscale);
+        var bestError = zero;
+        for (int i = 0; i < n; i++)
+        {
+            var l = Avx2.Min(Avx2.Max(NearestIntX8(Avx.Multiply(iscale, Avx.Subtract(xt[i], min)), magic, mantissa, bias), Vector256<int>.Zero), nmaxI);
+            best[i] = l;
+            var diff = Avx.Subtract(Avx.Add(Avx.Multiply(scale, Avx.ConvertToVector256Single(l)), min), xt[i]);
+            diff = useMad ? Avx.And(diff, absMask) : Avx.Multiply(diff, diff);
+            bestError = Avx.Add(bestError, Avx.Multiply(wt[i], diff));
+        }
+        if (nstep >= 1)
+        {
+            for (int step = 0; step <= nstep; step++)
+            {
+                iscale = Avx.Divide(Vector256.Create(rmin + rdelta * step + nmax), Avx.Subtract(max, min));
+                var sumL = zero;
+                var sumL2 = zero;
+                var sumXL = zero;
+                for (int i = 0; i < n; i++)
+                {
+                    var v = Avx.Multiply(iscale, Avx.Subtract(xt[i], min));
+                    Vector256<int> l;
+                    if (qkx3)
+                    {
+                        // v > 0 ? nearest_int(v < nmax ? v : nmax) : 0 (minps returns the second operand unless v < nmax)
+                        l = NearestIntX8(Avx.Min(v, nmaxF), magic, mantissa, bias);
+                        l = Avx2.And(l, Avx.CompareGreaterThan(v, zero).AsInt32());
+                    }
+                    else
+                    {
+                        l = Avx2.Min(Avx2.Max(NearestIntX8(v, magic, mantissa, bias), Vector256<int>.Zero), nmaxI);
+                    }
+                    aux[i] = l;
+                    var lf = Avx.ConvertToVector256Single(l);
+                    var wl = Avx.Multiply(wt[i], lf);
+                    sumL = Avx.Add(sumL, wl);
+                    sumL2 = Avx.Add(sumL2, Avx.Multiply(wl, lf));
+                    sumXL = Avx.Add(sumXL, Avx.Multiply(wl, xt[i]));
+                }
+                var det = Avx.Subtract(Avx.Multiply(sumW, sumL2), Avx.Multiply(sumL, sumL));
+                var positive = Avx.CompareGreaterThan(det, zero);
+                if (Avx.MoveMask(positive) == 0) continue;
+                var thisScale = Avx.Divide(Avx.Subtract(Avx.Multiply(sumW, sumXL), Avx.Multiply(sumX, sumL)), det);
+                var thisMin = Avx.Divide(Avx.Subtract(Avx.Multiply(sumL2, sumX), Avx.Multiply(sumL, sumXL)), det);
+                var clampMin = Avx.CompareGreaterThan(thisMin, zero);
+                thisMin = Avx.BlendVariable(thisMin, zero, clampMin);
+                thisScale = Avx.BlendVariable(thisScale, Avx.Divide(sumXL, sumL2), clampMin);
+                var error = zero;
+                for (int i = 0; i < n; i++)
+                {
+                    var diff = Avx.Subtract(Avx.Add(Avx.Multiply(thisScale, Avx.ConvertToVector256Single(aux[i])), thisMin), xt[i]);
+                    diff = useMad ? Avx.And(diff, absMask) : Avx.Multiply(diff, diff);
+                    error = Avx.Add(error, Avx.Multiply(wt[i], diff));
+                }
+                var accept = Avx.And(positive, Avx.CompareLessThan(error, bestError));
+                int acceptBits = Avx.MoveMask(accept);
+                if (acceptBits == 0) continue;
+                var acceptI = accept.AsInt32();
+                for (int i = 0; i < n; i++) best[i] = Avx2.BlendVariable(best[i], aux[i], acceptI);
+                bestError = Avx.BlendVariable(bestError, error, accept);
+                scale = Avx.BlendVariable(scale, thisScale, accept);
+                min = Avx.BlendVariable(min, thisMin, accept);
+            }
+        }
+        for (int j = 0; j < 8; j++)
+        {
+            var cg = codes.Slice(n * j, n);
+            if ((degenerate & (1 << j)) != 0)
+            {
+                cg.Clear();
+                scales[j] = 0f;
+                theMins[j] = -initialMin.GetElement(j);
+            }
+            else
+            {
+                for (int i = 0; i < n; i++) cg[i] = (byte)best[i].GetElement(j);
+                scales[j] = scale.GetElement(j);
+                theMins[j] = -min.GetElement(j);
+            }
+        }
+    }
+
+    /// <summary>
+    /// <see cref="MakeQxQuants"/> with rmseType 1 on 8 consecutive groups of <paramref name="n"/> values at once,
+    /// bit-identical to 8 scalar calls (lane j follows group j through the scalar float operations).
+    /// <paramref name="weights"/> is empty (x² weights) or holds 8·n weights.
+    /// </summary>
+    public static void MakeQxQuantsX8(int n, int nmax, ReadOnlySpan<float> x, ReadOnlySpan<float> weights, Span<sbyte> codes, Span<float> scales)
+    {
+        if (!Avx2.IsSupported)
+        {
+            for (int j = 0; j < 8; j++)
+                scales[j] = MakeQxQuants(n, nmax, x.Slice(n * j, n), codes.Slice(n * j, n), 1,
+                    weights.IsEmpty ? default : weights.Slice(n * j, n));
+            return;
+        }
+        Span<Vector256<float>> xt = stackalloc Vector256<float>[n];
+        Span<Vector256<float>> wt = stackalloc Vector256<float>[n];
+        for (int i = 0; i < n; i++)
+        {
+            xt[i] = Vector256.Create(x[i], x[n + i], x[2 * n + i], x[3 * n + i], x[4 * n + i], x[5 * n + i], x[6 * n + i], x[7 * n + i]);
+            wt[i] = weights.IsEmpty
+                ? Avx.Multiply(xt[i], xt[i])
+                : Vector256.Create(weights[i], weights[n + i], weights[2 * n + i], weights[3 * n + i],
+                    weights[4 * n + i], weights[5 * n + i], weights[6 * n + i], weights[7 * n + i]);
+        }
+        var zero = Vector256<float>.Zero;
+        var magic = Vector256.Create(12582912f);
+        var mantissa = Vector256.Create(0x007fffff);
+        var bias = Vector256.Create(0x00400000);
+        var absMask = Vector256.Create(0x7fffffff).AsSingle();
+        var lo = Vector256.Create(-nmax);
+        var hi = Vector256.Create(nmax - 1);
+
+        var max = zero;
+        var amax = zero;
+        for (int i = 0; i < n; i++)
+        {
+            var ax = Avx.And(xt[i], absMask);
+            var larger = Avx.CompareGreaterThan(ax, amax);
+            amax = Avx.BlendVariable(amax, ax, larger);
+            max = Avx.BlendVariable(max, xt[i], larger);
+        }
+        int allZero = Avx.MoveMask(Avx.CompareLessThan(amax, Vector256.Create(GroupMaxEps)));
+
+        // Sums for one candidate inverse scale; lane by lane the scalar loop's operations.
+        void Sums(Span<Vector256<float>> xt, Span<Vector256<float>> wt, Vector256<float> iscale, out Vector256<float> sumlx, out Vector256<float> suml2)
+        {
+            sumlx = zero;
+            suml2 = zero;
+            for (int i = 0; i < xt.Length; i++)
+            {
+                var l = Avx.ConvertToVector256Single(Avx2.Min(Avx2.Max(NearestIntX8(Avx.Multiply(iscale, xt[i]), magic, mantissa, bias), lo), hi));
+                sumlx = Avx.Add(sumlx, Avx.Multiply(Avx.Multiply(wt[i], xt[i]), l));
+                suml2 = Avx.Add(suml2, Avx.Multiply(Avx.Multiply(wt[i], l), l));
+            }
+        }
+
+        var iscale0 = Avx.Divide(Vector256.Create((float)-nmax), max);
+        Sums(xt, wt, iscale0, out var sumlx, out var suml2);
+        var scale = Avx.BlendVariable(zero, Avx.Divide(sumlx, suml2), Avx.CompareNotEqual(suml2, zero));
+        var best = Avx.Multiply(scale, sumlx);
+        var chosen = iscale0;
+        for (int step = -9; step <= 9; step++)
+        {
+            if (step == 0) continue;
+            var iscale = Avx.Divide(Vector256.Create(-(nmax + 0.1f * step)), max);
+            Sums(xt, wt, iscale, out var slx, out var sl2);
+            var accept = Avx.And(Avx.CompareGreaterThan(sl2, zero),
+                Avx.CompareGreaterThan(Avx.Multiply(slx, slx), Avx.Multiply(best, sl2)));
+            if (Avx.MoveMask(accept) == 0) continue;
+            chosen = Avx.BlendVariable(chosen, iscale, accept);
+            var newScale = Avx.Divide(slx, sl2);
+            scale = Avx.BlendVariable(scale, newScale, accept);
+            best = Avx.BlendVariable(best, Avx.Multiply(newScale, slx), accept);
+        }
+        for (int j = 0; j < 8; j++)
+        {
+            var cg = codes.Slice(n * j, n);
+            if ((allZero & (1 << j)) != 0)
+            {
+                cg.Clear();
+                scales[j] = 0f;
+                continue;
+            }
+            // the codes of the accepted candidate, recomputed as the scalar code does
+            float iscale = chosen.GetElement(j);
+            var xg = x.Slice(n * j, n);
+            for (int i = 0; i < n; i++) cg[i] = (sbyte)(nmax + Math.Clamp(NearestInt(iscale * xg[i]), -nmax, nmax - 1));
+            scales[j] = scale.GetElement(j);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> NearestIntX8(Vector256<float> v, Vector256<float> magic, Vector256<int> mantissa, Vector256<int> bias) =>
+        Avx2.Subtract(Avx2.And(Avx.Add(v, magic).AsInt32(), mantissa), bias);
 
     /// <summary>
     /// Quantizes non-negative values (the sub-block scales or mins of a super-block) to

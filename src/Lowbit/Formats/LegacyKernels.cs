@@ -23,6 +23,9 @@ internal unsafe interface ILegacyBlock
     /// <summary>The 32 integer levels of group <paramref name="group"/> (AVX2 decode).</summary>
     static abstract Vector256<sbyte> LevelsAvx2(byte* block, int group);
 
+    /// <summary>The 32 integer levels of group <paramref name="group"/> as two halves (portable Vector128 decode).</summary>
+    static abstract void LevelsVector128(byte* block, int group, out Vector128<sbyte> first, out Vector128<sbyte> second);
+
     /// <summary>The 32 integer levels of group <paramref name="group"/> (portable decode, the reference).</summary>
     static abstract void Levels(byte* block, int group, Span<sbyte> levels);
 
@@ -126,16 +129,14 @@ internal static unsafe class LegacyKernels
         return Vector256.Sum(T.HasOffset ? Avx.Add(total, offsetTotal) : total);
     }
 
-    /// <summary>Portable path: scalar decode, Vector128 float arithmetic (SSE, NEON, WASM).</summary>
+    /// <summary>Portable path: Vector128 decode and float arithmetic (SSE, NEON, WASM).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0, which would be many times slower
     public static float DotF32Portable<T>(ReadOnlySpan<byte> row, ReadOnlySpan<float> x) where T : struct, ILegacyBlock
     {
         int blocks = BlockCount<T>(x.Length, row.Length, "dot");
-        Span<sbyte> levels = stackalloc sbyte[Group];
-        Vector128<float> total = Vector128<float>.Zero;
+        Vector128<float> total = Vector128<float>.Zero, offsetTotal = Vector128<float>.Zero;
         fixed (byte* p0 = row)
         fixed (float* x0 = x)
-        fixed (sbyte* lp = levels)
         {
             float* xp = x0;
             for (int b = 0; b < blocks; b++)
@@ -143,28 +144,30 @@ internal static unsafe class LegacyKernels
                 byte* block = p0 + (long)b * T.BlockBytes;
                 for (int g = 0; g < T.Groups; g++, xp += Group)
                 {
-                    T.Levels(block, g, levels);
-                    Vector128<float> acc = Vector128<float>.Zero, sx = Vector128<float>.Zero;
-                    for (int j = 0; j < Group; j += 16)
-                    {
-                        Vector128<sbyte> q = Vector128.Load(lp + j);
-                        (Vector128<short> qlo, Vector128<short> qhi) = Vector128.Widen(q);
-                        (Vector128<int> i0, Vector128<int> i1) = Vector128.Widen(qlo);
-                        (Vector128<int> i2, Vector128<int> i3) = Vector128.Widen(qhi);
-                        var xa = Vector128.Load(xp + j);
-                        var xb = Vector128.Load(xp + j + 4);
-                        var xc = Vector128.Load(xp + j + 8);
-                        var xd = Vector128.Load(xp + j + 12);
-                        acc += Vector128.ConvertToSingle(i0) * xa + Vector128.ConvertToSingle(i1) * xb
-                             + Vector128.ConvertToSingle(i2) * xc + Vector128.ConvertToSingle(i3) * xd;
-                        if (T.HasOffset) sx += (xa + xb) + (xc + xd);
-                    }
+                    T.LevelsVector128(block, g, out Vector128<sbyte> first, out Vector128<sbyte> second);
+                    Vector128<float> acc = HalfGroupDot(first, xp, ref offsetTotal, T.HasOffset ? T.Offset(block) : 0f)
+                                         + HalfGroupDot(second, xp + 16, ref offsetTotal, T.HasOffset ? T.Offset(block) : 0f);
                     total += acc * T.Scale(block, g);
-                    if (T.HasOffset) total += sx * T.Offset(block);
                 }
             }
         }
-        return Vector128.Sum(total);
+        return Vector128.Sum(total) + Vector128.Sum(offsetTotal);
+    }
+
+    /// <summary>Σ level·x over 16 values as 4 float lanes; adds offset·Σx to <paramref name="offsetTotal"/> when offset ≠ 0.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<float> HalfGroupDot(Vector128<sbyte> q, float* xp, ref Vector128<float> offsetTotal, float offset)
+    {
+        (Vector128<short> qlo, Vector128<short> qhi) = Vector128.Widen(q);
+        (Vector128<int> i0, Vector128<int> i1) = Vector128.Widen(qlo);
+        (Vector128<int> i2, Vector128<int> i3) = Vector128.Widen(qhi);
+        var xa = Vector128.Load(xp);
+        var xb = Vector128.Load(xp + 4);
+        var xc = Vector128.Load(xp + 8);
+        var xd = Vector128.Load(xp + 12);
+        if (offset != 0f) offsetTotal += ((xa + xb) + (xc + xd)) * offset;
+        return (Vector128.ConvertToSingle(i0) * xa + Vector128.ConvertToSingle(i1) * xb)
+             + (Vector128.ConvertToSingle(i2) * xc + Vector128.ConvertToSingle(i3) * xd);
     }
 
     /// <summary>Naive reference: Σ scale·Σ(level·x) (+ offset·Σx) per group, left to right.</summary>
@@ -194,7 +197,7 @@ internal static unsafe class LegacyKernels
 
     /// <summary>Dot with activations encoded as Q8_0 (or Q8_1 for offset formats), fastest path.</summary>
     public static float DotQ8<T>(ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq) where T : struct, ILegacyBlock
-        => Avx2.IsSupported && Fma.IsSupported ? DotQ8Avx2<T>(row, xq) : DotQ8Scalar<T>(row, xq);
+        => Avx2.IsSupported && Fma.IsSupported ? DotQ8Avx2<T>(row, xq) : DotQ8Portable<T>(row, xq);
 
     private static int ActivationBlocks<T>(ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq) where T : struct, ILegacyBlock
     {
@@ -242,6 +245,45 @@ internal static unsafe class LegacyKernels
         return Vector256.Sum(total) + offsetSum;
     }
 
+    /// <summary>Portable integer path: int8 widened to int16 products (|w·a| ≤ 127², exact), summed in int32 lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0, which would be many times slower
+    public static float DotQ8Portable<T>(ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq) where T : struct, ILegacyBlock
+    {
+        int groups = ActivationBlocks<T>(row, xq);
+        int actBytes = ActivationBlockBytes<T>();
+        int qsOffset = T.HasOffset ? 4 : 2;
+        Vector128<float> total = Vector128<float>.Zero;
+        float offsetSum = 0;
+        fixed (byte* p0 = row)
+        fixed (byte* a0 = xq)
+        {
+            byte* act = a0;
+            for (int b = 0, blocks = groups / T.Groups; b < blocks; b++)
+            {
+                byte* block = p0 + (long)b * T.BlockBytes;
+                for (int g = 0; g < T.Groups; g++, act += actBytes)
+                {
+                    T.LevelsVector128(block, g, out Vector128<sbyte> w0, out Vector128<sbyte> w1);
+                    Vector128<int> sums = ProductSums(w0, Vector128.Load((sbyte*)(act + qsOffset)))
+                                        + ProductSums(w1, Vector128.Load((sbyte*)(act + qsOffset + 16)));
+                    total += Vector128.ConvertToSingle(sums) * (T.Scale(block, g) * F16(act));
+                    if (T.HasOffset) offsetSum += T.Offset(block) * F16(act + 2);
+                }
+            }
+        }
+        return Vector128.Sum(total) + offsetSum;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<int> ProductSums(Vector128<sbyte> w, Vector128<sbyte> a)
+    {
+        (Vector128<short> wl, Vector128<short> wh) = Vector128.Widen(w);
+        (Vector128<short> al, Vector128<short> ah) = Vector128.Widen(a);
+        (Vector128<int> p0, Vector128<int> p1) = Vector128.Widen(wl * al);
+        (Vector128<int> p2, Vector128<int> p3) = Vector128.Widen(wh * ah);
+        return (p0 + p1) + (p2 + p3);
+    }
+
     /// <summary>Scalar reference of the integer path, in ggml's scalar order: Σ (d_w·d_a)·Σ w·a (+ m_w·s_a).</summary>
     public static float DotQ8Scalar<T>(ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq) where T : struct, ILegacyBlock
     {
@@ -270,6 +312,73 @@ internal static unsafe class LegacyKernels
             }
         }
         return sum;
+    }
+
+    /// <summary>
+    /// Quantizes whole blocks to Q8_0 (or Q8_1 with <paramref name="withSum"/>) with AVX2, producing
+    /// exactly the bytes of ggml's reference quantizer: same amax, same float d and 1/d, same products,
+    /// and roundf's half-away-from-zero rounding done as trunc(v) + (|v − trunc v| ≥ ½ ? ±1 : 0).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void QuantizeQ8Avx2(ReadOnlySpan<float> src, Span<byte> dst, bool withSum)
+    {
+        int blockBytes = withSum ? 36 : 34;
+        int blocks = src.Length / Group;
+        if (dst.Length < blocks * blockBytes)
+            throw new ArgumentException($"destination holds {dst.Length} bytes, {blocks * blockBytes} needed.");
+        Vector256<float> absMask = Vector256.Create(0x7FFFFFFF).AsSingle();
+        Vector256<float> signMask = Vector256.Create(unchecked((int)0x80000000)).AsSingle();
+        Vector256<float> one = Vector256.Create(1f), half = Vector256.Create(0.5f);
+        Vector256<int> packOrder = Vector256.Create(0, 4, 1, 5, 2, 6, 3, 7);
+        fixed (float* s0 = src)
+        fixed (byte* d0 = dst)
+        {
+            for (int b = 0; b < blocks; b++)
+            {
+                float* x = s0 + b * Group;
+                byte* block = d0 + (long)b * blockBytes;
+                Vector256<float> v0 = Avx.LoadVector256(x), v1 = Avx.LoadVector256(x + 8);
+                Vector256<float> v2 = Avx.LoadVector256(x + 16), v3 = Avx.LoadVector256(x + 24);
+                Vector256<float> m = Avx.Max(Avx.Max(Avx.And(v0, absMask), Avx.And(v1, absMask)),
+                                             Avx.Max(Avx.And(v2, absMask), Avx.And(v3, absMask)));
+                Vector128<float> m4 = Sse.Max(m.GetLower(), m.GetUpper());
+                m4 = Sse.Max(m4, Sse.MoveHighToLow(m4, m4));
+                m4 = Sse.Max(m4, Sse.Shuffle(m4, m4, 0x55));
+                float amax = m4.ToScalar();
+                float d = amax / 127;
+                float id = d != 0 ? 1.0f / d : 0.0f;
+                Unsafe.WriteUnaligned(block, (Half)d);
+                Vector256<float> idv = Vector256.Create(id);
+                Vector256<int> q0 = RoundAwayToInt(Avx.Multiply(v0, idv), absMask, signMask, one, half);
+                Vector256<int> q1 = RoundAwayToInt(Avx.Multiply(v1, idv), absMask, signMask, one, half);
+                Vector256<int> q2 = RoundAwayToInt(Avx.Multiply(v2, idv), absMask, signMask, one, half);
+                Vector256<int> q3 = RoundAwayToInt(Avx.Multiply(v3, idv), absMask, signMask, one, half);
+                Vector256<short> p01 = Avx2.PackSignedSaturate(q0, q1);
+                Vector256<short> p23 = Avx2.PackSignedSaturate(q2, q3);
+                Vector256<sbyte> packed = Avx2.PackSignedSaturate(p01, p23);
+                packed = Avx2.PermuteVar8x32(packed.AsInt32(), packOrder).AsSByte();
+                if (withSum)
+                {
+                    int sum = Vector256.Sum(Avx2.Add(Avx2.Add(q0, q1), Avx2.Add(q2, q3)));
+                    Unsafe.WriteUnaligned(block + 2, (Half)(sum * d));
+                    Avx.Store((sbyte*)(block + 4), packed);
+                }
+                else
+                {
+                    Avx.Store((sbyte*)(block + 2), packed);
+                }
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> RoundAwayToInt(Vector256<float> v, Vector256<float> absMask, Vector256<float> signMask, Vector256<float> one, Vector256<float> half)
+    {
+        Vector256<float> t = Avx.RoundToZero(v);
+        Vector256<float> frac = Avx.And(Avx.Subtract(v, t), absMask); // exact: v and trunc(v) share sign and exponent range
+        Vector256<float> step = Avx.Or(Avx.And(v, signMask), one);   // ±1 with v's sign
+        Vector256<float> r = Avx.Add(t, Avx.And(Avx.CompareGreaterThanOrEqual(frac, half), step));
+        return Avx.ConvertToVector256Int32WithTruncation(r);
     }
 
     // ---- decode helpers shared by the block structs ----
@@ -312,6 +421,38 @@ internal static unsafe class LegacyKernels
             levels[j] = (sbyte)((packed[j] & 0x0F) - bias);
             levels[j + 16] = (sbyte)((packed[j] >> 4) - bias);
         }
+    }
+
+    /// <summary>16 packed bytes → low nibbles (values 0..15) and high nibbles (values 16..31), portable.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void NibblesVector128(byte* packed, out Vector128<byte> first, out Vector128<byte> second)
+    {
+        Vector128<byte> raw = Vector128.Load(packed);
+        first = raw & Vector128.Create((byte)0x0F);
+        second = Vector128.ShiftRightLogical(raw, 4);
+    }
+
+    /// <summary>The fifth bits of a Q5 word as 0x10/0x00 bytes: values 0..15 and 16..31, portable.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void HighBitsVector128(uint qh, out Vector128<byte> first, out Vector128<byte> second)
+    {
+        Vector128<byte> word = Vector128.Create(qh).AsByte();
+        Vector128<byte> bit = Vector128.Create(0x8040201008040201ul).AsByte();
+        Vector128<byte> fifth = Vector128.Create((byte)0x10);
+        Vector128<byte> a = Vector128.Shuffle(word, Vector128.Create((byte)0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1));
+        Vector128<byte> b = Vector128.Shuffle(word, Vector128.Create((byte)2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+        first = Vector128.Equals(a & bit, bit) & fifth;
+        second = Vector128.Equals(b & bit, bit) & fifth;
+    }
+
+    /// <summary>IQ4 levels of one 32-value group by table lookup, portable.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Iq4LevelsVector128(byte* packed, out Vector128<sbyte> first, out Vector128<sbyte> second)
+    {
+        Vector128<sbyte> table = Vector128.Create((sbyte)-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113);
+        NibblesVector128(packed, out var lo, out var hi);
+        first = Vector128.Shuffle(table, lo.AsSByte());
+        second = Vector128.Shuffle(table, hi.AsSByte());
     }
 
     /// <summary>Q5 levels from a 32-bit fifth-bit word followed by 16 nibble bytes.</summary>

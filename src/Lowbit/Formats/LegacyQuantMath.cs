@@ -89,6 +89,7 @@ internal static class LegacyQuantMath
     /// l ∈ [-nmax, nmax-1], stored as l + nmax, searching 18 scale perturbations for the weighted
     /// least-squares optimum. Returns the block scale.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // called per block: optimize at once instead of waiting for tiering
     public static float MakeQxQuants(int nmax, ReadOnlySpan<float> x, Span<byte> levels, ReadOnlySpan<float> weights)
     {
         int n = x.Length;
@@ -143,6 +144,7 @@ internal static class LegacyQuantMath
     /// squared-error criterion). Returns the scale; <paramref name="negMin"/> receives -min, so a
     /// value is reconstructed as scale·l - negMin.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // called per block: optimize at once instead of waiting for tiering
     public static float MakeQkx3Quants(int nmax, ReadOnlySpan<float> x, ReadOnlySpan<float> weights, Span<byte> levels,
         out float negMin, Span<byte> levelsAux, float rmin, float rdelta, int nstep)
     {

@@ -1,3 +1,6 @@
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
 namespace Lowbit.Formats;
 
 /// <summary>
@@ -25,8 +28,7 @@ public sealed class Q2_KCodec : KQuantCodec
     internal override void QuantizeBlock(ReadOnlySpan<float> x, ReadOnlySpan<float> importance, Span<byte> block)
     {
         Span<byte> codes = stackalloc byte[KQuantMath.SuperBlock];
-        Span<byte> scratch = stackalloc byte[16];
-        Span<float> weights = stackalloc float[16];
+        Span<float> weights = stackalloc float[KQuantMath.SuperBlock];
         Span<float> scales = stackalloc float[16];
         Span<float> mins = stackalloc float[16];
         var packed = block.Slice(OffScales, 16);
@@ -34,11 +36,12 @@ public sealed class Q2_KCodec : KQuantCodec
         {
             const float q4scale = 15f;
             float maxScale = 0, maxMin = 0;
+            for (int i = 0; i < KQuantMath.SuperBlock; i++) weights[i] = MathF.Abs(x[i]);
+            for (int half = 0; half < 2; half++)
+                KQuantMath.MakeQkxQuantsX8(16, 3, x.Slice(128 * half, 128), weights.Slice(128 * half, 128), codes.Slice(128 * half, 128),
+                    scales.Slice(8 * half, 8), mins.Slice(8 * half, 8), -0.5f, 0.1f, 15, useMad: true, qkx3: false);
             for (int g = 0; g < 16; g++)
             {
-                var xg = x.Slice(16 * g, 16);
-                for (int l = 0; l < 16; l++) weights[l] = MathF.Abs(xg[l]);
-                scales[g] = KQuantMath.MakeQkx2Quants(16, 3, xg, weights, codes.Slice(16 * g, 16), out mins[g], scratch, -0.5f, 0.1f, 15, true);
                 if (scales[g] > maxScale) maxScale = scales[g];
                 if (mins[g] > maxMin) maxMin = mins[g];
             }
@@ -74,12 +77,15 @@ public sealed class Q2_KCodec : KQuantCodec
             {
                 var xg = x.Slice(16 * g, 16);
                 var qw = importance.Slice(16 * g, 16);
-                for (int l = 0; l < 16; l++) weights[l] = qw[l] * MathF.Sqrt(sigma2 + xg[l] * xg[l]);
+                var wg = weights.Slice(16 * g, 16);
+                for (int l = 0; l < 16; l++) wg[l] = qw[l] * MathF.Sqrt(sigma2 + xg[l] * xg[l]);
                 float sumW = 0;
-                for (int l = 0; l < 16; l++) sumW += weights[l];
+                for (int l = 0; l < 16; l++) sumW += wg[l];
                 groupWeight[g] = sumW;
-                scales[g] = KQuantMath.MakeQkx3Quants(16, 3, xg, weights, codes.Slice(16 * g, 16), out mins[g], scratch, -0.9f, 0.05f, 36, false);
             }
+            for (int half = 0; half < 2; half++)
+                KQuantMath.MakeQkxQuantsX8(16, 3, x.Slice(128 * half, 128), weights.Slice(128 * half, 128), codes.Slice(128 * half, 128),
+                    scales.Slice(8 * half, 8), mins.Slice(8 * half, 8), -0.9f, 0.05f, 36, useMad: false, qkx3: true);
             Span<byte> ls = stackalloc byte[16];
             Span<byte> lm = stackalloc byte[16];
             float dm = KQuantMath.MakeQpQuants(16, 15, scales, ls, groupWeight);
@@ -149,5 +155,48 @@ public sealed class Q2_KCodec : KQuantCodec
         }
         d = KQuantMath.ReadHalf(block, OffD);
         dmin = KQuantMath.ReadHalf(block, OffDmin);
+    }
+
+    public override float DotRowQuantized(ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq) =>
+        Avx2.IsSupported && BitConverter.IsLittleEndian ? DotQ8KAvx2(row, xq) : KQuantDot.DotQ8K(this, row, xq, useSimd: false);
+
+    /// <summary>Fused Q2_K × Q8_K kernel (2-bit codes × int8, 4-bit scales, mins through bsums); bit-identical to the scalar reference.</summary>
+    private unsafe float DotQ8KAvx2(ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq)
+    {
+        int blocks = KQuantDot.CheckQ8Pair(this, row, xq);
+        var three = Vector256.Create((byte)3);
+        float sum = 0;
+        fixed (byte* pr = row)
+        fixed (byte* py = xq)
+        {
+            for (int b = 0; b < blocks; b++)
+            {
+                byte* x = pr + 84 * b;
+                byte* y = py + KQuantDot.Q8Bytes * b;
+                float d = KQuantMath.FromHalfBits(*(ushort*)(x + OffD));
+                float dmin = KQuantMath.FromHalfBits(*(ushort*)(x + OffDmin));
+                float yd = *(float*)y;
+                short* bsums = (short*)(y + Q8_KCodec.OffBsums);
+                int summ = 0;
+                for (int g = 0; g < 16; g++) summ += (x[OffScales + g] >> 4) * bsums[g];
+
+                sbyte* yq = (sbyte*)y + Q8_KCodec.OffQs;
+                var acc = Vector256<int>.Zero;
+                for (int h = 0; h < 2; h++)
+                {
+                    var q = Avx.LoadVector256(x + OffQs + 32 * h).AsUInt16();
+                    for (int j = 0; j < 4; j++)
+                    {
+                        int k = 4 * h + j;
+                        var codes = Avx2.And(Vector256.ShiftRightLogical(q, 2 * j).AsByte(), three);
+                        acc = Avx2.Add(acc, KQuantDot.GroupPairAvx2(codes, yq + 32 * k,
+                            (short)(x[OffScales + 2 * k] & 0xF), (short)(x[OffScales + 2 * k + 1] & 0xF)));
+                    }
+                }
+                int sumi = Vector256.Sum(acc);
+                sum += d * yd * sumi - dmin * yd * summ;
+            }
+        }
+        return sum;
     }
 }

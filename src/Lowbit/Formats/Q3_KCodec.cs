@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace Lowbit.Formats;
 
@@ -62,7 +63,7 @@ public sealed class Q3_KCodec : KQuantCodec
         }
         else
         {
-            Span<float> weights = stackalloc float[16];
+            Span<float> weights = stackalloc float[KQuantMath.SuperBlock];
             Span<float> groupWeight = stackalloc float[16];
             float sumX2 = 0;
             for (int j = 0; j < KQuantMath.SuperBlock; j++) sumX2 += x[j] * x[j];
@@ -71,12 +72,15 @@ public sealed class Q3_KCodec : KQuantCodec
             {
                 var xg = x.Slice(16 * g, 16);
                 var qw = importance.Slice(16 * g, 16);
-                for (int l = 0; l < 16; l++) weights[l] = qw[l] * MathF.Sqrt(sigma2 + xg[l] * xg[l]);
+                var wg = weights.Slice(16 * g, 16);
+                for (int l = 0; l < 16; l++) wg[l] = qw[l] * MathF.Sqrt(sigma2 + xg[l] * xg[l]);
                 float sumW = 0;
-                for (int l = 0; l < 16; l++) sumW += weights[l];
+                for (int l = 0; l < 16; l++) sumW += wg[l];
                 groupWeight[g] = sumW;
-                scales[g] = KQuantMath.MakeQxQuants(16, 4, xg, signedCodes.Slice(16 * g, 16), 1, weights);
             }
+            for (int half = 0; half < 2; half++)
+                KQuantMath.MakeQxQuantsX8(16, 4, x.Slice(128 * half, 128), weights.Slice(128 * half, 128),
+                    signedCodes.Slice(128 * half, 128), scales.Slice(8 * half, 8));
             packed.Clear();
             Span<sbyte> scaleCodes = stackalloc sbyte[16];
             float dBlock = KQuantMath.MakeQxQuants(16, 32, scales, scaleCodes, 1, groupWeight);
@@ -189,5 +193,68 @@ public sealed class Q3_KCodec : KQuantCodec
             mins[g] = (short)(4 * s);
         }
         d = dmin = KQuantMath.ReadHalf(block, OffD);
+    }
+
+    public override float DotRowQuantized(ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq) =>
+        Avx2.IsSupported && BitConverter.IsLittleEndian ? DotQ8KAvx2(row, xq) : KQuantDot.DotQ8K(this, row, xq, useSimd: false);
+
+    /// <summary>
+    /// Fused Q3_K × Q8_K kernel: unsigned 3-bit codes (2 low bits | hmask bit · 4) × int8, signed 6-bit
+    /// scales, the −4 code offset applied as 4·Σ scale·bsum. Bit-identical to the scalar reference.
+    /// </summary>
+    private unsafe float DotQ8KAvx2(ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq)
+    {
+        int blocks = KQuantDot.CheckQ8Pair(this, row, xq);
+        var three = Vector256.Create((byte)3);
+        var four = Vector256.Create((byte)4);
+        float sum = 0;
+        short* scales = stackalloc short[16];
+        fixed (byte* pr = row)
+        fixed (byte* py = xq)
+        {
+            for (int b = 0; b < blocks; b++)
+            {
+                byte* x = pr + 110 * b;
+                byte* y = py + KQuantDot.Q8Bytes * b;
+                float d = KQuantMath.FromHalfBits(*(ushort*)(x + OffD));
+                float yd = *(float*)y;
+
+                // 12 bytes → 16 six-bit codes: bytes of a0..a3 are the codes of groups 0..15.
+                uint aux0 = *(uint*)(x + OffScales), aux1 = *(uint*)(x + OffScales + 4), tmp = *(uint*)(x + OffScales + 8);
+                uint a0 = (aux0 & 0x0f0f0f0fu) | ((tmp & 0x03030303u) << 4);
+                uint a1 = (aux1 & 0x0f0f0f0fu) | (((tmp >> 2) & 0x03030303u) << 4);
+                uint a2 = ((aux0 >> 4) & 0x0f0f0f0fu) | (((tmp >> 4) & 0x03030303u) << 4);
+                uint a3 = ((aux1 >> 4) & 0x0f0f0f0fu) | (((tmp >> 6) & 0x03030303u) << 4);
+                short* bsums = (short*)(y + Q8_KCodec.OffBsums);
+                int summ = 0;
+                for (int g = 0; g < 4; g++)
+                {
+                    scales[g] = (short)((int)((a0 >> (8 * g)) & 0xFF) - 32);
+                    scales[g + 4] = (short)((int)((a1 >> (8 * g)) & 0xFF) - 32);
+                    scales[g + 8] = (short)((int)((a2 >> (8 * g)) & 0xFF) - 32);
+                    scales[g + 12] = (short)((int)((a3 >> (8 * g)) & 0xFF) - 32);
+                }
+                for (int g = 0; g < 16; g++) summ += 4 * scales[g] * bsums[g];
+
+                sbyte* yq = (sbyte*)y + Q8_KCodec.OffQs;
+                var hm = Avx.LoadVector256(x + OffHmask);
+                var acc = Vector256<int>.Zero;
+                for (int h = 0; h < 2; h++)
+                {
+                    var q = Avx.LoadVector256(x + OffQs + 32 * h).AsUInt16();
+                    for (int j = 0; j < 4; j++)
+                    {
+                        int k = 4 * h + j;
+                        var m = Vector256.Create((byte)(1 << k));
+                        var codes = Avx2.Or(Avx2.And(Vector256.ShiftRightLogical(q, 2 * j).AsByte(), three),
+                            Avx2.And(Avx2.CompareEqual(Avx2.And(hm, m), m), four));
+                        acc = Avx2.Add(acc, KQuantDot.GroupPairAvx2(codes, yq + 32 * k, scales[2 * k], scales[2 * k + 1]));
+                    }
+                }
+                int sumi = Vector256.Sum(acc);
+                sum += d * yd * sumi - d * yd * summ;
+            }
+        }
+        return sum;
     }
 }

@@ -59,10 +59,11 @@ public sealed class Q4_0Codec : TensorCodec
         float d = max / -8;
         float id = d != 0 ? 1.0f / d : 0.0f;
         LegacyQuantMath.WriteHalf(block, 0, d);
+        // x·id lies in [−8, 8] (up to rounding), so x·id + 8.5 truncates to 0..16 as C's (int8_t) cast does.
         for (int j = 0; j < 16; j++)
         {
-            int q0 = Math.Min(15, (int)(sbyte)(int)(x[j] * id + 8.5f));
-            int q1 = Math.Min(15, (int)(sbyte)(int)(x[j + 16] * id + 8.5f));
+            int q0 = Math.Min(15, (int)(x[j] * id + 8.5f));
+            int q1 = Math.Min(15, (int)(x[j + 16] * id + 8.5f));
             block[2 + j] = (byte)(q0 | (q1 << 4));
         }
     }
@@ -85,6 +86,12 @@ internal readonly unsafe struct Q4_0Block : ILegacyBlock
     public static bool HasOffset => false;
     public static Vector256<sbyte> LevelsAvx2(byte* block, int group)
         => Avx2.Subtract(LegacyKernels.NibblesAvx2(block + 2), Vector256.Create((byte)8)).AsSByte();
+    public static void LevelsVector128(byte* block, int group, out Vector128<sbyte> first, out Vector128<sbyte> second)
+    {
+        LegacyKernels.NibblesVector128(block + 2, out var lo, out var hi);
+        first = (lo - Vector128.Create((byte)8)).AsSByte();
+        second = (hi - Vector128.Create((byte)8)).AsSByte();
+    }
     public static void Levels(byte* block, int group, Span<sbyte> levels) => LegacyKernels.Nibbles(block + 2, levels, 8);
     public static float Scale(byte* block, int group) => LegacyKernels.F16(block);
     public static float Offset(byte* block) => 0f;

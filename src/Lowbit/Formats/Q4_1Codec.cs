@@ -87,6 +87,12 @@ internal readonly unsafe struct Q4_1Block : ILegacyBlock
     public static int Groups => 1;
     public static bool HasOffset => true;
     public static Vector256<sbyte> LevelsAvx2(byte* block, int group) => LegacyKernels.NibblesAvx2(block + 4).AsSByte();
+    public static void LevelsVector128(byte* block, int group, out Vector128<sbyte> first, out Vector128<sbyte> second)
+    {
+        LegacyKernels.NibblesVector128(block + 4, out var lo, out var hi);
+        first = lo.AsSByte();
+        second = hi.AsSByte();
+    }
     public static void Levels(byte* block, int group, Span<sbyte> levels) => LegacyKernels.Nibbles(block + 4, levels, 0);
     public static float Scale(byte* block, int group) => LegacyKernels.F16(block);
     public static float Offset(byte* block) => LegacyKernels.F16(block + 2);

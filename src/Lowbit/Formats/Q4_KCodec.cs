@@ -37,19 +37,21 @@ public sealed class Q4_KCodec : KQuantCodec
     /// </summary>
     internal static void ChooseScalesReference(ReadOnlySpan<float> x, Span<byte> block, Span<byte> codes, int nmax, float rmin, int nstep)
     {
-        Span<float> weights = stackalloc float[32];
-        Span<byte> scratch = stackalloc byte[32];
+        Span<float> weights = stackalloc float[KQuantMath.SuperBlock];
         Span<float> scales = stackalloc float[8];
         Span<float> mins = stackalloc float[8];
-        float maxScale = 0, maxMin = 0;
         for (int j = 0; j < 8; j++)
         {
             var xg = x.Slice(32 * j, 32);
             float sumX2 = 0;
             for (int l = 0; l < 32; l++) sumX2 += xg[l] * xg[l];
             float avX = MathF.Sqrt(sumX2 / 32);
-            for (int l = 0; l < 32; l++) weights[l] = avX + MathF.Abs(xg[l]);
-            scales[j] = KQuantMath.MakeQkx2Quants(32, nmax, xg, weights, codes.Slice(32 * j, 32), out mins[j], scratch, rmin, 0.1f, nstep, false);
+            for (int l = 0; l < 32; l++) weights[32 * j + l] = avX + MathF.Abs(xg[l]);
+        }
+        KQuantMath.MakeQkxQuantsX8(32, nmax, x, weights, codes, scales, mins, rmin, 0.1f, nstep, useMad: false, qkx3: false);
+        float maxScale = 0, maxMin = 0;
+        for (int j = 0; j < 8; j++)
+        {
             if (scales[j] > maxScale) maxScale = scales[j];
             if (mins[j] > maxMin) maxMin = mins[j];
         }
@@ -75,8 +77,7 @@ public sealed class Q4_KCodec : KQuantCodec
     /// </summary>
     internal static void ChooseScalesWeighted(ReadOnlySpan<float> x, ReadOnlySpan<float> importance, Span<byte> block, Span<byte> codes, int nmax, bool clampScaleCodes)
     {
-        Span<float> weights = stackalloc float[32];
-        Span<byte> scratch = stackalloc byte[32];
+        Span<float> weights = stackalloc float[KQuantMath.SuperBlock];
         Span<float> scales = stackalloc float[8];
         Span<float> mins = stackalloc float[8];
         Span<float> groupWeight = stackalloc float[8];
@@ -87,12 +88,13 @@ public sealed class Q4_KCodec : KQuantCodec
         {
             var xg = x.Slice(32 * j, 32);
             var qw = importance.Slice(32 * j, 32);
-            for (int l = 0; l < 32; l++) weights[l] = qw[l] * MathF.Sqrt(sigma2 + xg[l] * xg[l]);
+            var wg = weights.Slice(32 * j, 32);
+            for (int l = 0; l < 32; l++) wg[l] = qw[l] * MathF.Sqrt(sigma2 + xg[l] * xg[l]);
             float sumW = 0;
-            for (int l = 0; l < 32; l++) sumW += weights[l];
+            for (int l = 0; l < 32; l++) sumW += wg[l];
             groupWeight[j] = sumW;
-            scales[j] = KQuantMath.MakeQkx3Quants(32, nmax, xg, weights, codes.Slice(32 * j, 32), out mins[j], scratch, -0.9f, 0.05f, 36, false);
         }
+        KQuantMath.MakeQkxQuantsX8(32, nmax, x, weights, codes, scales, mins, -0.9f, 0.05f, 36, useMad: false, qkx3: true);
         Span<byte> ls = stackalloc byte[8];
         Span<byte> lm = stackalloc byte[8];
         float dBlock = KQuantMath.MakeQpQuants(8, 63, scales, ls, groupWeight);
@@ -223,5 +225,48 @@ public sealed class Q4_KCodec : KQuantCodec
             }
         }
         return sum;
+    }
+
+    public override float DotRow(ReadOnlySpan<byte> row, ReadOnlySpan<float> x) =>
+        Avx2.IsSupported && Fma.IsSupported && BitConverter.IsLittleEndian ? DotFloatAvx2(row, x) : KQuantDot.DotFloat(this, row, x, useSimd: false);
+
+    /// <summary>Fused Q4_K × float kernel: per group of 32, (d·sc)·Σ u·x − (dmin·m)·Σ x with AVX2+FMA.</summary>
+    private unsafe float DotFloatAvx2(ReadOnlySpan<byte> row, ReadOnlySpan<float> x)
+    {
+        int blocks = KQuantDot.CheckFloatPair(this, row, x);
+        var low = Vector256.Create((byte)0x0F);
+        var acc = Vector256<float>.Zero;
+        fixed (byte* pr = row)
+        fixed (float* px = x)
+        {
+            for (int b = 0; b < blocks; b++)
+            {
+                byte* q0 = pr + 144 * b;
+                float* xb = px + KQuantMath.SuperBlock * b;
+                float d = KQuantMath.FromHalfBits(*(ushort*)q0);
+                float dmin = KQuantMath.FromHalfBits(*(ushort*)(q0 + 2));
+                uint u0 = *(uint*)(q0 + 4), u1 = *(uint*)(q0 + 8), u2 = *(uint*)(q0 + 12);
+                ulong scales = (u0 & 0x3f3f3f3fu) | (ulong)((u2 & 0x0f0f0f0fu) | (((u0 >> 6) & 0x03030303u) << 4)) << 32;
+                ulong mins = (u1 & 0x3f3f3f3fu) | (ulong)(((u2 >> 4) & 0x0f0f0f0fu) | (((u1 >> 6) & 0x03030303u) << 4)) << 32;
+                for (int c = 0; c < 4; c++)
+                {
+                    var q = Avx.LoadVector256(q0 + OffQs + 32 * c);
+                    var lo = Avx2.And(q, low);
+                    var hi = Avx2.And(Avx2.ShiftRightLogical(q.AsUInt16(), 4).AsByte(), low);
+                    float* xa = xb + 64 * c;
+                    float* xh = xa + 32;
+                    var qxA = Avx.Add(KQuantDot.Dot16(lo.GetLower(), xa), KQuantDot.Dot16(lo.GetUpper(), xa + 16));
+                    var qxB = Avx.Add(KQuantDot.Dot16(hi.GetLower(), xh), KQuantDot.Dot16(hi.GetUpper(), xh + 16));
+                    var sxA = Avx.Add(Avx.Add(Avx.LoadVector256(xa), Avx.LoadVector256(xa + 8)), Avx.Add(Avx.LoadVector256(xa + 16), Avx.LoadVector256(xa + 24)));
+                    var sxB = Avx.Add(Avx.Add(Avx.LoadVector256(xh), Avx.LoadVector256(xh + 8)), Avx.Add(Avx.LoadVector256(xh + 16), Avx.LoadVector256(xh + 24)));
+                    int shift = 16 * c;
+                    acc = Fma.MultiplyAdd(Vector256.Create(d * (int)((scales >> shift) & 0xFF)), qxA, acc);
+                    acc = Fma.MultiplyAddNegated(Vector256.Create(dmin * (int)((mins >> shift) & 0xFF)), sxA, acc);
+                    acc = Fma.MultiplyAdd(Vector256.Create(d * (int)((scales >> (shift + 8)) & 0xFF)), qxB, acc);
+                    acc = Fma.MultiplyAddNegated(Vector256.Create(dmin * (int)((mins >> (shift + 8)) & 0xFF)), sxB, acc);
+                }
+            }
+        }
+        return Vector256.Sum(acc);
     }
 }

@@ -1,5 +1,5 @@
-using System.Runtime.CompilerServices;
 using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
@@ -100,6 +100,13 @@ internal readonly unsafe struct Q5_0Block : ILegacyBlock
     {
         Vector256<byte> q = Avx2.Or(LegacyKernels.NibblesAvx2(block + 6), LegacyKernels.HighBitsAvx2(Unsafe.ReadUnaligned<uint>(block + 2)));
         return Avx2.Subtract(q, Vector256.Create((byte)16)).AsSByte();
+    }
+    public static void LevelsVector128(byte* block, int group, out Vector128<sbyte> first, out Vector128<sbyte> second)
+    {
+        LegacyKernels.NibblesVector128(block + 6, out var lo, out var hi);
+        LegacyKernels.HighBitsVector128(Unsafe.ReadUnaligned<uint>(block + 2), out var hlo, out var hhi);
+        first = ((lo | hlo) - Vector128.Create((byte)16)).AsSByte();
+        second = ((hi | hhi) - Vector128.Create((byte)16)).AsSByte();
     }
     public static void Levels(byte* block, int group, Span<sbyte> levels) => LegacyKernels.FiveBitLevels(block + 2, levels, 16);
     public static float Scale(byte* block, int group) => LegacyKernels.F16(block);

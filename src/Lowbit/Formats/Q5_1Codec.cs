@@ -88,6 +88,13 @@ internal readonly unsafe struct Q5_1Block : ILegacyBlock
     public static bool HasOffset => true;
     public static Vector256<sbyte> LevelsAvx2(byte* block, int group)
         => Avx2.Or(LegacyKernels.NibblesAvx2(block + 8), LegacyKernels.HighBitsAvx2(Unsafe.ReadUnaligned<uint>(block + 4))).AsSByte();
+    public static void LevelsVector128(byte* block, int group, out Vector128<sbyte> first, out Vector128<sbyte> second)
+    {
+        LegacyKernels.NibblesVector128(block + 8, out var lo, out var hi);
+        LegacyKernels.HighBitsVector128(Unsafe.ReadUnaligned<uint>(block + 4), out var hlo, out var hhi);
+        first = (lo | hlo).AsSByte();
+        second = (hi | hhi).AsSByte();
+    }
     public static void Levels(byte* block, int group, Span<sbyte> levels) => LegacyKernels.FiveBitLevels(block + 4, levels, 0);
     public static float Scale(byte* block, int group) => LegacyKernels.F16(block);
     public static float Offset(byte* block) => LegacyKernels.F16(block + 2);

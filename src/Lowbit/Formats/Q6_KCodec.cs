@@ -30,12 +30,13 @@ public sealed class Q6_KCodec : KQuantCodec
         Span<byte> codes = stackalloc byte[KQuantMath.SuperBlock];
         var signedCodes = MemoryMarshal.Cast<byte, sbyte>(codes);
         Span<float> scales = stackalloc float[16];
+        for (int half = 0; half < 2; half++)
+            KQuantMath.MakeQxQuantsX8(16, 32, x.Slice(128 * half, 128), importance.IsEmpty ? default : importance.Slice(128 * half, 128),
+                signedCodes.Slice(128 * half, 128), scales.Slice(8 * half, 8));
         float maxScale = 0, maxAbsScale = 0;
         for (int g = 0; g < 16; g++)
         {
-            float scale = KQuantMath.MakeQxQuants(16, 32, x.Slice(16 * g, 16), signedCodes.Slice(16 * g, 16), 1,
-                importance.IsEmpty ? default : importance.Slice(16 * g, 16));
-            scales[g] = scale;
+            float scale = scales[g];
             float abs = MathF.Abs(scale);
             if (abs > maxAbsScale)
             {
@@ -193,10 +194,10 @@ public sealed class Q6_KCodec : KQuantCodec
                         Avx2.ShiftLeftLogical(Avx2.And(Avx2.ShiftRightLogical(qh, 6).AsByte(), two).AsUInt16(), 4).AsByte());
                     sbyte* yh = yq + 128 * h;
                     sbyte* sh = sc + 8 * h;
-                    acc = Avx2.Add(acc, GroupPair(q1, yh, sh[0], sh[1]));
-                    acc = Avx2.Add(acc, GroupPair(q2, yh + 32, sh[2], sh[3]));
-                    acc = Avx2.Add(acc, GroupPair(q3, yh + 64, sh[4], sh[5]));
-                    acc = Avx2.Add(acc, GroupPair(q4, yh + 96, sh[6], sh[7]));
+                    acc = Avx2.Add(acc, KQuantDot.GroupPairAvx2(q1, yh, sh[0], sh[1]));
+                    acc = Avx2.Add(acc, KQuantDot.GroupPairAvx2(q2, yh + 32, sh[2], sh[3]));
+                    acc = Avx2.Add(acc, KQuantDot.GroupPairAvx2(q3, yh + 64, sh[4], sh[5]));
+                    acc = Avx2.Add(acc, KQuantDot.GroupPairAvx2(q4, yh + 96, sh[6], sh[7]));
                 }
                 int sumi = Vector256.Sum(acc);
                 sum += d * yd * sumi - d * yd * summ;
@@ -205,10 +206,52 @@ public sealed class Q6_KCodec : KQuantCodec
         return sum;
     }
 
-    /// <summary>Σ over 32 values (two groups of 16 with scales <paramref name="s0"/>, <paramref name="s1"/>) of scale·u·q, as 8 int32 lanes.</summary>
-    private static unsafe Vector256<int> GroupPair(Vector256<byte> codes, sbyte* q, sbyte s0, sbyte s1)
+    public override float DotRow(ReadOnlySpan<byte> row, ReadOnlySpan<float> x) =>
+        Avx2.IsSupported && Fma.IsSupported && BitConverter.IsLittleEndian ? DotFloatAvx2(row, x) : KQuantDot.DotFloat(this, row, x, useSimd: false);
+
+    /// <summary>Fused Q6_K × float kernel: codes re-centred to int8 (u − 32), per group of 16 (d·sc)·Σ q·x with AVX2+FMA.</summary>
+    private unsafe float DotFloatAvx2(ReadOnlySpan<byte> row, ReadOnlySpan<float> x)
     {
-        var p = Avx2.MultiplyAddAdjacent(codes, Avx.LoadVector256(q));
-        return Avx2.MultiplyAddAdjacent(p, Vector256.Create(Vector128.Create((short)s0), Vector128.Create((short)s1)));
+        int blocks = KQuantDot.CheckFloatPair(this, row, x);
+        var low = Vector256.Create((byte)0x0F);
+        var two = Vector256.Create((byte)0x03);
+        var offset = Vector256.Create((byte)32);
+        var acc = Vector256<float>.Zero;
+        fixed (byte* pr = row)
+        fixed (float* px = x)
+        {
+            for (int b = 0; b < blocks; b++)
+            {
+                byte* blk = pr + 210 * b;
+                float* xb = px + KQuantMath.SuperBlock * b;
+                sbyte* sc = (sbyte*)(blk + OffScales);
+                float d = KQuantMath.FromHalfBits(*(ushort*)(blk + OffD));
+                for (int h = 0; h < 2; h++)
+                {
+                    var ql0 = Avx.LoadVector256(blk + OffQl + 64 * h);
+                    var ql1 = Avx.LoadVector256(blk + OffQl + 64 * h + 32);
+                    var qh = Avx.LoadVector256(blk + OffQh + 32 * h).AsUInt16();
+                    var q1 = Avx2.Or(Avx2.And(ql0, low), Avx2.ShiftLeftLogical(Avx2.And(qh.AsByte(), two).AsUInt16(), 4).AsByte());
+                    var q2 = Avx2.Or(Avx2.And(ql1, low), Avx2.ShiftLeftLogical(Avx2.And(Avx2.ShiftRightLogical(qh, 2).AsByte(), two).AsUInt16(), 4).AsByte());
+                    var q3 = Avx2.Or(Avx2.And(Avx2.ShiftRightLogical(ql0.AsUInt16(), 4).AsByte(), low),
+                        Avx2.ShiftLeftLogical(Avx2.And(Avx2.ShiftRightLogical(qh, 4).AsByte(), two).AsUInt16(), 4).AsByte());
+                    var q4 = Avx2.Or(Avx2.And(Avx2.ShiftRightLogical(ql1.AsUInt16(), 4).AsByte(), low),
+                        Avx2.ShiftLeftLogical(Avx2.And(Avx2.ShiftRightLogical(qh, 6).AsByte(), two).AsUInt16(), 4).AsByte());
+                    float* xh = xb + 128 * h;
+                    sbyte* sh = sc + 8 * h;
+                    acc = Accumulate(Avx2.Subtract(q1, offset).AsSByte(), xh, d * sh[0], d * sh[1], acc);
+                    acc = Accumulate(Avx2.Subtract(q2, offset).AsSByte(), xh + 32, d * sh[2], d * sh[3], acc);
+                    acc = Accumulate(Avx2.Subtract(q3, offset).AsSByte(), xh + 64, d * sh[4], d * sh[5], acc);
+                    acc = Accumulate(Avx2.Subtract(q4, offset).AsSByte(), xh + 96, d * sh[6], d * sh[7], acc);
+                }
+            }
+        }
+        return Vector256.Sum(acc);
+
+        static Vector256<float> Accumulate(Vector256<sbyte> q, float* x, float s0, float s1, Vector256<float> acc)
+        {
+            acc = Fma.MultiplyAdd(Vector256.Create(s0), KQuantDot.Dot16(q.GetLower(), x), acc);
+            return Fma.MultiplyAdd(Vector256.Create(s1), KQuantDot.Dot16(q.GetUpper(), x + 16), acc);
+        }
     }
 }

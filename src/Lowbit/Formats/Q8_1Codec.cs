@@ -1,4 +1,5 @@
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace Lowbit.Formats;
 
@@ -17,8 +18,16 @@ public sealed class Q8_1Codec : TensorCodec
     public override void QuantizeRows(ReadOnlySpan<float> src, Span<byte> dst, int cols, ReadOnlySpan<float> importance)
     {
         int rows = LegacyQuantMath.ValidateQuantize(this, src, dst, cols, importance);
-        int blocks = rows * (cols / 32);
-        for (int b = 0; b < blocks; b++)
+        if (Avx2.IsSupported)
+            LegacyKernels.QuantizeQ8Avx2(src.Slice(0, rows * cols), dst, withSum: true); // the activation hot path
+        else
+            QuantizeRowsScalar(src.Slice(0, rows * cols), dst);
+    }
+
+    /// <summary>The scalar reference quantizer over whole blocks (the AVX2 path must produce the same bytes).</summary>
+    internal static void QuantizeRowsScalar(ReadOnlySpan<float> src, Span<byte> dst)
+    {
+        for (int b = 0; b < src.Length / 32; b++)
             QuantizeBlock(src.Slice(b * 32, 32), dst.Slice(b * 36, 36));
     }
 
@@ -56,6 +65,11 @@ internal readonly unsafe struct Q8_1Block : ILegacyBlock
     public static int Groups => 1;
     public static bool HasOffset => false;
     public static Vector256<sbyte> LevelsAvx2(byte* block, int group) => Vector256.Load((sbyte*)(block + 4));
+    public static void LevelsVector128(byte* block, int group, out Vector128<sbyte> first, out Vector128<sbyte> second)
+    {
+        first = Vector128.Load((sbyte*)(block + 4));
+        second = Vector128.Load((sbyte*)(block + 20));
+    }
     public static void Levels(byte* block, int group, Span<sbyte> levels) => new ReadOnlySpan<sbyte>(block + 4, 32).CopyTo(levels);
     public static float Scale(byte* block, int group) => LegacyKernels.F16(block);
     public static float Offset(byte* block) => 0f;

@@ -58,6 +58,22 @@ public sealed class DeploymentAdvisorTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void Gguf_prefill_takes_the_faster_of_integer_and_half_precision_paths()
+    {
+        var a = new AdvisorAssumptions();
+        var q8 = AdvisorFormats.Get("q8_0");
+        // RTX 4090: INT8 660.6 × 0.3 = 198.2 beats FP16 165.2 × 0.5 = 82.6
+        Assert.Equal(("int8", (double?)(660.6 * 0.3)), DeploymentAdvisor.AchievedComputeRate(Catalog.Get("rtx-4090"), q8, a));
+        // RX 7900 XTX: INT8 runs at the FP16 rate, so dequantize + FP16 BLAS wins (122.8 × 0.5)
+        Assert.Equal(("fp16", (double?)(122.8 * 0.5)), DeploymentAdvisor.AchievedComputeRate(Catalog.Get("rx-7900-xtx"), q8, a));
+        // Apple Metal: FP16 always; FP8 without FP8 tensor cores: FP16; NVFP4 on Blackwell: FP4
+        Assert.Equal("fp16", DeploymentAdvisor.AchievedComputeRate(Catalog.Get("apple-m4-max-40c-48gb"), q8, a).Path);
+        Assert.Equal("fp16", DeploymentAdvisor.AchievedComputeRate(Catalog.Get("rtx-3090"), AdvisorFormats.Get("fp8_e4m3"), a).Path);
+        Assert.Equal(("fp4", (double?)(1676 * 0.5)), DeploymentAdvisor.AchievedComputeRate(Catalog.Get("rtx-5090"), AdvisorFormats.Get("nvfp4"), a));
+        Assert.Equal(("fp32", (double?)null), DeploymentAdvisor.AchievedComputeRate(Catalog.Get("rtx-5090"), AdvisorFormats.Get("f32"), a));
+    }
+
+    [Fact]
     public void Cpu_prefill_is_bound_by_its_simd_rate()
     {
         var row = DeploymentAdvisor.Advise(Llama8B(8192, "bf16"), [Catalog.Get("cpu-ddr4-2ch-32gb")]).Devices[0].Formats[0];
@@ -144,6 +160,18 @@ public sealed class DeploymentAdvisorTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void Json_spells_cache_types_and_price_kinds_as_users_write_them()
+    {
+        Assert.Equal("\"iq4_nl\"", AdvisorJson.Serialize(KvCacheType.IQ4_NL));
+        Assert.Equal("\"q8_0\"", AdvisorJson.Serialize(KvCacheType.Q8_0));
+        Assert.Equal("\"cloud-hourly\"", AdvisorJson.Serialize(PriceKind.CloudHourly));
+        Assert.Equal("\"apple\"", AdvisorJson.Serialize(DeviceKind.Apple));
+        var back = JsonSerializer.Deserialize<InferenceSettings>("{\"context\": 100, \"kvCache\": \"q4_0\"}", AdvisorJson.CreateOptions());
+        Assert.Equal(KvCacheType.Q4_0, back!.KvCache);
+        Assert.Equal(100, back.Context);
+    }
+
+    [Fact]
     public void Custom_plans_are_reported_under_their_label_with_their_kernel_format()
     {
         var q4k = TestCodecs.Get("q4_K");
@@ -165,6 +193,17 @@ public sealed class DeploymentAdvisorTests(ITestOutputHelper output)
 
         var dup = req with { CustomPlans = [new CustomPlan("q4_K", mixture, "q4_K")] };
         Assert.Throws<LowbitException>(() => DeploymentAdvisor.Advise(dup, [Catalog.Get("rtx-4090")]));
+    }
+
+    [Fact]
+    public void Requests_beyond_the_model_or_engine_limits_carry_warnings()
+    {
+        var ok = DeploymentAdvisor.Advise(Llama8B(8192, "bf16"), [Catalog.Get("h100-sxm")]);
+        Assert.Empty(ok.Warnings);
+        var req = Llama8B(8192, "bf16") with { Settings = new InferenceSettings { Context = 200_000, KvCache = KvCacheType.Q8_0 } };
+        var report = DeploymentAdvisor.Advise(req, [Catalog.Get("h100-sxm")]);
+        Assert.Contains(report.Warnings, w => w.Contains("131072"));
+        Assert.Contains(report.Warnings, w => w.Contains("flash attention"));
     }
 
     [Fact]

@@ -131,6 +131,18 @@ public sealed class HardwareCatalogTests
     }
 
     [Fact]
+    public void A_user_catalog_overrides_by_id_and_appends_new_devices()
+    {
+        string user = Valid.Replace("\"id\": \"card\"", "\"id\": \"rtx-4090\"")
+            .Replace("\"devices\": [", "\"devices\": [ { \"id\": \"my-box\", \"name\": \"My box\", \"vendor\": \"V\", \"kind\": \"cpu\", \"memoryGB\": 64, \"memoryBandwidthGBps\": 80, \"fp16Tflops\": 2, \"fastFormats\": [\"@base\"], \"sources\": [\"measured\"] },");
+        var merged = BuiltIn.With(HardwareCatalog.Parse(user, "user.json"));
+        Assert.Equal(BuiltIn.Devices.Count + 1, merged.Devices.Count);
+        Assert.Equal("Card", merged.Get("rtx-4090").Name);
+        Assert.Equal(BuiltIn.Devices.ToList().FindIndex(d => d.Id == "rtx-4090"), merged.Devices.ToList().FindIndex(d => d.Id == "rtx-4090"));
+        Assert.Equal("my-box", merged.Devices[^1].Id);
+    }
+
+    [Fact]
     public void Unknown_device_lookup_names_the_known_ids()
     {
         var e = Assert.Throws<LowbitException>(() => BuiltIn.Get("rtx-9090"));

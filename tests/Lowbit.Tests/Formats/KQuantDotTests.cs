@@ -60,6 +60,7 @@ public sealed class KQuantDotTests
         float simd = KQuantDot.DotFloat(codec, row, x, useSimd: true);
         float scalar = KQuantDot.DotFloat(codec, row, x, useSimd: false);
         Assert.InRange(simd, scalar - 1e-5 * scale, scalar + 1e-5 * scale);
+        Assert.InRange(codec.DotRow(row, x), scalar - 1e-5 * scale, scalar + 1e-5 * scale); // fused kernels (q4_K, q6_K)
     }
 
     [Theory]
@@ -84,7 +85,7 @@ public sealed class KQuantDotTests
     public void DotRowQuantized_matches_dot_of_both_dequantized(string name)
     {
         var codec = KQuantTestData.Codec(name);
-        Assert.Same(CodecRegistry.Get("q8_K"), CodecRegistry.Get(codec.VecDotCodec!.Name));
+        Assert.Same(CodecRegistry.Get("q8_K"), codec.VecDotCodec);
         var q8 = codec.VecDotCodec!;
         for (int seed = 1; seed <= 3; seed++)
         {

@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 using Lowbit.Formats;
 
@@ -10,7 +11,7 @@ public sealed class LegacyKernelTests
     private delegate float DotF32(ReadOnlySpan<byte> row, ReadOnlySpan<float> x);
     private delegate float DotQ8(ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq);
 
-    private sealed record Kernels(DotF32 F32Avx2, DotF32 F32Portable, DotF32 F32Scalar, DotQ8? Q8Avx2, DotQ8? Q8Scalar);
+    private sealed record Kernels(DotF32 F32Avx2, DotF32 F32Portable, DotF32 F32Scalar, DotQ8? Q8Avx2, DotQ8? Q8Portable, DotQ8? Q8Scalar, Action<byte[]> CheckDecoders);
 
     private static Kernels For(string name) => name switch
     {
@@ -27,7 +28,31 @@ public sealed class LegacyKernelTests
 
     private static Kernels Make<T>(bool integerPath) where T : struct, ILegacyBlock => new(
         LegacyKernels.DotF32Avx2<T>, LegacyKernels.DotF32Portable<T>, LegacyKernels.DotF32Scalar<T>,
-        integerPath ? LegacyKernels.DotQ8Avx2<T> : null, integerPath ? LegacyKernels.DotQ8Scalar<T> : null);
+        integerPath ? LegacyKernels.DotQ8Avx2<T> : null, integerPath ? LegacyKernels.DotQ8Portable<T> : null,
+        integerPath ? LegacyKernels.DotQ8Scalar<T> : null, CheckDecoders<T>);
+
+    /// <summary>The AVX2 and Vector128 decoders give exactly the reference levels for every group of a block.</summary>
+    private static unsafe void CheckDecoders<T>(byte[] block) where T : struct, ILegacyBlock
+    {
+        Span<sbyte> reference = stackalloc sbyte[32];
+        var fast = new sbyte[32];
+        fixed (byte* p = block)
+        {
+            for (int g = 0; g < T.Groups; g++)
+            {
+                T.Levels(p, g, reference);
+                T.LevelsVector128(p, g, out var first, out var second);
+                first.CopyTo(fast);
+                second.CopyTo(fast, 16);
+                Assert.Equal(reference.ToArray(), fast);
+                if (Avx2.IsSupported)
+                {
+                    T.LevelsAvx2(p, g).CopyTo(fast);
+                    Assert.Equal(reference.ToArray(), fast);
+                }
+            }
+        }
+    }
 
     public static TheoryData<string, int> WeightFormats()
     {
@@ -121,8 +146,25 @@ public sealed class LegacyKernelTests
         float scalar = k.Q8Scalar!(row, xq);
         double magnitude = QuantizedMagnitude(codec, act, row, xq, cols);
         Close(scalar, codec.DotRowQuantized(row, xq), magnitude, 1e-5, $"{name} dispatch vs scalar");
+        Close(scalar, k.Q8Portable!(row, xq), magnitude, 1e-5, $"{name} portable vs scalar");
         if (Avx2.IsSupported && Fma.IsSupported)
             Close(scalar, k.Q8Avx2!(row, xq), magnitude, 1e-5, $"{name} avx2 vs scalar");
+    }
+
+    [Theory]
+    [MemberData(nameof(WeightFormats))]
+    public void Simd_decoders_match_reference_decoder_on_arbitrary_bytes(string name, int seed)
+    {
+        var codec = CodecRegistry.Get(name);
+        var rng = new Random(seed);
+        var block = new byte[codec.BlockBytes];
+        for (int i = 0; i < 50; i++)
+        {
+            rng.NextBytes(block);
+            if (name.StartsWith("q8")) // Q8 levels are in [-127, 127]; −128 never occurs in valid data
+                for (int j = 0; j < block.Length; j++) if (block[j] == 0x80) block[j] = 0x81;
+            For(name).CheckDecoders(block);
+        }
     }
 
     private static double QuantizedMagnitude(TensorCodec codec, TensorCodec act, byte[] row, byte[] xq, int cols)
@@ -258,5 +300,35 @@ public sealed class LegacyIq4IndexTests
             Assert.Equal(j, Lowbit.Formats.LegacyQuantMath.Iq4NlBestIndex(mid));
             Assert.Equal(j - 1, Lowbit.Formats.LegacyQuantMath.Iq4NlBestIndex(MathF.BitDecrement(mid)));
         }
+    }
+}
+
+/// <summary>The AVX2 activation quantizers write exactly the bytes of the scalar ggml reference.</summary>
+public sealed class LegacyQ8QuantizeTests
+{
+    public static TheoryData<bool> Variants() => [false, true];
+
+    [Theory]
+    [MemberData(nameof(Variants))]
+    public void Avx2_q8_quantizer_matches_scalar_reference_bytes(bool withSum)
+    {
+        if (!System.Runtime.Intrinsics.X86.Avx2.IsSupported) return; // nothing to compare on this CPU
+        int blockBytes = withSum ? 36 : 34;
+        var values = new List<float>();
+        var rng = new Random(9);
+        foreach (float scale in new[] { 1e-6f, 0.02f, 1f, 300f, 6e4f })
+            for (int i = 0; i < 32 * 16; i++) values.Add(scale * (float)(rng.NextDouble() * 2 - 1));
+        // Exact ties: amax 127 gives d = 1, so k + 0.5 must round away from zero.
+        for (int i = 0; i < 32 * 4; i++) values.Add(i % 32 == 0 ? (i % 64 == 0 ? 127f : -127f) : (rng.Next(-120, 120) + 0.5f));
+        values.AddRange(new float[64]); // zero blocks
+        float[] x = values.ToArray();
+        var fast = new byte[x.Length / 32 * blockBytes];
+        var reference = new byte[fast.Length];
+
+        Lowbit.Formats.LegacyKernels.QuantizeQ8Avx2(x, fast, withSum);
+        if (withSum) Lowbit.Formats.Q8_1Codec.QuantizeRowsScalar(x, reference);
+        else Lowbit.Formats.Q8_0Codec.QuantizeRowsScalar(x, reference);
+
+        Assert.Equal(reference, fast);
     }
 }
