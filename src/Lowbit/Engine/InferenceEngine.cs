@@ -199,33 +199,7 @@ public sealed unsafe class InferenceEngine
         for (int t = 0; t < n; t++) _embedding.DequantizeRows(tokens[t], 1, _x.AsSpan(t * h, h));
         PrepareRope(p0, n);
 
-        for (int l = 0; l < _layers.Length; l++)
-        {
-            var L = _layers[l];
-            RmsNorm(_x, _xb, n, h, L.AttnNorm);
-            L.Wq.MatMul(_xb, 0, n, _q, 0, _par);
-            L.Wk.MatMul(_xb, 0, n, _k, 0, _par);
-            L.Wv.MatMul(_xb, 0, n, _v, 0, _par);
-            if (L.QBias is not null) AddBias(_q, n, L.QBias);
-            if (L.KBias is not null) AddBias(_k, n, L.KBias);
-            if (L.VBias is not null) AddBias(_v, n, L.VBias);
-            if (L.QNorm is not null) RmsNorm(_q, _q, n * c.NumHeads, c.HeadDim, L.QNorm);
-            if (L.KNorm is not null) RmsNorm(_k, _k, n * c.NumKvHeads, c.HeadDim, L.KNorm);
-            ApplyRope(_q, n, c.NumHeads);
-            ApplyRope(_k, n, c.NumKvHeads);
-            for (int t = 0; t < n; t++)
-                _cache.Write(l, p0 + t, _k.AsSpan(t * kvd, kvd), _v.AsSpan(t * kvd, kvd));
-            Attention(l, p0, n);
-            L.Wo.MatMul(_att, 0, n, _xb2, 0, _par);
-            TensorPrimitives.Add(_x.AsSpan(0, n * h), _xb2.AsSpan(0, n * h), _x.AsSpan(0, n * h));
-
-            RmsNorm(_x, _xb, n, h, L.FfnNorm);
-            L.Gate.MatMul(_xb, 0, n, _hb, 0, _par);
-            L.Up.MatMul(_xb, 0, n, _hb2, 0, _par);
-            SwiGlu(n, ff);
-            L.Down.MatMul(_hb, 0, n, _xb2, 0, _par);
-            TensorPrimitives.Add(_x.AsSpan(0, n * h), _xb2.AsSpan(0, n * h), _x.AsSpan(0, n * h));
-        }
+        for (int l = 0; l < _layers.Length; l++) ForwardLayer(l, n, p0);
         Position = p0 + n;
 
         int m = n - firstLogit;
@@ -235,6 +209,74 @@ public sealed unsafe class InferenceEngine
         if (_logits.Length < need) _logits = new float[need];
         RmsNorm(_x.AsSpan(firstLogit * h), _xb, m, h, _outputNorm);
         _lmHead.MatMul(_xb, 0, m, _logits, 0, _par);
+    }
+
+    /// <summary>One transformer block over the n tokens in _x at positions [p0, p0 + n).</summary>
+    private void ForwardLayer(int l, int n, int p0)
+    {
+        var c = _cfg;
+        int h = c.HiddenSize, qd = c.QDim, kvd = c.KvDim, ff = c.IntermediateSize;
+        var L = _layers[l];
+        RmsNorm(_x, _xb, n, h, L.AttnNorm);
+        Observer?.Observe(l, LinearInput.Attention, _xb.AsSpan(0, n * h), n, h);
+        L.Wq.MatMul(_xb, 0, n, _q, 0, _par);
+        L.Wk.MatMul(_xb, 0, n, _k, 0, _par);
+        L.Wv.MatMul(_xb, 0, n, _v, 0, _par);
+        if (L.QBias is not null) AddBias(_q, n, L.QBias);
+        if (L.KBias is not null) AddBias(_k, n, L.KBias);
+        if (L.VBias is not null) AddBias(_v, n, L.VBias);
+        if (L.QNorm is not null) RmsNorm(_q, _q, n * c.NumHeads, c.HeadDim, L.QNorm);
+        if (L.KNorm is not null) RmsNorm(_k, _k, n * c.NumKvHeads, c.HeadDim, L.KNorm);
+        ApplyRope(_q, n, c.NumHeads);
+        ApplyRope(_k, n, c.NumKvHeads);
+        for (int t = 0; t < n; t++)
+            _cache.Write(l, p0 + t, _k.AsSpan(t * kvd, kvd), _v.AsSpan(t * kvd, kvd));
+        Attention(l, p0, n);
+        Observer?.Observe(l, LinearInput.AttentionOutput, _att.AsSpan(0, n * qd), n, qd);
+        L.Wo.MatMul(_att, 0, n, _xb2, 0, _par);
+        TensorPrimitives.Add(_x.AsSpan(0, n * h), _xb2.AsSpan(0, n * h), _x.AsSpan(0, n * h));
+
+        RmsNorm(_x, _xb, n, h, L.FfnNorm);
+        Observer?.Observe(l, LinearInput.Ffn, _xb.AsSpan(0, n * h), n, h);
+        L.Gate.MatMul(_xb, 0, n, _hb, 0, _par);
+        L.Up.MatMul(_xb, 0, n, _hb2, 0, _par);
+        SwiGlu(n, ff);
+        Observer?.Observe(l, LinearInput.FfnDown, _hb.AsSpan(0, n * ff), n, ff);
+        L.Down.MatMul(_hb, 0, n, _xb2, 0, _par);
+        TensorPrimitives.Add(_x.AsSpan(0, n * h), _xb2.AsSpan(0, n * h), _x.AsSpan(0, n * h));
+    }
+
+    /// <summary>Receives the inputs of every linear layer during forward passes (calibration statistics); null = none.</summary>
+    public IActivationObserver? Observer { get; set; }
+
+    /// <summary>Writes the token embeddings of <paramref name="tokens"/> into <paramref name="hidden"/> (tokens × hidden).</summary>
+    public void Embed(ReadOnlySpan<int> tokens, Span<float> hidden)
+    {
+        int h = _cfg.HiddenSize;
+        for (int t = 0; t < tokens.Length; t++)
+        {
+            if ((uint)tokens[t] >= (uint)_embedding.Rows) throw new LowbitException($"token id {tokens[t]} is outside the vocabulary");
+            _embedding.DequantizeRows(tokens[t], 1, hidden.Slice(t * h, h));
+        }
+    }
+
+    /// <summary>
+    /// Runs one sequence, given as hidden states at positions 0..n−1, through blocks [firstLayer, lastLayer)
+    /// and writes the result back into <paramref name="hidden"/>: the block-by-block step of calibrated
+    /// quantization (GPTQ/AWQ pipelines). Resets the cache.
+    /// </summary>
+    public void ForwardLayers(Span<float> hidden, int n, int firstLayer, int lastLayer)
+    {
+        int h = _cfg.HiddenSize;
+        if (n <= 0 || n > _maxBatch || n > ContextLength)
+            throw new ArgumentOutOfRangeException(nameof(n), $"{n} tokens; at most {Math.Min(_maxBatch, ContextLength)} per call");
+        if (hidden.Length < n * h) throw new ArgumentException("hidden too small");
+        if (firstLayer < 0 || lastLayer > _layers.Length || firstLayer > lastLayer) throw new ArgumentOutOfRangeException(nameof(firstLayer));
+        Reset();
+        hidden.Slice(0, n * h).CopyTo(_x);
+        PrepareRope(0, n);
+        for (int l = firstLayer; l < lastLayer; l++) ForwardLayer(l, n, 0);
+        _x.AsSpan(0, n * h).CopyTo(hidden);
     }
 
     private void RmsNorm(float[] src, float[] dst, int rows, int dim, float[] weight) => RmsNorm(src.AsSpan(), dst, rows, dim, weight);

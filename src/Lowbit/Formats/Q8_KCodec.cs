@@ -1,0 +1,92 @@
+using System.Buffers.Binary;
+using System.Runtime.InteropServices;
+
+namespace Lowbit.Formats;
+
+/// <summary>
+/// ggml Q8_K, the activation format of the k-quant integer dot products: per 256 values a float32
+/// scale d, 256 int8 codes (value = d·q) and 16 int16 sums of the codes of each group of 16
+/// (bsums, which let the dot kernels apply mins and code offsets without touching the codes).
+/// Layout (292 bytes): d f32, qs[256], bsums[16] int16, all little-endian.
+/// </summary>
+public sealed class Q8_KCodec : TensorCodec
+{
+    internal const int OffD = 0, OffQs = 4, OffBsums = 260;
+
+    public override string Name => "q8_K";
+    public override GgmlType? Ggml => GgmlType.Q8_K;
+    public override int BlockSize => KQuantMath.SuperBlock;
+    public override int BlockBytes => 292;
+
+    public override void QuantizeRows(ReadOnlySpan<float> src, Span<byte> dst, int cols, ReadOnlySpan<float> importance)
+    {
+        long rowBytes = RowBytes(cols);
+        if (src.Length % cols != 0)
+            throw new ArgumentException($"{Name}: source length {src.Length} is not a multiple of the row length {cols}.");
+        int blocks = src.Length / KQuantMath.SuperBlock;
+        if (dst.Length < blocks * (long)BlockBytes)
+            throw new ArgumentException($"{Name}: destination holds {dst.Length} bytes, {blocks * (long)BlockBytes} needed.");
+        for (int b = 0; b < blocks; b++)
+            QuantizeBlock(src.Slice(b * KQuantMath.SuperBlock, KQuantMath.SuperBlock), dst.Slice(b * BlockBytes, BlockBytes));
+    }
+
+    /// <summary>
+    /// ggml's quantize_row_q8_K_ref for one block: scale −127/max where max is the value of largest
+    /// magnitude (so that value maps to −127 exactly), codes nearest_int clamped to ≤ 127, bsums.
+    /// An all-zero block is all zero (ggml leaves its bsums unwritten; they are zeroed here).
+    /// </summary>
+    internal static void QuantizeBlock(ReadOnlySpan<float> x, Span<byte> block)
+    {
+        float max = 0, amax = 0;
+        for (int j = 0; j < KQuantMath.SuperBlock; j++)
+        {
+            float ax = MathF.Abs(x[j]);
+            if (ax > amax) { amax = ax; max = x[j]; }
+        }
+        var qs = MemoryMarshal.Cast<byte, sbyte>(block.Slice(OffQs, KQuantMath.SuperBlock));
+        if (amax == 0)
+        {
+            block.Clear();
+            return;
+        }
+        float iscale = -127f / max;
+        for (int j = 0; j < KQuantMath.SuperBlock; j++)
+            qs[j] = (sbyte)Math.Min(127, KQuantMath.NearestInt(iscale * x[j]));
+        for (int g = 0; g < 16; g++)
+        {
+            int sum = 0;
+            for (int i = 0; i < 16; i++) sum += qs[16 * g + i];
+            BinaryPrimitives.WriteInt16LittleEndian(block.Slice(OffBsums + 2 * g), (short)sum);
+        }
+        BinaryPrimitives.WriteSingleLittleEndian(block, 1 / iscale);
+    }
+
+    public override void DequantizeRows(ReadOnlySpan<byte> src, Span<float> dst, int cols)
+    {
+        int blocks = src.Length / BlockBytes;
+        for (int b = 0; b < blocks; b++)
+        {
+            var block = src.Slice(b * BlockBytes, BlockBytes);
+            float d = BinaryPrimitives.ReadSingleLittleEndian(block);
+            var qs = MemoryMarshal.Cast<byte, sbyte>(block.Slice(OffQs, KQuantMath.SuperBlock));
+            var y = dst.Slice(b * KQuantMath.SuperBlock, KQuantMath.SuperBlock);
+            for (int j = 0; j < KQuantMath.SuperBlock; j++) y[j] = d * qs[j];
+        }
+    }
+
+    public override float DotRow(ReadOnlySpan<byte> row, ReadOnlySpan<float> x)
+    {
+        int blocks = x.Length / KQuantMath.SuperBlock;
+        Span<float> q = stackalloc float[KQuantMath.SuperBlock];
+        float sum = 0;
+        for (int b = 0; b < blocks; b++)
+        {
+            var block = row.Slice(b * BlockBytes, BlockBytes);
+            float d = BinaryPrimitives.ReadSingleLittleEndian(block);
+            var qs = MemoryMarshal.Cast<byte, sbyte>(block.Slice(OffQs, KQuantMath.SuperBlock));
+            for (int j = 0; j < q.Length; j++) q[j] = qs[j];
+            sum += d * System.Numerics.Tensors.TensorPrimitives.Dot(q, x.Slice(b * KQuantMath.SuperBlock, KQuantMath.SuperBlock));
+        }
+        return sum;
+    }
+}
