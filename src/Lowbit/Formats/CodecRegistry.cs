@@ -15,18 +15,37 @@ public static class CodecRegistry
         new F16Codec(),
         new BF16Codec(),
         // --- registry lines: one per codec ---
+        new Q4_0Codec(),
+        new Q4_1Codec(),
+        new Q5_0Codec(),
+        new Q5_1Codec(),
+        new Q8_0Codec(),
+        new Q8_1Codec(),
+        new IQ4_NLCodec(),
+        new IQ4_XSCodec(),
         new Q2_KCodec(),
         new Q3_KCodec(),
         new Q4_KCodec(),
         new Q5_KCodec(),
         new Q6_KCodec(),
         new Q8_KCodec(),
+        new MxFp4Codec(),
+        new NvFp4Codec(),
+        new Fp8Codec(Fp8Kind.E4M3),
+        new Fp8Codec(Fp8Kind.E5M2),
+        new Fp8ChannelCodec(Fp8Kind.E4M3),
+        new Fp8ChannelCodec(Fp8Kind.E5M2),
+        new Nf4Codec(doubleQuant: true),
+        new Nf4Codec(doubleQuant: false),
+        new Fp4Codec(),
+        new NvFp4TensorScaledCodec(),
     ];
 
     /// <summary>Factories for parametric names; each returns null when the name is not its family.</summary>
     private static Func<string, TensorCodec?>[] ParametricFactories() =>
     [
         // --- parametric families ---
+        IntCodecFamily.TryCreate,
     ];
 
     private static readonly TensorCodec[] All = BuiltIn();

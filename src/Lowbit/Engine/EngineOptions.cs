@@ -1,0 +1,30 @@
+namespace Lowbit.Engine;
+
+/// <summary>Run-time settings of an <see cref="InferenceEngine"/>.</summary>
+public sealed record EngineOptions
+{
+    /// <summary>Worker threads (default: all processors). Results do not depend on it.</summary>
+    public int Threads { get; init; } = Environment.ProcessorCount;
+
+    /// <summary>KV cache capacity in tokens; 0 = the model's MaxPositions capped at 4096.</summary>
+    public int ContextLength { get; init; }
+
+    public KvCacheType KvCache { get; init; } = KvCacheType.F32;
+
+    /// <summary>
+    /// Decode through the codec's integer dot product on activations quantized once per matrix
+    /// (ggml's vec_dot_type) when the codec has one; false = float activations (codec.DotRow).
+    /// </summary>
+    public bool QuantizedActivations { get; init; } = true;
+
+    /// <summary>
+    /// Also use the integer dot path for batched prefill (each activation row quantized once, then
+    /// codec.DotRowQuantized per weight row), as ggml does for every batch size, so perplexity
+    /// includes the same activation rounding as llama.cpp. Default false: prefill multiplies F32
+    /// activations by weight tiles dequantized to F32 (faster for most codecs, more accurate).
+    /// </summary>
+    public bool QuantizedActivationsInPrefill { get; init; }
+
+    /// <summary>Largest number of tokens processed in one forward batch (longer inputs are split).</summary>
+    public int MaxBatch { get; init; } = 512;
+}

@@ -1,0 +1,399 @@
+using System.Buffers;
+using System.Numerics.Tensors;
+using Lowbit.Model;
+
+namespace Lowbit.Engine;
+
+/// <summary>
+/// Llama-family decoder (llama, mistral, qwen2, qwen3) running a <see cref="LoadedModel"/> in any
+/// codec on the CPU, with a KV cache. Stateful: tokens are appended at <see cref="Position"/>;
+/// <see cref="Reset"/> clears the cache. Not thread-safe (one sequence per engine); the engine
+/// parallelizes internally. The model must outlive the engine (weights are views of its data).
+/// </summary>
+public sealed unsafe class InferenceEngine
+{
+    private sealed class Layer
+    {
+        public required float[] AttnNorm, FfnNorm;
+        public float[]? QBias, KBias, VBias, QNorm, KNorm;
+        public required WeightMatrix Wq, Wk, Wv, Wo, Gate, Up, Down;
+    }
+
+    private readonly ModelConfig _cfg;
+    private readonly Layer[] _layers;
+    private readonly WeightMatrix _embedding, _lmHead;
+    private readonly float[] _outputNorm;
+    private readonly KvCache _cache;
+    private readonly ParallelRunner _par;
+    private readonly int _maxBatch;
+    private readonly float[] _invFreq;
+
+    // Activation buffers, sized for _maxBatch tokens.
+    private readonly float[] _x, _xb, _xb2, _q, _k, _v, _att, _hb, _hb2, _kScratch, _vScratch;
+    private float[] _logits = []; // grown to the rows a call asks for (vocab × batch can be hundreds of MB)
+    private float[] _ropeCos = [], _ropeSin = [];
+
+    public InferenceEngine(LoadedModel model, EngineOptions? options = null)
+    {
+        options ??= new EngineOptions();
+        _cfg = model.Config;
+        var c = _cfg;
+        if (c.HiddenSize <= 0 || c.NumLayers <= 0 || c.NumHeads <= 0 || c.NumKvHeads <= 0 || c.HeadDim <= 0 || c.HeadDim % 2 != 0
+            || c.NumHeads % c.NumKvHeads != 0)
+            throw new LowbitException($"unsupported model shape: hidden {c.HiddenSize}, layers {c.NumLayers}, heads {c.NumHeads}, kv heads {c.NumKvHeads}, head dim {c.HeadDim}");
+        _par = new ParallelRunner(options.Threads);
+        _maxBatch = Math.Max(1, options.MaxBatch);
+        ContextLength = options.ContextLength > 0 ? options.ContextLength : Math.Min(c.MaxPositions > 0 ? c.MaxPositions : 4096, 4096);
+        bool qa = options.QuantizedActivations, qaPrefill = options.QuantizedActivationsInPrefill;
+
+        WeightMatrix Matrix(string name, long rows, long cols)
+        {
+            var t = model.Get(name);
+            if (t.Rows != rows || t.Cols != cols)
+                throw new InvalidModelFileException(model.SourcePath, $"tensor '{name}' has shape [{string.Join(", ", t.Shape)}], expected [{rows}, {cols}]");
+            return new WeightMatrix(t, qa, qaPrefill);
+        }
+        float[] Vector(string name, int length)
+        {
+            var t = model.Get(name);
+            if (t.ElementCount != length)
+                throw new InvalidModelFileException(model.SourcePath, $"tensor '{name}' has {t.ElementCount} values, expected {length}");
+            return t.ToFloat();
+        }
+        float[]? OptionalVector(string name, int length) => model.TryGet(name) is null ? null : Vector(name, length);
+
+        int h = c.HiddenSize, qd = c.QDim, kvd = c.KvDim, ff = c.IntermediateSize;
+        _embedding = new WeightMatrix(model.Get(TensorNames.TokenEmbedding) is var e && e.Cols == h ? e
+            : throw new InvalidModelFileException(model.SourcePath, $"'{TensorNames.TokenEmbedding}' must have {h} columns"), false);
+        var output = model.TryGet(TensorNames.Output);
+        _lmHead = output is null ? _embedding : Matrix(TensorNames.Output, output.Rows, h);
+        VocabSize = _lmHead.Rows;
+        _outputNorm = Vector(TensorNames.OutputNorm, h);
+        _layers = new Layer[c.NumLayers];
+        for (int l = 0; l < c.NumLayers; l++)
+        {
+            _layers[l] = new Layer
+            {
+                AttnNorm = Vector(TensorNames.AttnNorm(l), h),
+                FfnNorm = Vector(TensorNames.FfnNorm(l), h),
+                Wq = Matrix(TensorNames.AttnQ(l), qd, h),
+                Wk = Matrix(TensorNames.AttnK(l), kvd, h),
+                Wv = Matrix(TensorNames.AttnV(l), kvd, h),
+                Wo = Matrix(TensorNames.AttnOutput(l), h, qd),
+                Gate = Matrix(TensorNames.FfnGate(l), ff, h),
+                Up = Matrix(TensorNames.FfnUp(l), ff, h),
+                Down = Matrix(TensorNames.FfnDown(l), h, ff),
+                QBias = OptionalVector(TensorNames.AttnQBias(l), qd),
+                KBias = OptionalVector(TensorNames.AttnKBias(l), kvd),
+                VBias = OptionalVector(TensorNames.AttnVBias(l), kvd),
+                QNorm = c.QkNorm ? Vector(TensorNames.AttnQNorm(l), c.HeadDim) : OptionalVector(TensorNames.AttnQNorm(l), c.HeadDim),
+                KNorm = c.QkNorm ? Vector(TensorNames.AttnKNorm(l), c.HeadDim) : OptionalVector(TensorNames.AttnKNorm(l), c.HeadDim),
+            };
+        }
+
+        _cache = new KvCache(options.KvCache, c.NumLayers, ContextLength, kvd);
+        int n = _maxBatch;
+        _x = new float[n * h]; _xb = new float[n * h]; _xb2 = new float[n * h];
+        _q = new float[n * qd]; _k = new float[n * kvd]; _v = new float[n * kvd]; _att = new float[n * qd];
+        _hb = new float[n * ff]; _hb2 = new float[n * ff];
+        bool f32Cache = options.KvCache == KvCacheType.F32;
+        _kScratch = f32Cache ? [] : new float[ContextLength * kvd];
+        _vScratch = f32Cache ? [] : new float[ContextLength * kvd];
+
+        // RoPE inverse frequencies, as llama2.c computes them (float).
+        int half = c.HeadDim / 2;
+        _invFreq = new float[half];
+        for (int i = 0; i < half; i++) _invFreq[i] = 1.0f / MathF.Pow(c.RopeTheta, 2 * i / (float)c.HeadDim);
+    }
+
+    public ModelConfig Config => _cfg;
+    public int VocabSize { get; }
+    /// <summary>KV cache capacity in tokens.</summary>
+    public int ContextLength { get; }
+    /// <summary>Number of tokens in the KV cache (the position of the next token).</summary>
+    public int Position { get; private set; }
+    public int Threads => _par.Threads;
+    public KvCacheType KvCacheType => _cache.Type;
+
+    public void Reset() => Position = 0;
+
+    /// <summary>
+    /// Runs <paramref name="tokens"/> at positions [Position, Position + n) and appends them to the
+    /// cache. Writes the logits of tokens [firstLogit, n) to <paramref name="logits"/>
+    /// ((n − firstLogit) × VocabSize, row-major); firstLogit = n computes none.
+    /// </summary>
+    public void Evaluate(ReadOnlySpan<int> tokens, int firstLogit, Span<float> logits)
+    {
+        int n = tokens.Length;
+        if (firstLogit < 0 || firstLogit > n) throw new ArgumentOutOfRangeException(nameof(firstLogit));
+        if ((long)(n - firstLogit) * VocabSize > logits.Length)
+            throw new ArgumentException($"logits span holds {logits.Length} values, {(long)(n - firstLogit) * VocabSize} needed");
+        if (Position + n > ContextLength)
+            throw new LowbitException($"context full: {Position} + {n} tokens exceed the context length {ContextLength}");
+        foreach (int t in tokens)
+            if ((uint)t >= (uint)_embedding.Rows)
+                throw new LowbitException($"token id {t} is outside the vocabulary (0..{_embedding.Rows - 1})");
+        int done = 0;
+        while (done < n)
+        {
+            int b = Math.Min(_maxBatch, n - done);
+            int lf = Math.Clamp(firstLogit - done, 0, b);
+            int rowsOut = b - lf;
+            ForwardBatch(tokens.Slice(done, b), lf);
+            if (rowsOut > 0)
+                _logits.AsSpan(0, rowsOut * VocabSize).CopyTo(logits.Slice((done + lf - firstLogit) * VocabSize));
+            done += b;
+        }
+    }
+
+    /// <summary>Runs a prompt and returns the logits of its last token.</summary>
+    public float[] Prefill(ReadOnlySpan<int> tokens)
+    {
+        if (tokens.IsEmpty) throw new ArgumentException("empty prompt", nameof(tokens));
+        var logits = new float[VocabSize];
+        Evaluate(tokens, tokens.Length - 1, logits);
+        return logits;
+    }
+
+    /// <summary>Runs one token and returns its logits.</summary>
+    public float[] Decode(int token)
+    {
+        var logits = new float[VocabSize];
+        Evaluate([token], 0, logits);
+        return logits;
+    }
+
+    /// <summary>Bytes of weights in all matrices a decoded token reads (one embedding row, every layer, the LM head).</summary>
+    public long WeightBytesPerToken
+    {
+        get
+        {
+            long b = _embedding.ByteCount / Math.Max(1, _embedding.Rows) + _lmHead.ByteCount;
+            foreach (var l in _layers)
+                b += l.Wq.ByteCount + l.Wk.ByteCount + l.Wv.ByteCount + l.Wo.ByteCount + l.Gate.ByteCount + l.Up.ByteCount + l.Down.ByteCount;
+            return b;
+        }
+    }
+
+    /// <summary>Memory traffic of decoding one token at context length <paramref name="contextTokens"/>: weights plus KV cache rows read.</summary>
+    public long DecodeBytesPerToken(int contextTokens)
+        => WeightBytesPerToken + (long)_cfg.NumLayers * contextTokens * _cache.BytesPerPositionPerLayer;
+
+    /// <summary>Multiply-adds of a forward pass of one token at position <paramref name="pos"/> (matrices + attention).</summary>
+    public long MultiplyAddsPerToken(int pos)
+    {
+        long m = (long)_lmHead.Rows * _lmHead.Cols;
+        foreach (var l in _layers)
+            m += (long)l.Wq.Rows * l.Wq.Cols + (long)l.Wk.Rows * l.Wk.Cols + (long)l.Wv.Rows * l.Wv.Cols + (long)l.Wo.Rows * l.Wo.Cols
+                 + (long)l.Gate.Rows * l.Gate.Cols + (long)l.Up.Rows * l.Up.Cols + (long)l.Down.Rows * l.Down.Cols
+                 + 2L * _cfg.QDim * (pos + 1);
+        return m;
+    }
+
+    private void ForwardBatch(ReadOnlySpan<int> tokens, int firstLogit)
+    {
+        var c = _cfg;
+        int n = tokens.Length, h = c.HiddenSize, qd = c.QDim, kvd = c.KvDim, ff = c.IntermediateSize;
+        int p0 = Position;
+
+        for (int t = 0; t < n; t++) _embedding.DequantizeRows(tokens[t], 1, _x.AsSpan(t * h, h));
+        PrepareRope(p0, n);
+
+        for (int l = 0; l < _layers.Length; l++) ForwardLayer(l, n, p0);
+        Position = p0 + n;
+
+        int m = n - firstLogit;
+        if (m <= 0) return;
+        long need = (long)m * VocabSize;
+        if (need > int.MaxValue) throw new LowbitException($"{m} rows of {VocabSize} logits exceed one buffer; evaluate fewer tokens per call");
+        if (_logits.Length < need) _logits = new float[need];
+        RmsNorm(_x.AsSpan(firstLogit * h), _xb, m, h, _outputNorm);
+        _lmHead.MatMul(_xb, 0, m, _logits, 0, _par);
+    }
+
+    /// <summary>One transformer block over the n tokens in _x at positions [p0, p0 + n).</summary>
+    private void ForwardLayer(int l, int n, int p0)
+    {
+        var c = _cfg;
+        int h = c.HiddenSize, qd = c.QDim, kvd = c.KvDim, ff = c.IntermediateSize;
+        var L = _layers[l];
+        RmsNorm(_x, _xb, n, h, L.AttnNorm);
+        Observer?.Observe(l, LinearInput.Attention, _xb.AsSpan(0, n * h), n, h);
+        L.Wq.MatMul(_xb, 0, n, _q, 0, _par);
+        L.Wk.MatMul(_xb, 0, n, _k, 0, _par);
+        L.Wv.MatMul(_xb, 0, n, _v, 0, _par);
+        if (L.QBias is not null) AddBias(_q, n, L.QBias);
+        if (L.KBias is not null) AddBias(_k, n, L.KBias);
+        if (L.VBias is not null) AddBias(_v, n, L.VBias);
+        if (L.QNorm is not null) RmsNorm(_q, _q, n * c.NumHeads, c.HeadDim, L.QNorm);
+        if (L.KNorm is not null) RmsNorm(_k, _k, n * c.NumKvHeads, c.HeadDim, L.KNorm);
+        ApplyRope(_q, n, c.NumHeads);
+        ApplyRope(_k, n, c.NumKvHeads);
+        for (int t = 0; t < n; t++)
+            _cache.Write(l, p0 + t, _k.AsSpan(t * kvd, kvd), _v.AsSpan(t * kvd, kvd));
+        Attention(l, p0, n);
+        Observer?.Observe(l, LinearInput.AttentionOutput, _att.AsSpan(0, n * qd), n, qd);
+        L.Wo.MatMul(_att, 0, n, _xb2, 0, _par);
+        TensorPrimitives.Add(_x.AsSpan(0, n * h), _xb2.AsSpan(0, n * h), _x.AsSpan(0, n * h));
+
+        RmsNorm(_x, _xb, n, h, L.FfnNorm);
+        Observer?.Observe(l, LinearInput.Ffn, _xb.AsSpan(0, n * h), n, h);
+        L.Gate.MatMul(_xb, 0, n, _hb, 0, _par);
+        L.Up.MatMul(_xb, 0, n, _hb2, 0, _par);
+        SwiGlu(n, ff);
+        Observer?.Observe(l, LinearInput.FfnDown, _hb.AsSpan(0, n * ff), n, ff);
+        L.Down.MatMul(_hb, 0, n, _xb2, 0, _par);
+        TensorPrimitives.Add(_x.AsSpan(0, n * h), _xb2.AsSpan(0, n * h), _x.AsSpan(0, n * h));
+    }
+
+    /// <summary>Receives the inputs of every linear layer during forward passes (calibration statistics); null = none.</summary>
+    public IActivationObserver? Observer { get; set; }
+
+    /// <summary>Writes the token embeddings of <paramref name="tokens"/> into <paramref name="hidden"/> (tokens × hidden).</summary>
+    public void Embed(ReadOnlySpan<int> tokens, Span<float> hidden)
+    {
+        int h = _cfg.HiddenSize;
+        for (int t = 0; t < tokens.Length; t++)
+        {
+            if ((uint)tokens[t] >= (uint)_embedding.Rows) throw new LowbitException($"token id {tokens[t]} is outside the vocabulary");
+            _embedding.DequantizeRows(tokens[t], 1, hidden.Slice(t * h, h));
+        }
+    }
+
+    /// <summary>
+    /// Runs one sequence, given as hidden states at positions 0..n−1, through blocks [firstLayer, lastLayer)
+    /// and writes the result back into <paramref name="hidden"/>: the block-by-block step of calibrated
+    /// quantization (GPTQ/AWQ pipelines). Resets the cache.
+    /// </summary>
+    public void ForwardLayers(Span<float> hidden, int n, int firstLayer, int lastLayer)
+    {
+        int h = _cfg.HiddenSize;
+        if (n <= 0 || n > _maxBatch || n > ContextLength)
+            throw new ArgumentOutOfRangeException(nameof(n), $"{n} tokens; at most {Math.Min(_maxBatch, ContextLength)} per call");
+        if (hidden.Length < n * h) throw new ArgumentException("hidden too small");
+        if (firstLayer < 0 || lastLayer > _layers.Length || firstLayer > lastLayer) throw new ArgumentOutOfRangeException(nameof(firstLayer));
+        Reset();
+        hidden.Slice(0, n * h).CopyTo(_x);
+        PrepareRope(0, n);
+        for (int l = firstLayer; l < lastLayer; l++) ForwardLayer(l, n, 0);
+        _x.AsSpan(0, n * h).CopyTo(hidden);
+    }
+
+    private void RmsNorm(float[] src, float[] dst, int rows, int dim, float[] weight) => RmsNorm(src.AsSpan(), dst, rows, dim, weight);
+
+    private void RmsNorm(ReadOnlySpan<float> src, float[] dst, int rows, int dim, float[] weight)
+    {
+        float eps = _cfg.RmsNormEps;
+        for (int r = 0; r < rows; r++)
+        {
+            var x = src.Slice(r * dim, dim);
+            float ss = TensorPrimitives.SumOfSquares(x) / dim + eps;
+            float scale = 1f / MathF.Sqrt(ss);
+            var o = dst.AsSpan(r * dim, dim);
+            TensorPrimitives.Multiply(x, scale, o);
+            TensorPrimitives.Multiply(o, weight, o);
+        }
+    }
+
+    private static void AddBias(float[] y, int n, float[] bias)
+    {
+        int d = bias.Length;
+        for (int t = 0; t < n; t++) TensorPrimitives.Add(y.AsSpan(t * d, d), bias, y.AsSpan(t * d, d));
+    }
+
+    /// <summary>silu(gate) * up = gate * sigmoid(gate) * up, in place into gate (SIMD, parallel over tokens).</summary>
+    private void SwiGlu(int n, int ff)
+    {
+        _par.For(n, (long)n * ff < 1 << 14, t => FastMath.SwiGlu(_hb.AsSpan(t * ff, ff), _hb2.AsSpan(t * ff, ff)));
+    }
+
+    private void PrepareRope(int p0, int n)
+    {
+        int half = _cfg.HeadDim / 2;
+        if (_ropeCos.Length < n * half)
+        {
+            _ropeCos = new float[_maxBatch * half];
+            _ropeSin = new float[_maxBatch * half];
+        }
+        for (int t = 0; t < n; t++)
+        {
+            int pos = p0 + t;
+            for (int i = 0; i < half; i++)
+            {
+                float angle = pos * _invFreq[i];
+                _ropeCos[t * half + i] = MathF.Cos(angle);
+                _ropeSin[t * half + i] = MathF.Sin(angle);
+            }
+        }
+    }
+
+    private void ApplyRope(float[] vecs, int n, int heads)
+    {
+        int hd = _cfg.HeadDim, half = hd / 2;
+        bool neox = _cfg.Rope == RopeStyle.NeoX;
+        for (int t = 0; t < n; t++)
+        {
+            var cos = _ropeCos.AsSpan(t * half, half);
+            var sin = _ropeSin.AsSpan(t * half, half);
+            for (int hh = 0; hh < heads; hh++)
+            {
+                var v = vecs.AsSpan((t * heads + hh) * hd, hd);
+                for (int i = 0; i < half; i++)
+                {
+                    int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+                    float v0 = v[a], v1 = v[b];
+                    v[a] = v0 * cos[i] - v1 * sin[i];
+                    v[b] = v0 * sin[i] + v1 * cos[i];
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// Causal GQA attention of the n new tokens over cache positions [0, p0 + n). Work items are
+    /// (head, block of 16 queries): scores for the block against all keys it may see come from the
+    /// register-blocked dot kernel (same per-element arithmetic as a single dot), then a masked
+    /// softmax per query and a weighted sum of value rows.
+    /// </summary>
+    private void Attention(int layer, int p0, int n)
+    {
+        var c = _cfg;
+        int end = p0 + n, hd = c.HeadDim, heads = c.NumHeads, qd = c.QDim, kvd = c.KvDim;
+        int group = heads / c.NumKvHeads, window = c.SlidingWindow;
+        float[] keys = _cache.Read(layer, false, end, _kScratch);
+        float[] values = _cache.Read(layer, true, end, _vScratch);
+        float scale = 1f / MathF.Sqrt(hd);
+        const int tokenBlock = 16;
+        int blocks = (n + tokenBlock - 1) / tokenBlock;
+        long work = (long)n * end * qd;
+        _par.For(heads * blocks, work < 1 << 15, item =>
+        {
+            int head = item % heads, t0 = item / heads * tokenBlock, t1 = Math.Min(n, t0 + tokenBlock);
+            int kvOff = head / group * hd;
+            int bt = t1 - t0;
+            int kEnd = p0 + t1;                                           // keys visible to the last query of the block
+            int kStart = window > 0 ? Math.Max(0, p0 + t0 - window + 1) : 0; // first key visible to the first query
+            int span = kEnd - kStart;
+            float[] scores = ArrayPool<float>.Shared.Rent(bt * span);
+            try
+            {
+                fixed (float* pk = keys) fixed (float* pv = values) fixed (float* pq = _q) fixed (float* po = _att) fixed (float* ps = scores)
+                {
+                    MatKernels.MatMulTile(pk + (long)kStart * kvd + kvOff, kvd, span, pq + (long)t0 * qd + head * hd, qd, bt, hd, ps, span);
+                    for (int t = t0; t < t1; t++)
+                    {
+                        int pos = p0 + t;
+                        int start = window > 0 ? Math.Max(0, pos - window + 1) : 0;
+                        var s = new Span<float>(ps + (long)(t - t0) * span + (start - kStart), pos - start + 1);
+                        float max = TensorPrimitives.Max(s);
+                        float sum = FastMath.ExpInPlace(s, max, scale); // softmax of q·k/√d, shifted by its maximum
+                        TensorPrimitives.Multiply(s, 1f / sum, s);
+                        fixed (float* pp = s)
+                            MatKernels.WeightedRowSum(pp, s.Length, pv + (long)start * kvd + kvOff, kvd, po + (long)t * qd + head * hd, hd);
+                    }
+                }
+            }
+            finally { ArrayPool<float>.Shared.Return(scores); }
+        });
+    }
+}

@@ -1,0 +1,217 @@
+using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
+using Lowbit.Formats;
+
+namespace Lowbit.Engine;
+
+/// <summary>Storage format of the attention key/value cache.</summary>
+public enum KvCacheType
+{
+    F32,
+    F16,
+    /// <summary>ggml Q8_0 layout: blocks of 32 int8 with an F16 scale (8.5 bits per value).</summary>
+    Q8_0,
+    /// <summary>OCP FP8 E4M3 (bias 7, max 448, saturating), one byte per value, no scale.</summary>
+    Fp8E4M3,
+}
+
+/// <summary>
+/// Per-layer key and value rows (kvDim values per position) for positions [0, capacity).
+/// Rows are encoded on write and decoded to F32 for attention.
+/// </summary>
+internal sealed class KvCache
+{
+    private readonly float[][]? _kF32, _vF32;
+    private readonly byte[][]? _k, _v;
+    private readonly int _rowBytes;
+    private readonly TensorCodec? _q8;
+
+    public KvCache(KvCacheType type, int layers, int capacity, int kvDim)
+    {
+        Type = type;
+        Layers = layers;
+        Capacity = capacity;
+        KvDim = kvDim;
+        if (type == KvCacheType.F32)
+        {
+            _kF32 = NewArrays<float>(layers, (long)capacity * kvDim);
+            _vF32 = NewArrays<float>(layers, (long)capacity * kvDim);
+            return;
+        }
+        switch (type)
+        {
+            case KvCacheType.F16: _rowBytes = kvDim * 2; break;
+            case KvCacheType.Fp8E4M3: _rowBytes = kvDim; break;
+            case KvCacheType.Q8_0:
+                if (kvDim % Q8_0Block.Size != 0)
+                    throw new LowbitException($"KV cache q8_0 needs a KV row length that is a multiple of 32; this model has {kvDim}");
+                // Prefer the registered ggml Q8_0 codec when present (same layout as our fallback).
+                _q8 = CodecRegistry.TryGet("q8_0");
+                if (_q8 is not null && (_q8.BlockSize != Q8_0Block.Size || _q8.BlockBytes != Q8_0Block.Bytes)) _q8 = null;
+                _rowBytes = kvDim / Q8_0Block.Size * Q8_0Block.Bytes;
+                break;
+            default: throw new ArgumentOutOfRangeException(nameof(type));
+        }
+        _k = NewArrays<byte>(layers, (long)capacity * _rowBytes);
+        _v = NewArrays<byte>(layers, (long)capacity * _rowBytes);
+    }
+
+    private static T[][] NewArrays<T>(int n, long length)
+    {
+        var a = new T[n][];
+        for (int i = 0; i < n; i++) a[i] = new T[checked((int)length)];
+        return a;
+    }
+
+    public KvCacheType Type { get; }
+    public int Layers { get; }
+    public int Capacity { get; }
+    public int KvDim { get; }
+
+    /// <summary>Bytes per position per layer for K and V together.</summary>
+    public long BytesPerPositionPerLayer => 2L * (Type == KvCacheType.F32 ? KvDim * 4 : _rowBytes);
+
+    public void Write(int layer, int pos, ReadOnlySpan<float> k, ReadOnlySpan<float> v)
+    {
+        if (_kF32 is not null)
+        {
+            k.CopyTo(_kF32[layer].AsSpan(pos * KvDim, KvDim));
+            v.CopyTo(_vF32![layer].AsSpan(pos * KvDim, KvDim));
+            return;
+        }
+        Encode(k, _k![layer].AsSpan(pos * _rowBytes, _rowBytes));
+        Encode(v, _v![layer].AsSpan(pos * _rowBytes, _rowBytes));
+    }
+
+    /// <summary>
+    /// K (or V) rows for positions [0, count) as F32: the cache array itself for F32 caches
+    /// (row p at p × KvDim), else decoded into <paramref name="scratch"/> (count × KvDim).
+    /// </summary>
+    public float[] Read(int layer, bool values, int count, float[] scratch)
+    {
+        if (_kF32 is not null)
+            return (values ? _vF32! : _kF32)[layer];
+        var src = (values ? _v! : _k!)[layer].AsSpan(0, count * _rowBytes);
+        Decode(src, scratch.AsSpan(0, count * KvDim));
+        return scratch;
+    }
+
+    private void Encode(ReadOnlySpan<float> src, Span<byte> dst)
+    {
+        switch (Type)
+        {
+            case KvCacheType.F16:
+                TensorPrimitives.ConvertToHalf(src, MemoryMarshal.Cast<byte, Half>(dst));
+                break;
+            case KvCacheType.Fp8E4M3:
+                for (int i = 0; i < src.Length; i++) dst[i] = Fp8E4M3.FromFloat(src[i]);
+                break;
+            case KvCacheType.Q8_0:
+                if (_q8 is not null) _q8.QuantizeRows(src, dst, src.Length, default);
+                else Q8_0Block.Quantize(src, dst);
+                break;
+        }
+    }
+
+    private void Decode(ReadOnlySpan<byte> src, Span<float> dst)
+    {
+        switch (Type)
+        {
+            case KvCacheType.F16:
+                TensorPrimitives.ConvertToSingle(MemoryMarshal.Cast<byte, Half>(src), dst);
+                break;
+            case KvCacheType.Fp8E4M3:
+                for (int i = 0; i < dst.Length; i++) dst[i] = Fp8E4M3.ToFloat(src[i]);
+                break;
+            case KvCacheType.Q8_0:
+                if (_q8 is not null) _q8.DequantizeRows(src, dst, KvDim);
+                else Q8_0Block.Dequantize(src, dst);
+                break;
+        }
+    }
+}
+
+/// <summary>
+/// ggml's Q8_0 block (used here only when the q8_0 codec is not registered): an F16 scale
+/// d = max|x| / 127 followed by 32 int8 values round(x / d).
+/// </summary>
+internal static class Q8_0Block
+{
+    public const int Size = 32;
+    public const int Bytes = 34;
+
+    public static void Quantize(ReadOnlySpan<float> src, Span<byte> dst)
+    {
+        for (int b = 0; b < src.Length / Size; b++)
+        {
+            var x = src.Slice(b * Size, Size);
+            var o = dst.Slice(b * Bytes, Bytes);
+            float amax = 0;
+            foreach (float v in x) amax = Math.Max(amax, Math.Abs(v));
+            float d = amax / 127f;
+            float id = d != 0 ? 1f / d : 0f;
+            MemoryMarshal.Write(o, (Half)d);
+            for (int i = 0; i < Size; i++) o[2 + i] = (byte)(sbyte)MathF.Round(x[i] * id, MidpointRounding.AwayFromZero);
+        }
+    }
+
+    public static void Dequantize(ReadOnlySpan<byte> src, Span<float> dst)
+    {
+        for (int b = 0; b < dst.Length / Size; b++)
+        {
+            var q = src.Slice(b * Bytes, Bytes);
+            float d = (float)MemoryMarshal.Read<Half>(q);
+            for (int i = 0; i < Size; i++) dst[b * Size + i] = d * (sbyte)q[2 + i];
+        }
+    }
+}
+
+/// <summary>OCP FP8 E4M3FN: 1 sign, 4 exponent (bias 7), 3 mantissa bits; no infinities, 0x7F/0xFF are NaN; max 448.</summary>
+public static class Fp8E4M3
+{
+    private static readonly float[] Table = BuildTable();
+
+    private static float[] BuildTable()
+    {
+        var t = new float[256];
+        for (int i = 0; i < 256; i++)
+        {
+            int sign = i >> 7, exp = (i >> 3) & 15, man = i & 7;
+            float v;
+            if (exp == 15 && man == 7) v = float.NaN;
+            else if (exp == 0) v = man / 8f * MathF.Pow(2, -6);
+            else v = (1 + man / 8f) * MathF.Pow(2, exp - 7);
+            t[i] = sign != 0 ? -v : v;
+        }
+        return t;
+    }
+
+    public static float ToFloat(byte b) => Table[b];
+
+    /// <summary>Round to nearest even, saturating to ±448; NaN → 0x7F.</summary>
+    public static byte FromFloat(float f)
+    {
+        if (float.IsNaN(f)) return 0x7F;
+        uint bits = BitConverter.SingleToUInt32Bits(f);
+        byte sign = (byte)((bits >> 24) & 0x80);
+        float a = MathF.Abs(f);
+        if (a >= 448f) return (byte)(sign | 0x7E);
+        // Smallest subnormal step is 2^-9; values are multiples of 2^(e-3) within a binade.
+        int e = a < MathF.Pow(2, -6) ? -6 : (int)MathF.Floor(MathF.Log2(a));
+        if (e > 8) e = 8;
+        // Guard against Log2 rounding at binade edges.
+        if (e > -6 && a < MathF.Pow(2, e)) e--;
+        if (a >= MathF.Pow(2, e + 1)) e++;
+        float step = MathF.Pow(2, e - 3);
+        float q = MathF.Round(a / step, MidpointRounding.ToEven) * step; // exact: power-of-two scaling
+        if (q >= 448f) return (byte)(sign | 0x7E);
+        // Encode q.
+        if (q < MathF.Pow(2, -6))
+            return (byte)(sign | (int)(q / MathF.Pow(2, -9)));
+        int qe = (int)MathF.Floor(MathF.Log2(q));
+        if (q < MathF.Pow(2, qe)) qe--;
+        if (q >= MathF.Pow(2, qe + 1)) qe++;
+        int man = (int)((q / MathF.Pow(2, qe) - 1) * 8);
+        return (byte)(sign | ((qe + 7) << 3) | man);
+    }
+}

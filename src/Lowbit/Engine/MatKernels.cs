@@ -1,0 +1,276 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using System.Numerics.Tensors;
+
+namespace Lowbit.Engine;
+
+/// <summary>
+/// F32 dot-product kernels. Every kernel computes each output element with exactly the same
+/// arithmetic: one 8-lane accumulator fed by fused multiply-adds over the multiple-of-8 prefix,
+/// a fixed horizontal sum, then the scalar tail. So a value does not depend on which kernel
+/// (1×1, 4×3, ...), which tile or which thread produced it: prefill, decode and any thread count
+/// agree bit for bit on float weights.
+/// </summary>
+internal static unsafe class MatKernels
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> MulAdd(Vector256<float> a, Vector256<float> b, Vector256<float> acc)
+        => Fma.IsSupported ? Fma.MultiplyAdd(a, b, acc) : acc + a * b;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Finish(Vector256<float> acc, float* a, float* b, int k, int n)
+    {
+        float s = Vector256.Sum(acc);
+        for (; k < n; k++) s += a[k] * b[k];
+        return s;
+    }
+
+    public static float Dot(float* a, float* b, int n)
+    {
+        var acc = Vector256<float>.Zero;
+        int k = 0;
+        for (; k <= n - 8; k += 8) acc = MulAdd(Vector256.Load(a + k), Vector256.Load(b + k), acc);
+        return Finish(acc, a, b, k, n);
+    }
+
+    public static float Dot(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
+    {
+        fixed (float* pa = a, pb = b) return Dot(pa, pb, Math.Min(a.Length, b.Length));
+    }
+
+    /// <summary>Dot of an F16 row with x; converts in 256-value chunks (exact), same arithmetic as <see cref="Dot(float*, float*, int)"/>.</summary>
+    public static float DotF16(ReadOnlySpan<Half> w, float* x, int n)
+    {
+        float* buf = stackalloc float[256];
+        var acc = Vector256<float>.Zero;
+        int k = 0;
+        while (n - k >= 8)
+        {
+            int chunk = Math.Min(256, (n - k) & ~7);
+            TensorPrimitives.ConvertToSingle(w.Slice(k, chunk), new Span<float>(buf, chunk));
+            for (int j = 0; j < chunk; j += 8) acc = MulAdd(Vector256.Load(buf + j), Vector256.Load(x + k + j), acc);
+            k += chunk;
+        }
+        float s = Vector256.Sum(acc);
+        for (; k < n; k++) s += (float)w[k] * x[k];
+        return s;
+    }
+
+    /// <summary>Dot of a BF16 row with x (bf16 → f32 is a 16-bit shift, done in registers).</summary>
+    public static float DotBF16(ushort* w, float* x, int n)
+    {
+        var acc = Vector256<float>.Zero;
+        int k = 0;
+        for (; k <= n - 8; k += 8)
+        {
+            var wide = Vector256.WidenLower(Vector128.Load(w + k).ToVector256Unsafe());
+            acc = MulAdd((wide << 16).AsSingle(), Vector256.Load(x + k), acc);
+        }
+        float s = Vector256.Sum(acc);
+        for (; k < n; k++) s += BitConverter.UInt32BitsToSingle((uint)w[k] << 16) * x[k];
+        return s;
+    }
+
+    /// <summary>Four BF16 rows (stride ldw values) dotted with x: four independent FMA chains, each as <see cref="DotBF16"/>.</summary>
+    public static void DotBF16x4(ushort* w0, int ldw, float* x, int n, float* y)
+    {
+        ushort* w1 = w0 + ldw, w2 = w1 + ldw, w3 = w2 + ldw;
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        int k = 0;
+        for (; k <= n - 8; k += 8)
+        {
+            var u = Vector256.Load(x + k);
+            a0 = MulAdd((Vector256.WidenLower(Vector128.Load(w0 + k).ToVector256Unsafe()) << 16).AsSingle(), u, a0);
+            a1 = MulAdd((Vector256.WidenLower(Vector128.Load(w1 + k).ToVector256Unsafe()) << 16).AsSingle(), u, a1);
+            a2 = MulAdd((Vector256.WidenLower(Vector128.Load(w2 + k).ToVector256Unsafe()) << 16).AsSingle(), u, a2);
+            a3 = MulAdd((Vector256.WidenLower(Vector128.Load(w3 + k).ToVector256Unsafe()) << 16).AsSingle(), u, a3);
+        }
+        y[0] = FinishBF16(a0, w0, x, k, n); y[1] = FinishBF16(a1, w1, x, k, n);
+        y[2] = FinishBF16(a2, w2, x, k, n); y[3] = FinishBF16(a3, w3, x, k, n);
+    }
+
+    private static float FinishBF16(Vector256<float> acc, ushort* w, float* x, int k, int n)
+    {
+        float s = Vector256.Sum(acc);
+        for (; k < n; k++) s += BitConverter.UInt32BitsToSingle((uint)w[k] << 16) * x[k];
+        return s;
+    }
+
+    /// <summary>Four F16 rows (stride ldw values) dotted with x, each exactly as <see cref="DotF16"/>.</summary>
+    public static void DotF16x4(Half* w0, int ldw, float* x, int n, float* y)
+    {
+        const int Chunk = 256;
+        float* buf = stackalloc float[4 * Chunk];
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        int k = 0;
+        while (n - k >= 8)
+        {
+            int chunk = Math.Min(Chunk, (n - k) & ~7);
+            for (int r = 0; r < 4; r++)
+                TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>(w0 + (long)r * ldw + k, chunk), new Span<float>(buf + r * Chunk, chunk));
+            for (int j = 0; j < chunk; j += 8)
+            {
+                var u = Vector256.Load(x + k + j);
+                a0 = MulAdd(Vector256.Load(buf + j), u, a0);
+                a1 = MulAdd(Vector256.Load(buf + Chunk + j), u, a1);
+                a2 = MulAdd(Vector256.Load(buf + 2 * Chunk + j), u, a2);
+                a3 = MulAdd(Vector256.Load(buf + 3 * Chunk + j), u, a3);
+            }
+            k += chunk;
+        }
+        var acc = stackalloc Vector256<float>[] { a0, a1, a2, a3 };
+        for (int r = 0; r < 4; r++)
+        {
+            Half* w = w0 + (long)r * ldw;
+            float s = Vector256.Sum(acc[r]);
+            for (int t = k; t < n; t++) s += (float)w[t] * x[t];
+            y[r] = s;
+        }
+    }
+
+    /// <summary>BF16 → F32 (exact), SIMD.</summary>
+    public static void ConvertBF16(ushort* src, float* dst, int n)
+    {
+        int k = 0;
+        for (; k <= n - 16; k += 16)
+        {
+            var v = Vector256.Load(src + k);
+            var (lo, hi) = Vector256.Widen(v);
+            Vector256.Store((lo << 16).AsSingle(), dst + k);
+            Vector256.Store((hi << 16).AsSingle(), dst + k + 8);
+        }
+        for (; k < n; k++) dst[k] = BitConverter.UInt32BitsToSingle((uint)src[k] << 16);
+    }
+
+    /// <summary>
+    /// y[t*ldy + r] = dot(w[r*ldw ..], x[t*ldx ..]) for r &lt; rows, t &lt; tokens, over n values.
+    /// Register-blocked 4 rows × 3 tokens (12 accumulators): each weight vector loaded once feeds
+    /// three tokens and each activation vector four rows.
+    /// </summary>
+    public static void MatMulTile(float* w, int ldw, int rows, float* x, int ldx, int tokens, int n, float* y, int ldy)
+    {
+        int t = 0;
+        for (; t + 3 <= tokens; t += 3)
+        {
+            float* x0 = x + (long)t * ldx, x1 = x0 + ldx, x2 = x1 + ldx;
+            float* y0 = y + (long)t * ldy, y1 = y0 + ldy, y2 = y1 + ldy;
+            int r = 0;
+            for (; r + 4 <= rows; r += 4)
+                Kernel4x3(w + (long)r * ldw, ldw, x0, x1, x2, n, y0 + r, y1 + r, y2 + r);
+            for (; r < rows; r++)
+                Kernel1x3(w + (long)r * ldw, x0, x1, x2, n, y0 + r, y1 + r, y2 + r);
+        }
+        for (; t < tokens; t++)
+        {
+            float* xt = x + (long)t * ldx;
+            float* yt = y + (long)t * ldy;
+            int r = 0;
+            for (; r + 4 <= rows; r += 4)
+                Kernel4x1(w + (long)r * ldw, ldw, xt, n, yt + r);
+            for (; r < rows; r++)
+                yt[r] = Dot(w + (long)r * ldw, xt, n);
+        }
+    }
+
+    private static void Kernel4x3(float* w0, int ldw, float* x0, float* x1, float* x2, int n, float* y0, float* y1, float* y2)
+    {
+        float* w1 = w0 + ldw, w2 = w1 + ldw, w3 = w2 + ldw;
+        Vector256<float> a00 = default, a01 = default, a02 = default, a03 = default;
+        Vector256<float> a10 = default, a11 = default, a12 = default, a13 = default;
+        Vector256<float> a20 = default, a21 = default, a22 = default, a23 = default;
+        int k = 0;
+        for (; k <= n - 8; k += 8)
+        {
+            var v0 = Vector256.Load(w0 + k);
+            var v1 = Vector256.Load(w1 + k);
+            var v2 = Vector256.Load(w2 + k);
+            var v3 = Vector256.Load(w3 + k);
+            var u = Vector256.Load(x0 + k);
+            a00 = MulAdd(v0, u, a00); a01 = MulAdd(v1, u, a01); a02 = MulAdd(v2, u, a02); a03 = MulAdd(v3, u, a03);
+            u = Vector256.Load(x1 + k);
+            a10 = MulAdd(v0, u, a10); a11 = MulAdd(v1, u, a11); a12 = MulAdd(v2, u, a12); a13 = MulAdd(v3, u, a13);
+            u = Vector256.Load(x2 + k);
+            a20 = MulAdd(v0, u, a20); a21 = MulAdd(v1, u, a21); a22 = MulAdd(v2, u, a22); a23 = MulAdd(v3, u, a23);
+        }
+        y0[0] = Finish(a00, w0, x0, k, n); y0[1] = Finish(a01, w1, x0, k, n); y0[2] = Finish(a02, w2, x0, k, n); y0[3] = Finish(a03, w3, x0, k, n);
+        y1[0] = Finish(a10, w0, x1, k, n); y1[1] = Finish(a11, w1, x1, k, n); y1[2] = Finish(a12, w2, x1, k, n); y1[3] = Finish(a13, w3, x1, k, n);
+        y2[0] = Finish(a20, w0, x2, k, n); y2[1] = Finish(a21, w1, x2, k, n); y2[2] = Finish(a22, w2, x2, k, n); y2[3] = Finish(a23, w3, x2, k, n);
+    }
+
+    private static void Kernel1x3(float* w0, float* x0, float* x1, float* x2, int n, float* y0, float* y1, float* y2)
+    {
+        Vector256<float> a0 = default, a1 = default, a2 = default;
+        int k = 0;
+        for (; k <= n - 8; k += 8)
+        {
+            var v = Vector256.Load(w0 + k);
+            a0 = MulAdd(v, Vector256.Load(x0 + k), a0);
+            a1 = MulAdd(v, Vector256.Load(x1 + k), a1);
+            a2 = MulAdd(v, Vector256.Load(x2 + k), a2);
+        }
+        *y0 = Finish(a0, w0, x0, k, n); *y1 = Finish(a1, w0, x1, k, n); *y2 = Finish(a2, w0, x2, k, n);
+    }
+
+    private static void Kernel4x1(float* w0, int ldw, float* x0, int n, float* y)
+    {
+        float* w1 = w0 + ldw, w2 = w1 + ldw, w3 = w2 + ldw;
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        int k = 0;
+        for (; k <= n - 8; k += 8)
+        {
+            var u = Vector256.Load(x0 + k);
+            a0 = MulAdd(Vector256.Load(w0 + k), u, a0);
+            a1 = MulAdd(Vector256.Load(w1 + k), u, a1);
+            a2 = MulAdd(Vector256.Load(w2 + k), u, a2);
+            a3 = MulAdd(Vector256.Load(w3 + k), u, a3);
+        }
+        y[0] = Finish(a0, w0, x0, k, n); y[1] = Finish(a1, w1, x0, k, n); y[2] = Finish(a2, w2, x0, k, n); y[3] = Finish(a3, w3, x0, k, n);
+    }
+
+    /// <summary>out[d] = Σ_j p[j]·v[j·ldv + d] for d &lt; dim (attention's probability-weighted sum of value rows).</summary>
+    public static void WeightedRowSum(float* p, int count, float* v, int ldv, float* output, int dim)
+    {
+        int d = 0;
+        for (; d + 32 <= dim; d += 32)
+        {
+            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            float* vd = v + d;
+            for (int j = 0; j < count; j++, vd += ldv)
+            {
+                var pj = Vector256.Create(p[j]);
+                a0 = MulAdd(pj, Vector256.Load(vd), a0);
+                a1 = MulAdd(pj, Vector256.Load(vd + 8), a1);
+                a2 = MulAdd(pj, Vector256.Load(vd + 16), a2);
+                a3 = MulAdd(pj, Vector256.Load(vd + 24), a3);
+            }
+            Vector256.Store(a0, output + d); Vector256.Store(a1, output + d + 8);
+            Vector256.Store(a2, output + d + 16); Vector256.Store(a3, output + d + 24);
+        }
+        for (; d + 8 <= dim; d += 8)
+        {
+            Vector256<float> a = default;
+            float* vd = v + d;
+            for (int j = 0; j < count; j++, vd += ldv) a = MulAdd(Vector256.Create(p[j]), Vector256.Load(vd), a);
+            Vector256.Store(a, output + d);
+        }
+        for (; d < dim; d++)
+        {
+            float a = 0;
+            for (int j = 0; j < count; j++) a += p[j] * v[(long)j * ldv + d];
+            output[d] = a;
+        }
+    }
+
+    /// <summary>y += a * x (SIMD axpy).</summary>
+    public static void Axpy(float a, float* x, float* y, int n)
+    {
+        var va = Vector256.Create(a);
+        int k = 0;
+        for (; k <= n - 8; k += 8) Vector256.Store(MulAdd(va, Vector256.Load(x + k), Vector256.Load(y + k)), y + k);
+        for (; k < n; k++) y[k] += a * x[k];
+    }
+
+    public static ReadOnlySpan<Half> AsHalf(ReadOnlySpan<byte> b) => MemoryMarshal.Cast<byte, Half>(b);
+}

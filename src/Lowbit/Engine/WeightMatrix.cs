@@ -1,0 +1,240 @@
+using System.Buffers;
+using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
+using Lowbit.Formats;
+using Lowbit.Model;
+
+namespace Lowbit.Engine;
+
+/// <summary>
+/// A weight matrix (rows = outputs, cols = inputs) in any codec, with the engine's two products:
+/// <see cref="MatVec"/> (decode: one activation vector; codec.DotRow, or the codec's integer dot on
+/// activations quantized once) and <see cref="MatMul"/> (prefill: many activation rows; a tile of
+/// weight rows is decoded once into an L1/L2-sized F32 buffer and multiplied against every
+/// activation row). Never dequantizes the whole tensor.
+/// </summary>
+internal sealed unsafe class WeightMatrix
+{
+    private enum Kind { F32, F16, BF16, Generic }
+
+    private const int TileBytesTarget = 48 * 1024;
+    private const long SerialWorkThreshold = 1 << 15; // multiply-adds below which threading costs more than it saves
+
+    private readonly Kind _kind;
+    private readonly long _rowBytes;
+    private readonly bool _useQuantizedActivations;
+
+    private readonly bool _quantizedPrefill;
+
+    public WeightMatrix(ModelTensor tensor, bool useQuantizedActivations, bool quantizedPrefill = false)
+    {
+        Name = tensor.Name;
+        Codec = tensor.Codec;
+        if (tensor.Shape.Length != 2)
+            throw new LowbitException($"tensor '{tensor.Name}' must be 2-D, has shape [{string.Join(", ", tensor.Shape)}]");
+        Rows = checked((int)tensor.Rows);
+        Cols = checked((int)tensor.Cols);
+        Data = tensor.Data; // held: materialized tensors rebuild on every access
+        // Tensor-level codecs (a per-tensor header) are not row-addressable: rows are read through DequantizeTensorRows.
+        long rowBytes = Codec.RowBytes(Cols);
+        _rowBytes = Codec.TensorBytes(Rows, Cols) == Rows * rowBytes ? rowBytes : -1;
+        _kind = Codec.Name switch
+        {
+            "f32" when Codec is F32Codec => Kind.F32,
+            "f16" when Codec is F16Codec => Kind.F16,
+            "bf16" when Codec is BF16Codec => Kind.BF16,
+            _ => Kind.Generic,
+        };
+        _useQuantizedActivations = useQuantizedActivations && Codec.VecDotCodec is not null && _rowBytes > 0;
+        _quantizedPrefill = quantizedPrefill && _useQuantizedActivations;
+    }
+
+    public string Name { get; }
+    public TensorCodec Codec { get; }
+    public int Rows { get; }
+    public int Cols { get; }
+    public ReadOnlyMemory<byte> Data { get; }
+    public long ByteCount => Data.Length;
+
+    /// <summary>Row-addressable codecs have a fixed byte size per row and no tensor header.</summary>
+    private bool RowAddressable => _rowBytes > 0;
+
+    /// <summary>Dequantizes rows [r0, r0+count) into dst (count × Cols).</summary>
+    public void DequantizeRows(int r0, int count, Span<float> dst)
+    {
+        var data = Data.Span;
+        switch (_kind)
+        {
+            case Kind.F32:
+                MemoryMarshal.Cast<byte, float>(data.Slice(checked((int)(r0 * _rowBytes)), checked((int)(count * _rowBytes)))).CopyTo(dst);
+                break;
+            case Kind.F16:
+                TensorPrimitives.ConvertToSingle(MatKernels.AsHalf(data.Slice(checked((int)(r0 * _rowBytes)), checked((int)(count * _rowBytes)))), dst);
+                break;
+            case Kind.BF16:
+                fixed (byte* p = data) fixed (float* d = dst)
+                    MatKernels.ConvertBF16((ushort*)(p + r0 * _rowBytes), d, count * Cols);
+                break;
+            default:
+                Codec.DequantizeTensorRows(data, Rows, Cols, r0, count, dst);
+                break;
+        }
+    }
+
+    /// <summary>y[r] = W[r]·x for all rows.</summary>
+    public void MatVec(float[] x, int xOffset, float[] y, int yOffset, ParallelRunner par)
+    {
+        byte[]? xq = null;
+        int xqLength = 0;
+        if (_useQuantizedActivations)
+        {
+            var vc = Codec.VecDotCodec!;
+            xqLength = checked((int)vc.RowBytes(Cols));
+            xq = ArrayPool<byte>.Shared.Rent(xqLength);
+            vc.QuantizeRows(x.AsSpan(xOffset, Cols), xq.AsSpan(0, xqLength), Cols, default);
+        }
+        try
+        {
+            int chunkRows = par.ChunkSize(Rows, (long)Rows * Cols, 16);
+            int chunks = (Rows + chunkRows - 1) / chunkRows;
+            par.For(chunks, (long)Rows * Cols < SerialWorkThreshold, c =>
+            {
+                int r0 = c * chunkRows, r1 = Math.Min(Rows, r0 + chunkRows);
+                MatVecRows(r0, r1, x, xOffset, y, yOffset, xq, xqLength);
+            });
+        }
+        finally
+        {
+            if (xq is not null) ArrayPool<byte>.Shared.Return(xq);
+        }
+    }
+
+    private void MatVecRows(int r0, int r1, float[] x, int xOffset, float[] y, int yOffset, byte[]? xq, int xqLength)
+    {
+        var data = Data.Span;
+        fixed (byte* pw = data) fixed (float* px = x) fixed (float* py = y)
+        {
+            float* xv = px + xOffset;
+            switch (_kind)
+            {
+                // Four rows at a time: independent FMA chains hide the FMA latency; per-row arithmetic
+                // is the single-row kernel's, so decode equals prefill bit for bit.
+                case Kind.F32:
+                    MatKernels.MatMulTile((float*)(pw + r0 * _rowBytes), Cols, r1 - r0, xv, Cols, 1, Cols, py + yOffset + r0, 1);
+                    return;
+                case Kind.F16:
+                {
+                    int r = r0;
+                    for (; r + 4 <= r1; r += 4) MatKernels.DotF16x4((Half*)(pw + r * _rowBytes), Cols, xv, Cols, py + yOffset + r);
+                    for (; r < r1; r++) py[yOffset + r] = MatKernels.DotF16(new ReadOnlySpan<Half>(pw + r * _rowBytes, Cols), xv, Cols);
+                    return;
+                }
+                case Kind.BF16:
+                {
+                    int r = r0;
+                    for (; r + 4 <= r1; r += 4) MatKernels.DotBF16x4((ushort*)(pw + r * _rowBytes), Cols, xv, Cols, py + yOffset + r);
+                    for (; r < r1; r++) py[yOffset + r] = MatKernels.DotBF16((ushort*)(pw + r * _rowBytes), xv, Cols);
+                    return;
+                }
+            }
+        }
+        if (!RowAddressable)
+        {
+            // Tensor-level codec: decode rows through the tensor API, then dot.
+            float[] buf = ArrayPool<float>.Shared.Rent(Cols);
+            try
+            {
+                for (int r = r0; r < r1; r++)
+                {
+                    Codec.DequantizeTensorRows(data, Rows, Cols, r, 1, buf);
+                    y[yOffset + r] = MatKernels.Dot(buf.AsSpan(0, Cols), x.AsSpan(xOffset, Cols));
+                }
+            }
+            finally { ArrayPool<float>.Shared.Return(buf); }
+            return;
+        }
+        int rb = (int)_rowBytes;
+        if (xq is not null)
+        {
+            var q = xq.AsSpan(0, xqLength);
+            for (int r = r0; r < r1; r++) y[yOffset + r] = Codec.DotRowQuantized(data.Slice(r * rb, rb), q);
+        }
+        else
+        {
+            var xs = x.AsSpan(xOffset, Cols);
+            for (int r = r0; r < r1; r++) y[yOffset + r] = Codec.DotRow(data.Slice(r * rb, rb), xs);
+        }
+    }
+
+    /// <summary>ggml's batched path: every activation row quantized once, then the codec's integer dot per (row, token).</summary>
+    private void MatMulQuantized(float[] x, int xOffset, int n, float[] y, int yOffset, ParallelRunner par)
+    {
+        var vc = Codec.VecDotCodec!;
+        int xqRow = checked((int)vc.RowBytes(Cols));
+        byte[] xq = ArrayPool<byte>.Shared.Rent(n * xqRow);
+        try
+        {
+            par.For(n, (long)n * Cols < SerialWorkThreshold, t =>
+                vc.QuantizeRows(x.AsSpan(xOffset + t * Cols, Cols), xq.AsSpan(t * xqRow, xqRow), Cols, default));
+            int chunkRows = par.ChunkSize(Rows, (long)Rows * Cols * n, 4);
+            int chunks = (Rows + chunkRows - 1) / chunkRows;
+            int rb = (int)_rowBytes;
+            par.For(chunks, (long)Rows * Cols * n < SerialWorkThreshold, c =>
+            {
+                var data = Data.Span;
+                int r0 = c * chunkRows, r1 = Math.Min(Rows, r0 + chunkRows);
+                for (int r = r0; r < r1; r++)
+                {
+                    var row = data.Slice(r * rb, rb);
+                    for (int t = 0; t < n; t++)
+                        y[yOffset + t * Rows + r] = Codec.DotRowQuantized(row, xq.AsSpan(t * xqRow, xqRow));
+                }
+            });
+        }
+        finally { ArrayPool<byte>.Shared.Return(xq); }
+    }
+
+    /// <summary>
+    /// Y[t, r] = W[r]·X[t] for tokens t &lt; n: X is n × Cols at xOffset (row stride Cols), Y is
+    /// n × Rows at yOffset (row stride Rows). One token goes through <see cref="MatVec"/>.
+    /// </summary>
+    public void MatMul(float[] x, int xOffset, int n, float[] y, int yOffset, ParallelRunner par)
+    {
+        if (n == 1)
+        {
+            MatVec(x, xOffset, y, yOffset, par);
+            return;
+        }
+        if (_quantizedPrefill)
+        {
+            MatMulQuantized(x, xOffset, n, y, yOffset, par);
+            return;
+        }
+        int tileRows = Math.Max(4, TileBytesTarget / (Cols * sizeof(float)) & ~3);
+        // Enough tiles to keep every thread busy.
+        int perThread = (Rows + par.Threads * 2 - 1) / (par.Threads * 2);
+        if (perThread < tileRows) tileRows = Math.Max(4, (perThread + 3) & ~3);
+        int tiles = (Rows + tileRows - 1) / tileRows;
+        par.For(tiles, (long)Rows * Cols * n < SerialWorkThreshold, tile =>
+        {
+            int r0 = tile * tileRows, count = Math.Min(tileRows, Rows - r0);
+            fixed (float* px = x) fixed (float* py = y)
+            {
+                if (_kind == Kind.F32)
+                {
+                    fixed (byte* pw = Data.Span)
+                        MatKernels.MatMulTile((float*)(pw + r0 * _rowBytes), Cols, count, px + xOffset, Cols, n, Cols, py + yOffset + r0, Rows);
+                    return;
+                }
+                float[] buf = ArrayPool<float>.Shared.Rent(count * Cols);
+                try
+                {
+                    DequantizeRows(r0, count, buf.AsSpan(0, count * Cols));
+                    fixed (float* pw = buf)
+                        MatKernels.MatMulTile(pw, Cols, count, px + xOffset, Cols, n, Cols, py + yOffset + r0, Rows);
+                }
+                finally { ArrayPool<float>.Shared.Return(buf); }
+            }
+        });
+    }
+}
