@@ -63,6 +63,22 @@ public sealed class PerplexityTests
     }
 
     [Fact]
+    public void Chunk_parallel_perplexity_equals_the_sequential_run_exactly()
+    {
+        using var model = Llama2cReader.Load(EngineTestPaths.Stories260K);
+        var tokens = Tokens(24 * 7, 4);
+        var opts = new PerplexityOptions { Context = 24 };
+        var one = Perplexity.Compute(new InferenceEngine(model, new EngineOptions { Threads = 1 }), tokens, opts);
+        var reports = new List<PerplexityProgress>();
+        var three = Perplexity.Compute(new InferenceEngine(model, new EngineOptions { Threads = 3 }), tokens, opts,
+            new SyncProgress<PerplexityProgress>(reports.Add));
+        Assert.Equal(one.Perplexity, three.Perplexity);
+        Assert.Equal(one.PerplexityError, three.PerplexityError);
+        Assert.Equal(one.ChunkPerplexities, three.ChunkPerplexities);
+        Assert.Equal(Enumerable.Range(1, 7), reports.Select(r => r.Chunk));
+    }
+
+    [Fact]
     public void Perplexity_rejects_contexts_it_cannot_run()
     {
         using var model = Llama2cReader.Load(EngineTestPaths.Stories260K);
