@@ -391,8 +391,8 @@ public sealed unsafe class InferenceEngine
         var c = _cfg;
         int end = p0 + n, hd = c.HeadDim, heads = c.NumHeads, qd = c.QDim, kvd = c.KvDim;
         int group = heads / c.NumKvHeads, window = c.SlidingWindow;
-        float[] keys = _cache.Read(layer, false, end, _kScratch);
-        float[] values = _cache.Read(layer, true, end, _vScratch);
+        float[] keys = _cache.Read(layer, false, end, _kScratch, _par);
+        float[] values = _cache.Read(layer, true, end, _vScratch, _par);
         float scale = 1f / MathF.Sqrt(hd);
         const int tokenBlock = 16;
         int blocks = (n + tokenBlock - 1) / tokenBlock;
