@@ -92,18 +92,49 @@ public sealed unsafe class InferenceEngine
         }
 
         _cache = new KvCache(options.KvCache, c.NumLayers, ContextLength, kvd);
-        int n = _maxBatch;
-        _x = new float[n * h]; _xb = new float[n * h]; _xb2 = new float[n * h];
-        _q = new float[n * qd]; _k = new float[n * kvd]; _v = new float[n * kvd]; _att = new float[n * qd];
-        _hb = new float[n * ff]; _hb2 = new float[n * ff];
-        bool f32Cache = options.KvCache == KvCacheType.F32;
-        _kScratch = f32Cache ? [] : new float[ContextLength * kvd];
-        _vScratch = f32Cache ? [] : new float[ContextLength * kvd];
+        (_x, _xb, _xb2, _q, _k, _v, _att, _hb, _hb2, _kScratch, _vScratch) = AllocateBuffers(c, _maxBatch, ContextLength, options.KvCache);
 
         // RoPE inverse frequencies, as llama2.c computes them (float).
         int half = c.HeadDim / 2;
         _invFreq = new float[half];
         for (int i = 0; i < half; i++) _invFreq[i] = 1.0f / MathF.Pow(c.RopeTheta, 2 * i / (float)c.HeadDim);
+        _options = options;
+    }
+
+    /// <summary>A second engine over the same weights (shared, read-only) with its own cache and buffers.</summary>
+    private InferenceEngine(InferenceEngine source, int threads)
+    {
+        _cfg = source._cfg;
+        _layers = source._layers;
+        _embedding = source._embedding;
+        _lmHead = source._lmHead;
+        _outputNorm = source._outputNorm;
+        _invFreq = source._invFreq;
+        _maxBatch = source._maxBatch;
+        _options = source._options with { Threads = threads };
+        _par = new ParallelRunner(threads);
+        VocabSize = source.VocabSize;
+        ContextLength = source.ContextLength;
+        _cache = new KvCache(_options.KvCache, _cfg.NumLayers, ContextLength, _cfg.KvDim);
+        (_x, _xb, _xb2, _q, _k, _v, _att, _hb, _hb2, _kScratch, _vScratch) = AllocateBuffers(_cfg, _maxBatch, ContextLength, _options.KvCache);
+    }
+
+    private readonly EngineOptions _options;
+
+    /// <summary>
+    /// Creates an independent engine sharing this one's weights (no copy) with its own KV cache,
+    /// e.g. one per thread to evaluate several sequences at once. The clone starts empty.
+    /// </summary>
+    public InferenceEngine CreateSibling(int threads = 1) => new(this, threads);
+
+    private static (float[], float[], float[], float[], float[], float[], float[], float[], float[], float[], float[]) AllocateBuffers(
+        ModelConfig c, int n, int context, KvCacheType kv)
+    {
+        int h = c.HiddenSize, qd = c.QDim, kvd = c.KvDim, ff = c.IntermediateSize;
+        bool f32Cache = kv == KvCacheType.F32;
+        return (new float[n * h], new float[n * h], new float[n * h], new float[n * qd], new float[n * kvd], new float[n * kvd],
+            new float[n * qd], new float[n * ff], new float[n * ff],
+            f32Cache ? [] : new float[context * kvd], f32Cache ? [] : new float[context * kvd]);
     }
 
     public ModelConfig Config => _cfg;
@@ -360,8 +391,8 @@ public sealed unsafe class InferenceEngine
         var c = _cfg;
         int end = p0 + n, hd = c.HeadDim, heads = c.NumHeads, qd = c.QDim, kvd = c.KvDim;
         int group = heads / c.NumKvHeads, window = c.SlidingWindow;
-        float[] keys = _cache.Read(layer, false, end, _kScratch);
-        float[] values = _cache.Read(layer, true, end, _vScratch);
+        float[] keys = _cache.Read(layer, false, end, _kScratch, _par);
+        float[] values = _cache.Read(layer, true, end, _vScratch, _par);
         float scale = 1f / MathF.Sqrt(hd);
         const int tokenBlock = 16;
         int blocks = (n + tokenBlock - 1) / tokenBlock;

@@ -211,9 +211,12 @@ internal sealed unsafe class WeightMatrix
             return;
         }
         int tileRows = Math.Max(4, TileBytesTarget / (Cols * sizeof(float)) & ~3);
-        // Enough tiles to keep every thread busy.
-        int perThread = (Rows + par.Threads * 2 - 1) / (par.Threads * 2);
-        if (perThread < tileRows) tileRows = Math.Max(4, (perThread + 3) & ~3);
+        // About eight tiles per thread, so dynamic scheduling absorbs a descheduled or slower thread.
+        if (par.Threads > 1)
+        {
+            int perItem = (Rows + par.Threads * 8 - 1) / (par.Threads * 8);
+            if (perItem < tileRows) tileRows = Math.Max(8, (perItem + 3) & ~3);
+        }
         int tiles = (Rows + tileRows - 1) / tileRows;
         par.For(tiles, (long)Rows * Cols * n < SerialWorkThreshold, tile =>
         {
