@@ -8,6 +8,7 @@ public static class QuantGrids
     public static IQuantGrid? TryFor(TensorCodec codec) => codec switch
     {
         IntGroupCodec c => new IntGroupGrid(c),
+        KQuantCodec c => new KQuantGrid(c),
         _ => null,
     };
 
