@@ -17,12 +17,16 @@ public sealed class GridCodecTests(ITestOutputHelper output)
     public static TheoryData<string> Formats => new()
     {
         "q4_K", "q6_K", "q5_K", "q3_K", "q2_K",
+        "q4_0", "q8_0", "q5_0", "q4_1", "q5_1", "iq4_nl", "iq4_xs",
+        "mxfp4", "nvfp4",
     };
 
     /// <summary>Codecs whose reference quantizer is one fit followed by per-value rounding under the stored parameters.</summary>
     public static TheoryData<string> SingleFitFormats => new()
     {
         "q4_K", "q6_K", "q5_K", "q3_K", "q2_K",
+        "q4_0", "q8_0", "q5_0", "q4_1", "q5_1",
+        "mxfp4", "nvfp4",
     };
 
     [Theory]
