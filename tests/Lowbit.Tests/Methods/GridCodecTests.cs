@@ -1,0 +1,164 @@
+using Lowbit.Formats;
+using Lowbit.Methods;
+using Lowbit.Methods.Grids;
+using Xunit.Abstractions;
+
+namespace Lowbit.Tests.Methods;
+
+/// <summary>
+/// GPTQ on the GGUF and FP4 codec grids: GPTQ's bytes decode through the codec to exactly the values
+/// GPTQ chose, GPTQ beats the codec's own round-to-nearest quantizer on the output error, and a plain
+/// fit-and-round through the grid reproduces the codec's reference quantizer byte for byte.
+/// </summary>
+public sealed class GridCodecTests(ITestOutputHelper output)
+{
+    private const int Rows = 32, Cols = 512, Tokens = 512;
+
+    public static TheoryData<string> Formats => new()
+    {
+        "q4_K", "q6_K", "q5_K", "q3_K", "q2_K",
+        "q4_0", "q8_0", "q5_0", "q4_1", "q5_1", "iq4_nl", "iq4_xs",
+        "mxfp4", "nvfp4",
+    };
+
+    /// <summary>Codecs whose reference quantizer is one fit followed by per-value rounding under the stored parameters.</summary>
+    public static TheoryData<string> SingleFitFormats => new()
+    {
+        "q4_K", "q6_K", "q5_K", "q3_K", "q2_K",
+        "q4_0", "q8_0", "q5_0", "q4_1", "q5_1",
+        "mxfp4", "nvfp4",
+    };
+
+    [Theory]
+    [MemberData(nameof(Formats))]
+    public void Gptq_bytes_decode_exactly_and_beat_rtn(string format)
+    {
+        var codec = CodecRegistry.Get(format);
+        var grid = QuantGrids.For(codec);
+        var x = GptqQuantizerTests.RealisticActivations(Tokens, Cols, 31);
+        var w = GptqQuantizerTests.RandomWeights(Rows, Cols, 32);
+        var h = new Hessian(Cols);
+        h.Add(x, Tokens);
+        var res = GptqQuantizer.Quantize(w, Rows, Cols, h.ToMatrix(), grid, codec.RowBytes(Cols), new GptqOptions());
+
+        var decoded = new float[Rows * Cols];
+        codec.DequantizeTensorRows(res.Encoded, Rows, Cols, 0, Rows, decoded);
+        Assert.Equal(res.Dequantized, decoded);
+
+        var rtn = AwqScaleSearch.FakeQuantize(codec, w, Rows, Cols);
+        double eG = GptqQuantizerTests.OutputError(w, decoded, x, Rows, Cols, Tokens);
+        double eR = GptqQuantizerTests.OutputError(w, rtn, x, Rows, Cols, Tokens);
+        // The codec's own importance-aware quantizer (imatrix = diag(H)) is the stronger baseline.
+        var diag = new float[Cols];
+        var hm = h.ToMatrix();
+        for (int c = 0; c < Cols; c++) diag[c] = (float)hm[c * Cols + c];
+        var imatrixBytes = new byte[codec.TensorBytes(Rows, Cols)];
+        codec.QuantizeTensor(w, imatrixBytes, Rows, Cols, diag);
+        var imatrix = new float[Rows * Cols];
+        codec.DequantizeTensorRows(imatrixBytes, Rows, Cols, 0, Rows, imatrix);
+        double eI = GptqQuantizerTests.OutputError(w, imatrix, x, Rows, Cols, Tokens);
+        output.WriteLine($"{format}: GPTQ/RTN = {eG / eR:F3}, GPTQ/imatrix-RTN = {eG / eI:F3} (GPTQ {eG:E3}, RTN {eR:E3}, imatrix {eI:E3})");
+        Assert.True(eG < 0.9 * eR, $"{format}: GPTQ {eG:E3} vs RTN {eR:E3}");
+        Assert.True(eG < eI, $"{format}: GPTQ {eG:E3} vs imatrix RTN {eI:E3}");
+    }
+
+    [Theory]
+    [MemberData(nameof(SingleFitFormats))]
+    public void Rtn_through_the_grid_equals_the_reference_quantizer(string format)
+    {
+        var codec = CodecRegistry.Get(format);
+        var grid = QuantGrids.For(codec);
+        var w = GptqQuantizerTests.RandomWeights(Rows, Cols, 33);
+        var viaGrid = RtnThroughGrid(codec, grid, w);
+        long rowBytes = codec.RowBytes(Cols);
+        var reference = new byte[Rows * rowBytes];
+        codec.QuantizeRows(w, reference, Cols, default);
+        Assert.Equal(reference, viaGrid);
+    }
+
+    /// <summary>
+    /// IQ4: ggml's last pass picks table indices with the unrounded scale, the grid with the decoded one. The
+    /// scale bytes must agree, and every value the grid rounds must be at least as close to the weight as the
+    /// codec's (the grid is nearest under the scales actually stored); report how many indices differ.
+    /// </summary>
+    [Theory]
+    [InlineData("iq4_nl")]
+    [InlineData("iq4_xs")]
+    public void Iq4_rtn_through_the_grid_keeps_the_codec_scales_and_rounds_no_worse(string format)
+    {
+        var codec = CodecRegistry.Get(format);
+        var grid = QuantGrids.For(codec);
+        var w = GptqQuantizerTests.RandomWeights(Rows, Cols, 34);
+        var viaGrid = RtnThroughGrid(codec, grid, w);
+        long rowBytes = codec.RowBytes(Cols);
+        var reference = new byte[Rows * rowBytes];
+        codec.QuantizeRows(w, reference, Cols, default);
+        int headerBytes = format == "iq4_nl" ? 2 : 8;
+        for (long b = 0; b < reference.Length; b += codec.BlockBytes)
+            Assert.Equal(reference.AsSpan((int)b, headerBytes).ToArray(), viaGrid.AsSpan((int)b, headerBytes).ToArray());
+        var a = new float[w.Length];
+        var r = new float[w.Length];
+        codec.DequantizeRows(viaGrid, a, Cols);
+        codec.DequantizeRows(reference, r, Cols);
+        int differ = 0;
+        for (int i = 0; i < w.Length; i++)
+        {
+            Assert.True(Math.Abs(a[i] - w[i]) <= Math.Abs(r[i] - w[i]), $"value {i}: grid {a[i]}, codec {r[i]}, weight {w[i]}");
+            if (a[i] != r[i]) differ++;
+        }
+        output.WriteLine($"{format}: {differ} of {w.Length} values differ from the codec's RTN (ties next to the scale's fp16 rounding)");
+        Assert.True(differ < w.Length / 100, $"{differ} values differ");
+    }
+
+    /// <summary>Act-order (static groups) and GPTQ without Hessian importance also decode exactly and beat RTN.</summary>
+    [Theory]
+    [InlineData("q4_K", true, true)]
+    [InlineData("q3_K", true, false)]
+    [InlineData("q6_K", false, false)]
+    [InlineData("q4_0", true, true)]
+    [InlineData("q5_1", false, false)]
+    [InlineData("iq4_xs", true, true)]
+    [InlineData("nvfp4", true, true)]
+    public void Gptq_variants_decode_exactly_and_beat_rtn(string format, bool actOrder, bool hessianImportance)
+    {
+        var codec = CodecRegistry.Get(format);
+        var grid = QuantGrids.For(codec);
+        const int rows = 16;
+        var x = GptqQuantizerTests.RealisticActivations(Tokens, Cols, 41);
+        var w = GptqQuantizerTests.RandomWeights(rows, Cols, 42);
+        var h = new Hessian(Cols);
+        h.Add(x, Tokens);
+        var options = new GptqOptions { ActOrder = actOrder, HessianImportance = hessianImportance };
+        var res = GptqQuantizer.Quantize(w, rows, Cols, h.ToMatrix(), grid, codec.RowBytes(Cols), options);
+        var decoded = new float[rows * Cols];
+        codec.DequantizeTensorRows(res.Encoded, rows, Cols, 0, rows, decoded);
+        Assert.Equal(res.Dequantized, decoded);
+        var rtn = AwqScaleSearch.FakeQuantize(codec, w, rows, Cols);
+        double eG = GptqQuantizerTests.OutputError(w, decoded, x, rows, Cols, Tokens);
+        double eR = GptqQuantizerTests.OutputError(w, rtn, x, rows, Cols, Tokens);
+        output.WriteLine($"{format} act-order={actOrder} importance={hessianImportance}: GPTQ/RTN = {eG / eR:F3}");
+        Assert.True(eG < 0.9 * eR, $"{format}: GPTQ {eG:E3} vs RTN {eR:E3}");
+    }
+
+    /// <summary>Fit on the original weights without importance, round every value, encode: plain RTN through the grid.</summary>
+    private static byte[] RtnThroughGrid(TensorCodec codec, IQuantGrid grid, float[] w)
+    {
+        int g = grid.GroupSize, groups = Cols / g, pc = grid.ParamCount;
+        long rowBytes = codec.RowBytes(Cols);
+        var viaGrid = new byte[Rows * rowBytes];
+        var values = new float[Cols];
+        var param = new float[groups * pc];
+        for (int r = 0; r < Rows; r++)
+        {
+            var row = w.AsSpan(r * Cols, Cols);
+            for (int gi = 0; gi < groups; gi++)
+            {
+                var p = param.AsSpan(gi * pc, pc);
+                grid.Fit(row.Slice(gi * g, g), default, p);
+                for (int i = 0; i < g; i++) values[gi * g + i] = grid.Round(p, i, row[gi * g + i]);
+            }
+            grid.EncodeRow(values, param, viaGrid.AsSpan((int)(r * rowBytes), (int)rowBytes));
+        }
+        return viaGrid;
+    }
+}
