@@ -14,5 +14,7 @@ public static class CommandCatalog
         KldCommand.Create(),
         GenerateCommand.Create(),
         SensitivityCommand.Create(),
+        ReportCommand.Create(),
+        ReportCommand.CreateEvaluateVariants(),
     ];
 }

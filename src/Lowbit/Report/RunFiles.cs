@@ -48,6 +48,19 @@ public static class RunFiles
         IReadOnlyList<BudgetResult> Budgets,
         IReadOnlyList<string> Files);
 
+    /// <summary>A single sensitivity file (as written by `lowbit sensitivity -o`).</summary>
+    public static SensitivityReport ReadSensitivity(string path)
+    {
+        if (!File.Exists(path)) throw new LowbitException($"{path}: sensitivity file not found");
+        JsonNode? node;
+        try { node = JsonNode.Parse(File.ReadAllText(path)); }
+        catch (JsonException e) { throw new LowbitException($"{path}: not valid JSON ({e.Message})"); }
+        if (node is not JsonObject o || o["lowbit"]?.GetValueKind() != JsonValueKind.String || o["lowbit"]!.GetValue<string>() != SensitivityKind || o["data"] is not JsonNode data)
+            throw new LowbitException($"{path}: not a Lowbit sensitivity file (expected \"lowbit\": \"{SensitivityKind}\")");
+        try { return data.Deserialize<SensitivityReport>(JsonOptions) ?? throw new LowbitException($"{path}: empty sensitivity data"); }
+        catch (JsonException e) { throw new LowbitException($"{path}: not a valid Lowbit sensitivity file ({e.Message})"); }
+    }
+
     public static Contents Read(string runDir)
     {
         if (!Directory.Exists(runDir)) throw new LowbitException($"{runDir}: run directory not found");
