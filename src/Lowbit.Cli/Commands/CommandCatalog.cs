@@ -15,5 +15,8 @@ public static class CommandCatalog
         GenerateCommand.Create(),
         BenchCommand.Create(),
         BenchQuantizeCommand.Create(),
+        SensitivityCommand.Create(),
+        ReportCommand.Create(),
+        ReportCommand.CreateEvaluateVariants(),
     ];
 }

@@ -30,9 +30,12 @@ public static class QuantizeCommand
         {
             model, format, output, pure, imatrix, threads, json, eval, evalChunks,
         };
+        var budget = new QuantizeBudget();
+        budget.AddTo(cmd);
         cmd.SetAction((pr, ct) =>
         {
             string path = CliOptions.ResolveModel(pr.GetValue(model));
+            if (budget.IsSet(pr)) return Task.FromResult(budget.Run(pr, path, pr.GetValue(output), pr.GetValue(threads), pr.GetValue(json), ct));
             string fmt = pr.GetValue(format)!;
             var console = CliRunner.Human(pr.GetValue(json));
             var mixture = ResolveMixture(fmt);
