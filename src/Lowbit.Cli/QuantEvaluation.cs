@@ -7,7 +7,7 @@ using Spectre.Console;
 namespace Lowbit.Cli;
 
 /// <summary>One row of the quality/speed comparison printed by `quantize --eval`.</summary>
-public sealed record VariantEvaluation(string Name, long Bytes, double BitsPerWeight, double Perplexity, double PerplexityError,
+public sealed record QuantComparisonRow(string Name, long Bytes, double BitsPerWeight, double Perplexity, double PerplexityError,
     double? MeanKld, double? SameTopPercent, double PromptTokensPerSecond, double GenerateTokensPerSecond);
 
 /// <summary>
@@ -16,7 +16,7 @@ public sealed record VariantEvaluation(string Name, long Bytes, double BitsPerWe
 /// </summary>
 public static class QuantEvaluation
 {
-    public static IReadOnlyList<VariantEvaluation> Compare(LoadedModel baseModel, LoadedModel quantModel, string quantName, int chunks, int threads,
+    public static IReadOnlyList<QuantComparisonRow> Compare(LoadedModel baseModel, LoadedModel quantModel, string quantName, int chunks, int threads,
         IAnsiConsole console, CancellationToken ct)
     {
         var tok = ModelSession.RequireTokenizer(baseModel, null);
@@ -36,14 +36,14 @@ public static class QuantEvaluation
         double Bpw(LoadedModel m) => 8.0 * Bytes(m) / m.Tensors.Sum(t => t.ElementCount);
         return
         [
-            new VariantEvaluation($"base ({baseModel.Tensors.GroupBy(t => t.Codec.Name).MaxBy(g => g.Sum(t => t.ByteCount))!.Key})", Bytes(baseModel), Bpw(baseModel),
+            new QuantComparisonRow($"base ({baseModel.Tensors.GroupBy(t => t.Codec.Name).MaxBy(g => g.Sum(t => t.ByteCount))!.Key})", Bytes(baseModel), Bpw(baseModel),
                 pplBase.Perplexity, pplBase.PerplexityError, null, null, bBase.PromptTokensPerSecond.Mean, bBase.GenerateTokensPerSecond.Mean),
-            new VariantEvaluation(quantName, Bytes(quantModel), Bpw(quantModel), kld.PplQuantized.Value, kld.PplQuantized.Error,
+            new QuantComparisonRow(quantName, Bytes(quantModel), Bpw(quantModel), kld.PplQuantized.Value, kld.PplQuantized.Error,
                 kld.MeanKld.Value, 100 * kld.SameTop.Value, bQuant.PromptTokensPerSecond.Mean, bQuant.GenerateTokensPerSecond.Mean),
         ];
     }
 
-    public static void Print(IAnsiConsole console, IReadOnlyList<VariantEvaluation> rows)
+    public static void Print(IAnsiConsole console, IReadOnlyList<QuantComparisonRow> rows)
     {
         var t = new Table().Title("quality and speed (WikiText-2 test)").AddColumns("model", "size", "bpw", "PPL", "mean KLD", "top-1 agree", "pp t/s", "tg t/s");
         foreach (var r in rows)
