@@ -23,8 +23,8 @@ public sealed class QuantizeBudget
     private readonly Option<string?> _sensitivity = new("--sensitivity") { Description = "With --budget: saved `lowbit sensitivity -o` measurements (default: measure the candidates now)." };
     private readonly Option<string> _candidates = new("--candidates") { Description = "With --budget: candidate formats.", DefaultValueFactory = _ => string.Join(",", BudgetPlanner.DefaultFormats) };
     private readonly Option<string> _compare = new("--compare") { Description = "With --budget: fixed mixtures to measure for comparison (empty: none).", DefaultValueFactory = _ => "Q2_K,Q3_K_S,Q3_K_M,Q3_K_L,Q4_K_S,Q4_K_M,Q5_K_S,Q5_K_M,Q6_K" };
-    private readonly Option<int> _chunks = new("--eval-chunks") { Description = "With --budget: chunks of text for sensitivity and verification.", DefaultValueFactory = _ => 4 };
-    private readonly Option<int> _ctx = new("--eval-ctx") { Description = "With --budget: tokens per chunk.", DefaultValueFactory = _ => 128 };
+    private readonly Option<int> _chunks = new("--budget-chunks") { Description = "With --budget: chunks of text for sensitivity and verification.", DefaultValueFactory = _ => 4 };
+    private readonly Option<int> _ctx = new("--budget-ctx") { Description = "With --budget: tokens per chunk.", DefaultValueFactory = _ => 128 };
     private readonly Option<string?> _save = new("--save") { Description = "With --budget: save the result (plan, predicted vs measured, mixtures) as a run-directory JSON file." };
     private readonly Option<bool> _dryRun = new("--dry-run") { Description = "With --budget: plan and verify in memory, write no GGUF." };
 
