@@ -13,5 +13,7 @@ public static class CommandCatalog
         PerplexityCommand.Create(),
         KldCommand.Create(),
         GenerateCommand.Create(),
+        BenchCommand.Create(),
+        BenchQuantizeCommand.Create(),
     ];
 }

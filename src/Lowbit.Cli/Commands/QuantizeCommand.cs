@@ -24,9 +24,11 @@ public static class QuantizeCommand
         var imatrix = new Option<string?>("--imatrix") { Description = "llama.cpp importance matrix (GGUF or legacy .dat) for importance-weighted k-quant/legacy/IQ4 rounding." };
         var threads = CliOptions.Threads();
         var json = CliOptions.Json();
+        var eval = new Option<bool>("--eval") { Description = "After writing, measure size, bpw, PPL, KLD and tokens/s next to the unquantized model." };
+        var evalChunks = new Option<int>("--eval-chunks") { Description = "Chunks of WikiText-2 test for --eval.", DefaultValueFactory = _ => 40 };
         var cmd = new Command("quantize", "Quantize a model to GGUF (round-to-nearest, llama.cpp mixtures) and print the result table.")
         {
-            model, format, output, pure, imatrix, threads, json,
+            model, format, output, pure, imatrix, threads, json, eval, evalChunks,
         };
         cmd.SetAction((pr, ct) =>
         {
@@ -63,6 +65,13 @@ public static class QuantizeCommand
                 Console.WriteLine(JsonSerializer.Serialize(new { model = path, format = mixture.Name, report }, JsonOutput.Options));
             }
             PrintReport(console, path, mixture.Name, report);
+            if (pr.GetValue(eval))
+            {
+                using var written = ModelLoader.Open(outPath);
+                var rows = QuantEvaluation.Compare(m, written, mixture.Name, pr.GetValue(evalChunks), pr.GetValue(threads), console, ct);
+                QuantEvaluation.Print(console, rows);
+                if (pr.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(new { evaluation = rows }, JsonOutput.Options));
+            }
             return Task.FromResult(0);
         });
         return cmd;
