@@ -309,14 +309,5 @@ internal static unsafe class MatKernels
         }
     }
 
-    /// <summary>y += a * x (SIMD axpy).</summary>
-    public static void Axpy(float a, float* x, float* y, int n)
-    {
-        var va = Vector256.Create(a);
-        int k = 0;
-        for (; k <= n - 8; k += 8) Vector256.Store(MulAdd(va, Vector256.Load(x + k), Vector256.Load(y + k)), y + k);
-        for (; k < n; k++) y[k] += a * x[k];
-    }
-
     public static ReadOnlySpan<Half> AsHalf(ReadOnlySpan<byte> b) => MemoryMarshal.Cast<byte, Half>(b);
 }
