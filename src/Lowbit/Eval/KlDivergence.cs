@@ -197,7 +197,7 @@ public static class KlDivergence
         if (workers == 1)
             Worker(quantized, new ParallelOptions { MaxDegreeOfParallelism = quantized.Threads, CancellationToken = ct });
         else
-            Parallel.For(0, workers, new ParallelOptions { MaxDegreeOfParallelism = workers, CancellationToken = ct },
+            ChunkPlan.RunWorkers(workers, new ParallelOptions { MaxDegreeOfParallelism = workers, CancellationToken = ct },
                 _ => Worker(quantized.CreateSibling(1), null));
         return Summarize(s, kldValues, pDiffValues, plan, sw.Elapsed.TotalSeconds);
     }

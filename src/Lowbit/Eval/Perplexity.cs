@@ -85,7 +85,7 @@ public static class Perplexity
             int next = -1;
             var gate = new object();
             var opts = new ParallelOptions { MaxDegreeOfParallelism = workers, CancellationToken = cancellationToken };
-            Parallel.For(0, workers, opts, w =>
+            ChunkPlan.RunWorkers(workers, opts, w =>
             {
                 var e = engines[w] = engine.CreateSibling(1);
                 var logits = buffers[w] = new float[logitsLength];
@@ -164,7 +164,25 @@ internal sealed record ChunkPlan(int Context, int Chunks, int First, bool AddBos
         if (chunks < 1)
             throw new LowbitException($"the text tokenizes to {tokens.Count} tokens, fewer than one chunk of {ctx}");
         int bos = options.BosToken ?? engine.Config.BosTokenId;
+        if (options.AddBos && (uint)bos >= (uint)engine.VocabSize)
+            throw new LowbitException($"BOS token {bos} is outside the vocabulary of {engine.VocabSize}");
+        for (int i = 0; i < chunks * ctx; i++)
+            if ((uint)tokens[i] >= (uint)engine.VocabSize)
+                throw new LowbitException($"token {i} of the text has id {tokens[i]}, outside the model's vocabulary of {engine.VocabSize} (tokenizer and model do not match)");
         return new ChunkPlan(ctx, chunks, ctx / 2, options.AddBos, bos);
+    }
+
+    /// <summary>Parallel.For over workers that rethrows a worker's LowbitException or cancellation as itself, not wrapped.</summary>
+    public static void RunWorkers(int workers, ParallelOptions options, Action<int> body)
+    {
+        try
+        {
+            Parallel.For(0, workers, options, body);
+        }
+        catch (AggregateException e) when (e.InnerExceptions.FirstOrDefault(x => x is LowbitException or OperationCanceledException) is { } inner)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(inner).Throw();
+        }
     }
 
     public int[] ChunkTokens(IReadOnlyList<int> tokens)

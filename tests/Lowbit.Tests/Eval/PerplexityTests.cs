@@ -85,6 +85,13 @@ public sealed class PerplexityTests
         var e = new InferenceEngine(model, new EngineOptions { ContextLength = 64 });
         Assert.Throws<LowbitException>(() => Perplexity.Compute(e, Tokens(500, 2), new PerplexityOptions { Context = 128 }));
         Assert.Throws<LowbitException>(() => Perplexity.Compute(e, Tokens(20, 2), new PerplexityOptions { Context = 32 }));
+        var bad = Tokens(200, 2);
+        bad[150] = 600; // outside stories260K's 512-token vocabulary
+        Assert.Throws<LowbitException>(() => Perplexity.Compute(e, bad, new PerplexityOptions { Context = 32 }));
+        using var cts = new CancellationTokenSource();
+        cts.Cancel();
+        var multi = new InferenceEngine(model, new EngineOptions { Threads = 2, ContextLength = 64 });
+        Assert.ThrowsAny<OperationCanceledException>(() => Perplexity.Compute(multi, Tokens(200, 2), new PerplexityOptions { Context = 32 }, cancellationToken: cts.Token));
     }
 
     [Fact]
