@@ -140,6 +140,31 @@ public sealed class GridCodecTests(ITestOutputHelper output)
         Assert.True(eG < 0.9 * eR, $"{format}: GPTQ {eG:E3} vs RTN {eR:E3}");
     }
 
+    /// <summary>
+    /// ggml's FP4 quantizers ignore importance; the FP4 grid's importance-weighted choice among neighbouring scales
+    /// must pay off under GPTQ (lower output error than fitting every scale from the absolute maximum).
+    /// </summary>
+    [Theory]
+    [InlineData("mxfp4")]
+    [InlineData("nvfp4")]
+    public void Fp4_importance_weighted_scales_lower_gptq_error(string format)
+    {
+        var codec = CodecRegistry.Get(format);
+        var grid = QuantGrids.For(codec);
+        var x = GptqQuantizerTests.RealisticActivations(Tokens, Cols, 31);
+        var w = GptqQuantizerTests.RandomWeights(Rows, Cols, 32);
+        var h = new Hessian(Cols);
+        h.Add(x, Tokens);
+        double Error(bool importance)
+        {
+            var res = GptqQuantizer.Quantize(w, Rows, Cols, h.ToMatrix(), grid, codec.RowBytes(Cols), new GptqOptions { HessianImportance = importance });
+            return GptqQuantizerTests.OutputError(w, res.Dequantized, x, Rows, Cols, Tokens);
+        }
+        double weighted = Error(true), plain = Error(false);
+        output.WriteLine($"{format}: GPTQ error with weighted scales / amax scales = {weighted / plain:F3}");
+        Assert.True(weighted < plain, $"{format}: weighted {weighted:E3} vs amax {plain:E3}");
+    }
+
     /// <summary>Fit on the original weights without importance, round every value, encode: plain RTN through the grid.</summary>
     private static byte[] RtnThroughGrid(TensorCodec codec, IQuantGrid grid, float[] w)
     {
