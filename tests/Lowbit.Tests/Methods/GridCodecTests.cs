@@ -10,9 +10,9 @@ namespace Lowbit.Tests.Methods;
 /// GPTQ chose, GPTQ beats the codec's own round-to-nearest quantizer on the output error, and a plain
 /// fit-and-round through the grid reproduces the codec's reference quantizer byte for byte.
 /// </summary>
-public sealed class GridCodecTests(ITestOutputHelper output)
+public sealed class GridCodecTests(GridTestLayer layer, ITestOutputHelper output) : IClassFixture<GridTestLayer>
 {
-    private const int Rows = 32, Cols = 512, Tokens = 512;
+    private const int Rows = GridTestLayer.Rows, Cols = GridTestLayer.Cols, Tokens = GridTestLayer.Tokens;
 
     public static TheoryData<string> Formats => new()
     {
@@ -35,11 +35,8 @@ public sealed class GridCodecTests(ITestOutputHelper output)
     {
         var codec = CodecRegistry.Get(format);
         var grid = QuantGrids.For(codec);
-        var x = GptqQuantizerTests.RealisticActivations(Tokens, Cols, 31);
-        var w = GptqQuantizerTests.RandomWeights(Rows, Cols, 32);
-        var h = new Hessian(Cols);
-        h.Add(x, Tokens);
-        var res = GptqQuantizer.Quantize(w, Rows, Cols, h.ToMatrix(), grid, codec.RowBytes(Cols), new GptqOptions());
+        var (x, w, hm) = (layer.X, layer.W, layer.H);
+        var res = GptqQuantizer.Quantize(w, Rows, Cols, hm, grid, codec.RowBytes(Cols), new GptqOptions());
 
         var decoded = new float[Rows * Cols];
         codec.DequantizeTensorRows(res.Encoded, Rows, Cols, 0, Rows, decoded);
@@ -50,7 +47,6 @@ public sealed class GridCodecTests(ITestOutputHelper output)
         double eR = GptqQuantizerTests.OutputError(w, rtn, x, Rows, Cols, Tokens);
         // The codec's own importance-aware quantizer (imatrix = diag(H)) is the stronger baseline.
         var diag = new float[Cols];
-        var hm = h.ToMatrix();
         for (int c = 0; c < Cols; c++) diag[c] = (float)hm[c * Cols + c];
         var imatrixBytes = new byte[codec.TensorBytes(Rows, Cols)];
         codec.QuantizeTensor(w, imatrixBytes, Rows, Cols, diag);
@@ -123,19 +119,19 @@ public sealed class GridCodecTests(ITestOutputHelper output)
     {
         var codec = CodecRegistry.Get(format);
         var grid = QuantGrids.For(codec);
-        const int rows = 16;
-        var x = GptqQuantizerTests.RealisticActivations(Tokens, Cols, 41);
-        var w = GptqQuantizerTests.RandomWeights(rows, Cols, 42);
-        var h = new Hessian(Cols);
+        const int rows = 16, cols = 256;
+        var x = GptqQuantizerTests.RealisticActivations(Tokens, cols, 41);
+        var w = GptqQuantizerTests.RandomWeights(rows, cols, 42);
+        var h = new Hessian(cols);
         h.Add(x, Tokens);
         var options = new GptqOptions { ActOrder = actOrder, HessianImportance = hessianImportance };
-        var res = GptqQuantizer.Quantize(w, rows, Cols, h.ToMatrix(), grid, codec.RowBytes(Cols), options);
-        var decoded = new float[rows * Cols];
-        codec.DequantizeTensorRows(res.Encoded, rows, Cols, 0, rows, decoded);
+        var res = GptqQuantizer.Quantize(w, rows, cols, h.ToMatrix(), grid, codec.RowBytes(cols), options);
+        var decoded = new float[rows * cols];
+        codec.DequantizeTensorRows(res.Encoded, rows, cols, 0, rows, decoded);
         Assert.Equal(res.Dequantized, decoded);
-        var rtn = AwqScaleSearch.FakeQuantize(codec, w, rows, Cols);
-        double eG = GptqQuantizerTests.OutputError(w, decoded, x, rows, Cols, Tokens);
-        double eR = GptqQuantizerTests.OutputError(w, rtn, x, rows, Cols, Tokens);
+        var rtn = AwqScaleSearch.FakeQuantize(codec, w, rows, cols);
+        double eG = GptqQuantizerTests.OutputError(w, decoded, x, rows, cols, Tokens);
+        double eR = GptqQuantizerTests.OutputError(w, rtn, x, rows, cols, Tokens);
         output.WriteLine($"{format} act-order={actOrder} importance={hessianImportance}: GPTQ/RTN = {eG / eR:F3}");
         Assert.True(eG < 0.9 * eR, $"{format}: GPTQ {eG:E3} vs RTN {eR:E3}");
     }
@@ -151,13 +147,10 @@ public sealed class GridCodecTests(ITestOutputHelper output)
     {
         var codec = CodecRegistry.Get(format);
         var grid = QuantGrids.For(codec);
-        var x = GptqQuantizerTests.RealisticActivations(Tokens, Cols, 31);
-        var w = GptqQuantizerTests.RandomWeights(Rows, Cols, 32);
-        var h = new Hessian(Cols);
-        h.Add(x, Tokens);
+        var (x, w, hm) = (layer.X, layer.W, layer.H);
         double Error(bool importance)
         {
-            var res = GptqQuantizer.Quantize(w, Rows, Cols, h.ToMatrix(), grid, codec.RowBytes(Cols), new GptqOptions { HessianImportance = importance });
+            var res = GptqQuantizer.Quantize(w, Rows, Cols, hm, grid, codec.RowBytes(Cols), new GptqOptions { HessianImportance = importance });
             return GptqQuantizerTests.OutputError(w, res.Dequantized, x, Rows, Cols, Tokens);
         }
         double weighted = Error(true), plain = Error(false);
@@ -186,4 +179,24 @@ public sealed class GridCodecTests(ITestOutputHelper output)
         }
         return viaGrid;
     }
+}
+
+/// <summary>The synthetic linear layer shared by the grid tests (activations with outlier channels, weights, Hessian), built once.</summary>
+public sealed class GridTestLayer
+{
+    public const int Rows = 32, Cols = 512, Tokens = 512;
+
+    public GridTestLayer()
+    {
+        X = GptqQuantizerTests.RealisticActivations(Tokens, Cols, 31);
+        W = GptqQuantizerTests.RandomWeights(Rows, Cols, 32);
+        var h = new Hessian(Cols);
+        h.Add(X, Tokens);
+        H = h.ToMatrix();
+    }
+
+    public float[] X { get; }
+    public float[] W { get; }
+    /// <summary>GPTQ's 2/N·XᵀX; GptqQuantizer clones it, so tests may share it.</summary>
+    public double[] H { get; }
 }
