@@ -158,6 +158,39 @@ public sealed class GridCodecTests(GridTestLayer layer, ITestOutputHelper output
         Assert.True(weighted < plain, $"{format}: weighted {weighted:E3} vs amax {plain:E3}");
     }
 
+    /// <summary>
+    /// Dead input channels (never active in calibration: zero importance for whole sub-blocks and GPTQ zeroes their
+    /// weights) must not break the fits: the bytes still decode exactly to GPTQ's values.
+    /// </summary>
+    [Theory]
+    [InlineData("q4_K")]
+    [InlineData("q6_K")]
+    [InlineData("q3_K")]
+    [InlineData("q2_K")]
+    [InlineData("q5_K")]
+    [InlineData("iq4_xs")]
+    [InlineData("q4_0")]
+    [InlineData("q5_1")]
+    [InlineData("nvfp4")]
+    [InlineData("mxfp4")]
+    public void Gptq_with_dead_input_channels_decodes_exactly(string format)
+    {
+        var codec = CodecRegistry.Get(format);
+        var grid = QuantGrids.For(codec);
+        const int rows = 8, cols = 256, tokens = 128;
+        var x = GptqQuantizerTests.RealisticActivations(tokens, cols, 51);
+        for (int t = 0; t < tokens; t++)
+            for (int c = 0; c < 80; c++) x[t * cols + c] = 0; // sub-blocks 0..4 of 16 dead, and part of the next
+        var w = GptqQuantizerTests.RandomWeights(rows, cols, 52);
+        var h = new Hessian(cols);
+        h.Add(x, tokens);
+        var res = GptqQuantizer.Quantize(w, rows, cols, h.ToMatrix(), grid, codec.RowBytes(cols), new GptqOptions());
+        var decoded = new float[rows * cols];
+        codec.DequantizeTensorRows(res.Encoded, rows, cols, 0, rows, decoded);
+        Assert.Equal(res.Dequantized, decoded);
+        Assert.All(decoded, v => Assert.True(float.IsFinite(v)));
+    }
+
     /// <summary>Fit on the original weights without importance, round every value, encode: plain RTN through the grid.</summary>
     private static byte[] RtnThroughGrid(TensorCodec codec, IQuantGrid grid, float[] w)
     {
