@@ -27,6 +27,7 @@ public sealed class GridCodecTests(GridTestLayer layer, ITestOutputHelper output
         "q4_K", "q6_K", "q5_K", "q3_K", "q2_K",
         "q4_0", "q8_0", "q5_0", "q4_1", "q5_1",
         "mxfp4", "nvfp4",
+        "fp8_e4m3", "fp8_e5m2", "fp4_e2m1",
     };
 
     [Theory]
@@ -189,6 +190,28 @@ public sealed class GridCodecTests(GridTestLayer layer, ITestOutputHelper output
         codec.DequantizeTensorRows(res.Encoded, rows, cols, 0, rows, decoded);
         Assert.Equal(res.Dequantized, decoded);
         Assert.All(decoded, v => Assert.True(float.IsFinite(v)));
+    }
+
+    /// <summary>The scale-free element formats: GPTQ's bytes decode exactly and beat plain rounding (weights scaled into range).</summary>
+    [Theory]
+    [InlineData("fp8_e4m3", 1f)]
+    [InlineData("fp8_e5m2", 1f)]
+    [InlineData("fp4_e2m1", 100f)]
+    public void Gptq_on_element_formats_decodes_exactly_and_beats_rtn(string format, float weightScale)
+    {
+        var codec = CodecRegistry.Get(format);
+        var grid = QuantGrids.For(codec);
+        var x = layer.X;
+        var w = layer.W.Select(v => v * weightScale).ToArray();
+        var res = GptqQuantizer.Quantize(w, Rows, Cols, layer.H, grid, codec.RowBytes(Cols), new GptqOptions());
+        var decoded = new float[Rows * Cols];
+        codec.DequantizeTensorRows(res.Encoded, Rows, Cols, 0, Rows, decoded);
+        Assert.Equal(res.Dequantized, decoded);
+        var rtn = AwqScaleSearch.FakeQuantize(codec, w, Rows, Cols);
+        double eG = GptqQuantizerTests.OutputError(w, decoded, x, Rows, Cols, Tokens);
+        double eR = GptqQuantizerTests.OutputError(w, rtn, x, Rows, Cols, Tokens);
+        output.WriteLine($"{format}: GPTQ/RTN = {eG / eR:F3}");
+        Assert.True(eG < 0.9 * eR, $"{format}: GPTQ {eG:E3} vs RTN {eR:E3}");
     }
 
     /// <summary>Fit on the original weights without importance, round every value, encode: plain RTN through the grid.</summary>
