@@ -5,8 +5,10 @@ namespace Lowbit.Methods.Grids;
 /// <summary>
 /// GPTQ grid of ggml's E2M1 block formats: MXFP4 (32 values, one E8M0 scale) and NVFP4 (64 values, four
 /// UE4M3 scales of 16 values each). <see cref="Fit"/> quantizes the block with the codec (ggml's reference:
-/// the scale from each (sub-)block's absolute maximum; ggml ignores importance for these types, so does this
-/// grid); parameters are the decoded (sub-)block scales followed by the raw scale bytes. <see cref="Round"/>
+/// the scale from each (sub-)block's absolute maximum). ggml ignores importance for these types; when GPTQ
+/// passes importance = diag(H) the grid also tries the neighbouring representable scales (E8M0 exponent ± 1,
+/// UE4M3 code ± 3) and keeps the one with the lowest importance-weighted rounding error. Parameters are the
+/// decoded (sub-)block scales followed by the raw scale bytes. <see cref="Round"/>
 /// picks the E2M1 code ggml's best_index_mxfp4 picks under that scale and returns doubled-value·scale, the
 /// decoder's float expression — so RTN through this grid is exactly the codec's quantizer.
 /// </summary>
@@ -36,11 +38,47 @@ public sealed class Fp4Grid : IQuantGrid
     {
         Span<byte> block = stackalloc byte[codec.BlockBytes];
         codec.QuantizeRows(weights, block, GroupSize, default);
+        bool weighted = !GridMath.AllZero(importance);
         for (int s = 0; s < subBlocks; s++)
         {
-            p[s] = DecodeScale(block[s]);
-            p[subBlocks + s] = block[s];
+            byte code = block[s];
+            if (weighted)
+                code = BestWeightedScale(weights.Slice(s * subBlockSize, subBlockSize), importance.Slice(s * subBlockSize, subBlockSize), code);
+            p[s] = DecodeScale(code);
+            p[subBlocks + s] = code;
         }
+    }
+
+    /// <summary>The scale code near the reference one whose grid gives the lowest Σ importance·(x − Q(x))².</summary>
+    private byte BestWeightedScale(ReadOnlySpan<float> x, ReadOnlySpan<float> importance, byte reference)
+    {
+        // E8M0 codes 0..254 (255 is NaN in OCP MX); UE4M3 codes 1..0x7E are positive and increasing (0x7F is NaN).
+        int radius = subBlocks == 1 ? 1 : 3;
+        int lo = subBlocks == 1 ? 0 : 1, hi = subBlocks == 1 ? 254 : 0x7E;
+        byte best = reference;
+        double bestError = WeightedError(x, importance, DecodeScale(reference));
+        for (int c = Math.Max(lo, reference - radius); c <= Math.Min(hi, reference + radius); c++)
+        {
+            if (c == reference) continue;
+            double error = WeightedError(x, importance, DecodeScale((byte)c));
+            if (error < bestError)
+            {
+                bestError = error;
+                best = (byte)c;
+            }
+        }
+        return best;
+    }
+
+    private static double WeightedError(ReadOnlySpan<float> x, ReadOnlySpan<float> importance, float d)
+    {
+        double e = 0;
+        for (int i = 0; i < x.Length; i++)
+        {
+            double diff = x[i] - Decode(d, E2M1.BestIndexGgml(x[i], d));
+            e += importance[i] * diff * diff;
+        }
+        return e;
     }
 
     private static float Decode(float d, int code) => E2M1.Doubled[code] * d;
