@@ -13,7 +13,7 @@ namespace Lowbit.Engine;
 /// weight rows is decoded once into an L1/L2-sized F32 buffer and multiplied against every
 /// activation row). Never dequantizes the whole tensor.
 /// </summary>
-internal sealed unsafe class WeightMatrix
+internal sealed unsafe partial class WeightMatrix
 {
     private enum Kind { F32, F16, BF16, Generic }
 
@@ -163,6 +163,11 @@ internal sealed unsafe class WeightMatrix
         if (n == 1)
         {
             MatVec(x, xOffset, y, yOffset, par);
+            return;
+        }
+        if (QuantizesActivationRows) // W8A8: activations are part of the format (WeightMatrix.QuantizedActivations.cs)
+        {
+            MatMulQuantizedActivations(x, xOffset, n, y, yOffset, par);
             return;
         }
         int tileRows = Math.Max(4, TileBytesTarget / (Cols * sizeof(float)) & ~3);
