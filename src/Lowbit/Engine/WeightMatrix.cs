@@ -13,7 +13,7 @@ namespace Lowbit.Engine;
 /// weight rows is decoded once into an L1/L2-sized F32 buffer and multiplied against every
 /// activation row). Never dequantizes the whole tensor.
 /// </summary>
-internal sealed unsafe class WeightMatrix
+internal sealed unsafe partial class WeightMatrix
 {
     private enum Kind { F32, F16, BF16, Generic }
 
@@ -208,7 +208,8 @@ internal sealed unsafe class WeightMatrix
             MatVec(x, xOffset, y, yOffset, par);
             return;
         }
-        if (_quantizedPrefill)
+        // W8A8 codecs quantize activations per token as part of the format, so prefill (and PPL/KLD) must too.
+        if (_quantizedPrefill || QuantizesActivationRows)
         {
             MatMulQuantized(x, xOffset, n, y, yOffset, par);
             return;

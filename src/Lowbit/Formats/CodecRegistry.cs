@@ -39,6 +39,8 @@ public static class CodecRegistry
         new Nf4Codec(doubleQuant: false),
         new Fp4Codec(),
         new NvFp4TensorScaledCodec(),
+        new W8A8Int8Codec(),
+        new W8A8Fp8Codec(),
     ];
 
     /// <summary>Factories for parametric names; each returns null when the name is not its family.</summary>

@@ -32,7 +32,11 @@ public abstract class TensorCodec
 
     public bool CanEncodeRow(long cols) => cols > 0 && cols % BlockSize == 0;
 
-    public long RowBytes(long cols)
+    /// <summary>
+    /// Encoded bytes of one row. Block codecs: cols / BlockSize × BlockBytes. Virtual for row codecs
+    /// that add a fixed per-row header (W8A8: one FP32 scale per row, then one byte per value).
+    /// </summary>
+    public virtual long RowBytes(long cols)
     {
         if (!CanEncodeRow(cols))
             throw new ArgumentException($"{Name}: row length {cols} is not a multiple of the block size {BlockSize}.");
