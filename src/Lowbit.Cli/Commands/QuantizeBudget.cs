@@ -47,10 +47,10 @@ public sealed class QuantizeBudget
             if (GgufMixture.TryGet(c) is null) throw new LowbitException($"unknown mixture '{c}' in --compare; known: {string.Join(", ", GgufMixture.Names)}");
 
         var tok = ModelSession.RequireTokenizer(m, null);
-        var tokens = tok.Encode(ModelSession.ReadText(null), addBos: true);
         SensitivityReport? sens = pr.GetValue(_sensitivity) is { } sp ? RunFiles.ReadSensitivity(sp) : null;
         int ctx = Math.Min(sens?.Context ?? pr.GetValue(_ctx), m.Config.MaxPositions);
         int chunks = sens?.Chunks ?? pr.GetValue(_chunks);
+        var tokens = SensitivityCommand.EncodePrefix(tok, ModelSession.ReadText(null), (long)chunks * ctx);
         var engineOptions = new EngineOptions { Threads = threads, ContextLength = ctx };
         var baseline = SensitivityBaseline.Capture(new InferenceEngine(m, engineOptions), tokens,
             new PerplexityOptions { Context = ctx, MaxChunks = chunks, BosToken = tok.BosId }, ct);
