@@ -16,7 +16,7 @@ namespace Lowbit.Report;
 public static class HtmlReport
 {
     /// <summary>Devices of the built-in catalog shown in the fit table.</summary>
-    public static IReadOnlyList<string> DefaultDevices { get; } = ["rtx-4060", "rtx-4090", "h100-sxm", "apple-m4-max-40c", "cpu-ddr5-2ch"];
+    public static IReadOnlyList<string> DefaultDevices { get; } = ["rtx-4060", "rtx-4090", "h100-sxm", "apple-m4-max-40c-128gb", "cpu-ddr5-2ch-64gb"];
 
     private static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
 
