@@ -4,16 +4,12 @@ using Lowbit.Tests.Engine;
 
 namespace Lowbit.Tests.Cli;
 
+/// <summary>Serialized with the other CLI tests (one swaps the process-wide console).</summary>
+[Collection("Lowbit CLI")]
 public sealed class ReportCliTests
 {
-    private static int RunCli(params string[] args)
-    {
-        // The bundled paths resolve from the working directory upwards; run from the repository root.
-        var cwd = Directory.GetCurrentDirectory();
-        Directory.SetCurrentDirectory(EngineTestPaths.Root);
-        try { return global::Lowbit.Cli.Program.Main(args); }
-        finally { Directory.SetCurrentDirectory(cwd); }
-    }
+    // The bundled model and text resolve upwards from the test binaries (inside the repository).
+    private static int RunCli(params string[] args) => global::Lowbit.Cli.Program.Main(args);
 
     [Fact]
     public void Evaluate_variants_sensitivity_and_report_render_a_self_contained_page_for_the_bundled_model()
