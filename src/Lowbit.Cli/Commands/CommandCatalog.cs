@@ -18,5 +18,6 @@ public static class CommandCatalog
         SensitivityCommand.Create(),
         ReportCommand.Create(),
         ReportCommand.CreateEvaluateVariants(),
+        AdviseCommand.Create(),
     ];
 }

@@ -47,10 +47,10 @@ public sealed class QuantizeBudget
             if (GgufMixture.TryGet(c) is null) throw new LowbitException($"unknown mixture '{c}' in --compare; known: {string.Join(", ", GgufMixture.Names)}");
 
         var tok = ModelSession.RequireTokenizer(m, null);
-        var tokens = tok.Encode(ModelSession.ReadText(null), addBos: true);
         SensitivityReport? sens = pr.GetValue(_sensitivity) is { } sp ? RunFiles.ReadSensitivity(sp) : null;
         int ctx = Math.Min(sens?.Context ?? pr.GetValue(_ctx), m.Config.MaxPositions);
         int chunks = sens?.Chunks ?? pr.GetValue(_chunks);
+        var tokens = SensitivityCommand.EncodePrefix(tok, ModelSession.ReadText(null), (long)chunks * ctx);
         var engineOptions = new EngineOptions { Threads = threads, ContextLength = ctx };
         var baseline = SensitivityBaseline.Capture(new InferenceEngine(m, engineOptions), tokens,
             new PerplexityOptions { Context = ctx, MaxChunks = chunks, BosToken = tok.BosId }, ct);
@@ -102,10 +102,10 @@ public sealed class QuantizeBudget
             byFormat.AddTextRow(g.Key, g.Count().ToString(), string.Join(" ", g.Select(kv => kv.Key.Replace(".weight", "")).Take(12)) + (g.Count() > 12 ? " …" : ""));
         console.Write(byFormat);
         var t = new Table().Title(Markup.Escape($"predicted vs measured KLD ({r.Chunks} chunks × {r.Context}, base PPL {r.BasePerplexity:F4})"))
-            .AddColumns("variant", "bytes", "bpw", "pred. KLD", "KLD", "±", "top1 %", "PPL");
+            .AddColumns("variant", "bytes", "bpw", "pred. KLD", "KLD", "top1 %", "PPL");
         foreach (var x in new[] { r.Planned }.Concat(r.Mixtures.OrderBy(x => x.Bytes)))
-            t.AddTextRow(x.Name, x.Bytes.ToString("N0"), Format.F(x.BitsPerWeight, "0.000"), x.PredictedKld is { } p ? Format.F(p, "0.00000") : "-",
-                Format.F(x.MeasuredKld, "0.00000"), Format.F(x.KldError, "0.00000"), Format.F(100 * x.SameTop, "0.0"), Format.F(x.Perplexity, "0.00"));
+            t.AddTextRow(x.Name, x.Bytes.ToString(System.Globalization.CultureInfo.InvariantCulture), Format.F(x.BitsPerWeight, "0.000"), x.PredictedKld is { } p ? Format.F(p, "0.00000") : "-",
+                Format.F(x.MeasuredKld, "0.00000"), Format.F(100 * x.SameTop, "0.0"), Format.F(x.Perplexity, "0.00"));
         console.Write(t);
         // The mixture the budget names, else the largest mixture within the budget.
         var same = r.Mixtures.FirstOrDefault(x => string.Equals(x.Name, r.Budget, StringComparison.OrdinalIgnoreCase))

@@ -68,11 +68,11 @@ public static class ReportCommand
             string name = QuantizeCommand.ModelName(path);
             string textContent = ModelSession.ReadText(pr.GetValue(text));
             var tok = ModelSession.RequireTokenizer(m, null);
-            var tokens = tok.Encode(textContent, addBos: true);
             var engineOptions = new EngineOptions
             {
                 Threads = pr.GetValue(eng.Threads), ContextLength = eng.EffectiveContext(pr, m.Config), KvCache = EngineCliOptions.ParseKv(pr.GetValue(eng.KvCache)!),
             };
+            var tokens = SensitivityCommand.EncodePrefix(tok, textContent, (long)pr.GetValue(chunks) * engineOptions.ContextLength);
             var baseline = SensitivityBaseline.Capture(new InferenceEngine(m, engineOptions), tokens,
                 new PerplexityOptions { Context = engineOptions.ContextLength, MaxChunks = pr.GetValue(chunks), BosToken = tok.BosId }, ct);
             console.WriteLine($"evaluate-variants: {baseline.Chunks} chunks of {baseline.Context} tokens, base PPL {baseline.BasePerplexity:F4}");

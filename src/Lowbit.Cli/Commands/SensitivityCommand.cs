@@ -60,12 +60,28 @@ public static class SensitivityCommand
         return names.Select(n => CodecRegistry.TryGet(n) ?? throw new LowbitException($"unknown format '{n}' (see 'lowbit formats')")).ToArray();
     }
 
+    /// <summary>
+    /// Tokenizes only as much of the text as <paramref name="needed"/> tokens take (a few chunks of a
+    /// megabyte-long evaluation text), with a generous margin; the whole text when the prefix falls short.
+    /// Only the cut at the end can tokenize differently, and it lies far beyond the tokens used.
+    /// </summary>
+    public static int[] EncodePrefix(Model.Tokenizer tok, string text, long needed)
+    {
+        long chars = Math.Max(4096, needed * 32);
+        if (chars < text.Length)
+        {
+            var tokens = tok.Encode(text[..(int)chars], addBos: true);
+            if (tokens.Length >= needed + 256) return tokens;
+        }
+        return tok.Encode(text, addBos: true);
+    }
+
     /// <summary>Captures the base distributions and measures every component with a progress bar.</summary>
     public static SensitivityReport Run(IAnsiConsole console, LoadedModel m, string name, IReadOnlyList<TensorCodec> codecs, int chunks, string text,
         EngineOptions engineOptions, CancellationToken ct)
     {
         var tok = ModelSession.RequireTokenizer(m, null);
-        var tokens = tok.Encode(text, addBos: true);
+        var tokens = EncodePrefix(tok, text, (long)chunks * engineOptions.ContextLength);
         var baseEngine = new InferenceEngine(m, engineOptions);
         var options = new PerplexityOptions { Context = baseEngine.ContextLength, MaxChunks = chunks, BosToken = tok.BosId };
         var baseline = SensitivityBaseline.Capture(baseEngine, tokens, options, ct);

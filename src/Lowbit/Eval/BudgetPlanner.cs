@@ -97,7 +97,8 @@ public static class BudgetPlanner
         ArgumentNullException.ThrowIfNull(sensitivity);
         ArgumentNullException.ThrowIfNull(candidates);
         var codecs = candidates.Select(c => CodecRegistry.TryGet(c) ?? throw new LowbitException($"unknown candidate format '{c}' (see 'lowbit formats')")).ToArray();
-        var components = Sensitivity.Components(model);
+        // Components no candidate can split into blocks keep their type (as `quantize --format` does).
+        var components = Sensitivity.Components(model).Where(t => codecs.Any(c => c.CanEncodeRow(t.Cols))).ToArray();
         var componentNames = components.Select(t => t.Name).ToHashSet();
         var f32 = CodecRegistry.Get("f32");
         var fixedTensors = new Dictionary<string, TensorCodec>();
@@ -105,11 +106,12 @@ public static class BudgetPlanner
         foreach (var t in model.Tensors.Where(t => !componentNames.Contains(t.Name)))
         {
             var codec = t.Shape.Length < 2 ? f32 : t.Codec;
+            if (!codec.CanEncodeRow(t.Cols)) codec = t.Codec;
             fixedTensors[t.Name] = codec;
             fixedBytes += codec.TensorBytes(t.Rows, t.Cols);
         }
 
-        var choices = new List<TensorChoice>(components.Count);
+        var choices = new List<TensorChoice>(components.Length);
         var byName = codecs.ToDictionary(c => c.Name, StringComparer.OrdinalIgnoreCase);
         foreach (var t in components)
         {

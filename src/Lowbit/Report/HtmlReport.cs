@@ -16,7 +16,7 @@ namespace Lowbit.Report;
 public static class HtmlReport
 {
     /// <summary>Devices of the built-in catalog shown in the fit table.</summary>
-    public static IReadOnlyList<string> DefaultDevices { get; } = ["rtx-4060", "rtx-4090", "h100-sxm", "apple-m4-max-40c", "cpu-ddr5-2ch"];
+    public static IReadOnlyList<string> DefaultDevices { get; } = ["rtx-4060", "rtx-4090", "h100-sxm", "apple-m4-max-40c-128gb", "cpu-ddr5-2ch-64gb"];
 
     private static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
 
@@ -127,7 +127,7 @@ public static class HtmlReport
         {
             double py = Sy(rf);
             sb.Append($"<line x1=\"{L}\" y1=\"{N(py, "0.#")}\" x2=\"{W - R}\" y2=\"{N(py, "0.#")}\" stroke=\"#888\" stroke-dasharray=\"5 4\"/>");
-            sb.Append($"<text x=\"{W - R - 4}\" y=\"{N(py - 4, "0.#")}\" text-anchor=\"end\" font-size=\"11\" fill=\"#666\">base {N(rf, "0.###")}</text>");
+            sb.Append($"<text x=\"{L + 4}\" y=\"{N(py - 4, "0.#")}\" font-size=\"11\" fill=\"#666\">base {N(rf, "0.###")}</text>");
         }
         // Pareto front: sorted by size, keep points better than every smaller one.
         var front = new List<Point>();
@@ -136,12 +136,34 @@ public static class HtmlReport
         if (front.Count > 1)
             sb.Append("<polyline fill=\"none\" stroke=\"#1976d2\" stroke-width=\"1.5\" points=\"")
               .Append(string.Join(" ", front.Select(p => $"{N(Sx(p.X), "0.#")},{N(Sy(p.Y), "0.#")}"))).Append("\"/>");
+        // Labels: the first of eight spots around the point whose box overlaps no label placed so far.
+        var placed = new List<(double X0, double Y0, double X1, double Y1)>();
         foreach (var p in points)
+        {
+            double px = Sx(p.X), py = Sy(p.Y);
+            placed.Add((px - 4, py - 4, px + 4, py + 4));
+        }
+        foreach (var p in points.OrderBy(p => p.Series == "budget" ? 0 : 1))
         {
             string color = p.Series switch { "budget" => "#d32f2f", "mixture" => "#7b1fa2", _ => "#1976d2" };
             double px = Sx(p.X), py = Sy(p.Y);
             sb.Append($"<circle cx=\"{N(px, "0.#")}\" cy=\"{N(py, "0.#")}\" r=\"{(p.Series == "budget" ? 6 : 4)}\" fill=\"{color}\"><title>{E($"{p.Label}: {p.X:0.000} bpw, {p.Y:G4}")}</title></circle>");
-            sb.Append($"<text x=\"{N(px + 7, "0.#")}\" y=\"{N(py - 5, "0.#")}\" font-size=\"10\" fill=\"{color}\">{E(p.Label)}</text>");
+            double tw = 5.6 * p.Label.Length, th = 10;
+            (double dx, double dy, string anchor)[] spots =
+                [(7, -5, "start"), (7, 12, "start"), (-7, -5, "end"), (-7, 12, "end"), (0, -9, "middle"), (0, 19, "middle"), (12, -16, "start"), (-12, 24, "end")];
+            var chosen = spots[0];
+            (double X0, double Y0, double X1, double Y1) box = default;
+            foreach (var spot in spots)
+            {
+                double x0 = spot.anchor switch { "start" => px + spot.dx, "end" => px + spot.dx - tw, _ => px - tw / 2 };
+                (double X0, double Y0, double X1, double Y1) b = (x0, py + spot.dy - th, x0 + tw, py + spot.dy + 1);
+                bool inside = b.X0 >= L && b.X1 <= W - 2 && b.Y0 >= T - 6 && b.Y1 <= H - B;
+                bool clash = placed.Any(o => b.X0 < o.X1 && o.X0 < b.X1 && b.Y0 < o.Y1 && o.Y0 < b.Y1);
+                if (inside && !clash) { chosen = spot; box = b; break; }
+                if (spot == spots[0]) box = b;
+            }
+            placed.Add(box);
+            sb.Append($"<text x=\"{N(px + chosen.dx, "0.#")}\" y=\"{N(py + chosen.dy, "0.#")}\" text-anchor=\"{chosen.anchor}\" font-size=\"10\" fill=\"{color}\">{E(p.Label)}</text>");
         }
         // legend
         int ly = T + 4;
@@ -198,7 +220,7 @@ public static class HtmlReport
         var (grid, others) = Sensitivity.Heatmap(s, format, layers);
         var values = grid.Cast<double>().Concat(others.Select(o => o.MeanKld)).Where(v => double.IsFinite(v) && v > 0).ToArray();
         double lo = values.Length > 0 ? Math.Log10(values.Min()) : 0, hi = values.Length > 0 ? Math.Log10(values.Max()) : 1;
-        const int Cell = 58, CellH = 22, Left = 50, Top = 46;
+        const int Cell = 58, CellH = 22, Left = 72, Top = 46;
         int kinds = Sensitivity.LayerKinds.Count;
         int extraRows = others.Count;
         int w = Left + kinds * Cell + 10, h = Top + (layers + extraRows) * CellH + 34;

@@ -96,9 +96,10 @@ public static class VariantEvaluation
         long bytes = variant.Tensors.Sum(t => t.ByteCount);
         long parameters = variant.Tensors.Sum(t => t.ElementCount);
         double prefill = m.Seconds > 0 ? (double)baseline.Chunks * baseline.Context / m.Seconds : 0;
-        // Decode speed: one token at a time from an empty cache (after one warm-up step).
+        // Decode speed: one token at a time from an empty cache, after a few warm-up steps (JIT, caches).
         engine.Reset();
-        engine.Decode(engine.Config.BosTokenId);
+        for (int i = 0; i < 4; i++) engine.Decode(engine.Config.BosTokenId);
+        engine.Reset();
         var sw = Stopwatch.StartNew();
         int n = Math.Min(DecodeTokens, engine.ContextLength - 1);
         for (int i = 0; i < n; i++) engine.Decode((i * 7919 + 3) % engine.VocabSize);
