@@ -147,16 +147,18 @@ public static class AwqScaleSearch
             float amax = row.Max(Math.Abs);
             double bestErr = double.MaxValue;
             float[] bestRow = row;
+            var diff = new float[cols];
             for (int i = 0; i <= (int)(steps * maxShrink); i++)
             {
                 float lim = amax * (1 - (float)i / steps);
                 var clipped = row.Select(v => Math.Clamp(v, -lim, lim)).ToArray();
                 var q = FakeQuantize(codec, clipped, 1, cols);
+                System.Numerics.Tensors.TensorPrimitives.Subtract(row, q, diff);
                 double err = 0;
                 for (int t = 0; t < nt; t++)
                 {
-                    double a = 0;
-                    for (int c = 0; c < cols; c++) a += (row[c] - q[c]) * (double)xsub[t * cols + c];
+                    // SIMD float dot per token; the sum of squares over tokens stays in double.
+                    double a = System.Numerics.Tensors.TensorPrimitives.Dot(diff, new ReadOnlySpan<float>(xsub, t * cols, cols));
                     err += a * a;
                 }
                 if (err < bestErr)
