@@ -83,9 +83,12 @@ async function greedy(model, seq, prompt, n, vocab) {
     const items = input.map((t, i) => i === input.length - 1 ? [t, {generateNext: {logits: true}}] : t);
     let res = await seq.controlledEvaluate(items);
     let logits = logitsArray(res[input.length - 1].next.logits, vocab);
-    const out = [];
+    const out = [], margins = [];
     for (let i = 0; i < n && seq.nextTokenIndex < seq.contextSize; i++) {
         const next = argMax(logits);
+        let second = -Infinity;
+        for (let t = 0; t < logits.length; t++) if (t !== next && logits[t] > second) second = logits[t];
+        margins.push(logits[next] - second); // how close llama.cpp's own choice was
         if (next === model.tokens.eos) break;
         out.push(next);
         if (i + 1 < n) {
@@ -96,7 +99,7 @@ async function greedy(model, seq, prompt, n, vocab) {
     const promptText = model.detokenize(input);
     const pieces = [];
     for (let i = 1; i <= out.length; i++) pieces.push(model.detokenize([...input, ...out.slice(0, i)]).slice(promptText.length));
-    return {promptTokens: input, tokens: out, text: pieces.at(-1) ?? "", pieces};
+    return {promptTokens: input, tokens: out, text: pieces.at(-1) ?? "", pieces, margins};
 }
 
 /** Index of the first generated token whose text leaves the reference (null if all agree). */
@@ -165,6 +168,12 @@ if (model) {
             const lowbit = fs.readFileSync(args.lowbitText, "utf8");
             result.greedy.lowbitText = lowbit;
             result.greedy.firstDivergence = firstDivergence(g.pieces, lowbit);
+            // llama.cpp's top-1 minus top-2 logit at the diverging step, and the smallest gap before it
+            const d = result.greedy.firstDivergence;
+            if (d !== null && d < g.margins.length) {
+                result.greedy.marginAtDivergence = g.margins[d];
+                result.greedy.minMarginBefore = d > 0 ? Math.min(...g.margins.slice(0, d)) : null;
+            }
         }
     }
     if (args.text) result.perplexity = await perplexity(model, seq, fs.readFileSync(args.text, "utf8"),

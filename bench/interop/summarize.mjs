@@ -18,7 +18,8 @@ for (const mix of mixes) {
     if (!llama.loads) { console.log(`| ${mix} | **no**: ${String(llama.error).split("\n")[0].replace(/\|/g, "/")} | | | | | | | | |`); continue; }
     const sameIds = read(`${mix}.kld.json`)?.result ? "yes" : "no (lowbit kld refused the ids)";
     const g = llama.greedy;
-    const div = g.firstDivergence === null ? `none (${g.tokens.length}/${g.tokens.length} equal)` : `token ${g.firstDivergence}`;
+    const div = g.firstDivergence === null ? `none (${g.tokens.length}/${g.tokens.length} equal)` : `token ${g.firstDivergence}` +
+        (g.marginAtDivergence !== undefined ? ` (llama.cpp top-2 gap ${g.marginAtDivergence.toFixed(3)})` : "");
     const pl = llama.perplexity?.ppl, pb = lowbit?.perplexity;
     const delta = pl && pb ? `${(100 * (pb - pl) / pl).toFixed(2)}%` : "n/a";
     const k = (r) => r ? `${sci(r.mean_kld)} (${pct(r.same_top)})` : "n/a";
