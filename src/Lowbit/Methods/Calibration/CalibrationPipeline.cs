@@ -78,6 +78,7 @@ public static class CalibrationPipeline
             cancel.ThrowIfCancellationRequested();
             var sw = Stopwatch.StartNew();
             var blockReports = new List<CalibratedTensorReport>();
+            double statsSeconds = 0, quantSeconds = 0;
             var current = BlockTensors(model, layer);
             var groups = options.TrueSequential
                 ? LinearGroups(layer)
@@ -87,8 +88,13 @@ public static class CalibrationPipeline
                 var planned = group.Where(e => plan.ContainsKey(e.Name)).ToArray();
                 if (planned.Length == 0) continue;
                 var kinds = planned.Where(e => plan[e.Name].NeedsStatistics).Select(e => e.Input).Distinct().ToArray();
+                long ts = Stopwatch.GetTimestamp();
+                // The q/k/v input is attn_norm(hidden): no need to run the block for it alone.
                 var grams = kinds.Length == 0 ? new Dictionary<LinearInput, GramAccumulator>()
-                    : CollectStatistics(model, layer, current, hidden, length, kinds, threads, cancel);
+                    : kinds is [LinearInput.Attention]
+                        ? new Dictionary<LinearInput, GramAccumulator> { [LinearInput.Attention] = NormedGram(model, TensorNames.AttnNorm(layer), hidden, length, threads, cancel) }
+                        : CollectStatistics(model, layer, current, hidden, length, kinds, threads, cancel);
+                statsSeconds += Stopwatch.GetElapsedTime(ts).TotalSeconds;
                 if (options.OnStatistics is { } onStats)
                     foreach (var (kind, g) in grams) onStats(layer, kind, g);
                 var hessians = new Dictionary<LinearInput, double[]>();
@@ -105,22 +111,28 @@ public static class CalibrationPipeline
                     var q = Quantize(source, name, target, gram, hessian, threads, cancel, out double? loss);
                     current[Local(name)] = Rename(q, Local(name));
                     replacements[name] = q;
-                    blockReports.Add(new CalibratedTensorReport(name, q.Codec.Name, target.ToString(), q.ByteCount, loss,
-                        Stopwatch.GetElapsedTime(t0).TotalSeconds));
+                    double secs = Stopwatch.GetElapsedTime(t0).TotalSeconds;
+                    quantSeconds += secs;
+                    blockReports.Add(new CalibratedTensorReport(name, q.Codec.Name, target.ToString(), q.ByteCount, loss, secs));
                 }
             }
 
             // The next block's inputs: this block's outputs with its weights quantized.
+            long tp = Stopwatch.GetTimestamp();
             var engine = BlockEngine(model, current, length, threads, null);
             foreach (var hs in hidden)
             {
                 cancel.ThrowIfCancellationRequested();
                 engine.ForwardLayers(hs, length, 0, 1);
             }
+            double propagateSeconds = Stopwatch.GetElapsedTime(tp).TotalSeconds;
             if (options.CheckpointDirectory is { } cdir)
                 CalibrationCheckpoint.SaveBlock(cdir, fingerprint!, layer, blockReports.Select(r => replacements[r.Name]).ToList(), hidden, length * h);
 
-            var report = new CalibrationBlockReport(layer, sw.Elapsed.TotalSeconds, GC.GetTotalMemory(false), PeakWorkingSet(), false, blockReports);
+            var report = new CalibrationBlockReport(layer, sw.Elapsed.TotalSeconds, GC.GetTotalMemory(false), PeakWorkingSet(), false, blockReports)
+            {
+                StatisticsSeconds = statsSeconds, QuantizeSeconds = quantSeconds, PropagateSeconds = propagateSeconds,
+            };
             reports.Add(report);
             progress?.Report(new CalibrationProgress(layer + 1, cfg.NumLayers, report));
         }
@@ -141,7 +153,7 @@ public static class CalibrationPipeline
                 effective = target with { Method = QuantMethod.Rtn }; // an embedding lookup has no input activations to calibrate on
             if (effective.NeedsStatistics && name == TensorNames.Output)
             {
-                gram = FinalHiddenGram(model, hidden, length, threads);
+                gram = NormedGram(model, TensorNames.OutputNorm, hidden, length, threads, cancel);
                 if (effective.Method == QuantMethod.Gptq) hessian = gram.ToHessian();
             }
             var q = Quantize(Rename(source, name), name, effective, gram, hessian, threads, cancel, out double? loss);
@@ -230,20 +242,21 @@ public static class CalibrationPipeline
         return grams;
     }
 
-    private static GramAccumulator FinalHiddenGram(LoadedModel model, float[][] hidden, int length, int threads)
+    /// <summary>Gram matrix of RMSNorm(hidden) · weight (the engine's RMSNorm, same order of operations): the input of q/k/v or of the LM head.</summary>
+    private static GramAccumulator NormedGram(LoadedModel model, string normName, float[][] hidden, int length, int threads, CancellationToken cancel)
     {
         var cfg = model.Config;
         int h = cfg.HiddenSize;
-        var norm = model.Get(TensorNames.OutputNorm).ToFloat();
+        var norm = model.Get(normName).ToFloat();
         var gram = new GramAccumulator(h);
         var normed = new float[length * h];
         foreach (var hs in hidden)
         {
+            cancel.ThrowIfCancellationRequested();
             for (int t = 0; t < length; t++)
             {
                 var x = hs.AsSpan(t * h, h);
                 var o = normed.AsSpan(t * h, h);
-                // The engine's RMSNorm, in the same order of operations.
                 float ss = TensorPrimitives.SumOfSquares(x) / h + cfg.RmsNormEps;
                 TensorPrimitives.Multiply(x, 1f / MathF.Sqrt(ss), o);
                 TensorPrimitives.Multiply(o, norm, o);
