@@ -13,5 +13,6 @@ public static class CommandCatalog
         PerplexityCommand.Create(),
         KldCommand.Create(),
         GenerateCommand.Create(),
+        ImatrixCommand.Create(),
     ];
 }

@@ -27,7 +27,10 @@ public static class RecipePlanner
     /// <summary>The linears of the decoder blocks (the default targets of codec stages).</summary>
     public const string BlockLinears = @"blk\.\d+\.(attn_(q|k|v|output)|ffn_(gate|up|down))\.weight";
 
-    /// <summary>A stage's format: a llama.cpp mixture or one codec ("int4" + group_size/symmetric composes an int group codec).</summary>
+    /// <summary>
+    /// A stage's format: one codec (every target gets it; "int4" + group_size/symmetric composes an int group codec),
+    /// or, for names that are not codecs, a llama.cpp mixture such as Q4_K_M (per-tensor types by llama.cpp's rules).
+    /// </summary>
     public static (GgufMixture? Mixture, TensorCodec? Codec) ResolveFormat(RecipeStage stage, string where)
     {
         string fmt = stage.Format ?? throw new LowbitException($"{where}: no format");
@@ -40,8 +43,9 @@ public static class RecipePlanner
             bool sym = stage.GetBool("symmetric", true);
             fmt = $"{fmt.ToLowerInvariant()}-g{group}-{(sym ? "sym" : "asym")}";
         }
-        if (GgufMixture.TryGet(fmt) is { } mix && !mix.IsFloat) return (mix, null);
+        // A codec name means that one type for every target (like llama-quantize --pure); other names are mixtures (Q4_K_M).
         if (CodecRegistry.TryGet(fmt) is { } codec) return (null, codec);
+        if (GgufMixture.TryGet(fmt) is { } mix && !mix.IsFloat) return (mix, null);
         throw new LowbitException($"{where}: unknown format '{stage.Format}' (a codec from 'lowbit formats' or a mixture: {string.Join(", ", GgufMixture.Names)})");
     }
 
