@@ -28,18 +28,21 @@ public static class QuantizeCommand
         var imatrix = new Option<string?>("--imatrix") { Description = "llama.cpp importance matrix (GGUF or legacy .dat) for importance-weighted k-quant/legacy/IQ4 rounding." };
         var threads = CliOptions.Threads();
         var json = CliOptions.Json();
+        var eval = new Option<bool>("--eval") { Description = "After writing, measure size, bpw, PPL, KLD and tokens/s next to the unquantized model." };
+        var evalChunks = new Option<int>("--eval-chunks") { Description = "Chunks of WikiText-2 test for --eval.", DefaultValueFactory = _ => 40 };
         var recipe = new RecipeCliOptions();
         var cmd = new Command("quantize", "Quantize a model to GGUF (round-to-nearest, llama.cpp mixtures) and print the result table; "
             + "with --recipe, run a calibrated recipe (GPTQ, imatrix, ...; presets: " + string.Join(", ", RecipePresets.Names) + ").")
         {
-            model, format, output, pure, imatrix, threads, json,
+            model, format, output, pure, imatrix, threads, json, eval, evalChunks,
         };
         recipe.AddTo(cmd);
         cmd.SetAction((pr, ct) =>
         {
             string path = CliOptions.ResolveModel(pr.GetValue(model));
             if (pr.GetValue(recipe.Recipe) is { } recipeName)
-                return Task.FromResult(RecipeQuantize.Run(pr, recipe, path, recipeName, pr.GetValue(output), pr.GetValue(threads), pr.GetValue(json), ct));
+                return Task.FromResult(RecipeQuantize.Run(pr, recipe, path, recipeName, pr.GetValue(output), pr.GetValue(threads), pr.GetValue(json),
+                    pr.GetValue(eval) ? pr.GetValue(evalChunks) : null, ct));
             string fmt = pr.GetValue(format)!;
             var console = CliRunner.Human(pr.GetValue(json));
             var mixture = ResolveMixture(fmt);
@@ -133,8 +136,6 @@ public sealed class RecipeCliOptions
     public Option<int?> Samples { get; } = new("--samples") { Description = "Calibration samples (overrides the recipe)." };
     public Option<int?> SeqLen { get; } = new("--seq-len") { Description = "Tokens per calibration sample (overrides the recipe; capped at the model's context)." };
     public Option<bool> NoWrite { get; } = new("--no-write") { Description = "Do not write a file (evaluate in memory with --eval)." };
-    public Option<bool> Eval { get; } = new("--eval") { Description = "Evaluate the result in memory: PPL and KL-divergence vs the base model on WikiText-2 test." };
-    public Option<int> EvalChunks { get; } = new("--eval-chunks") { Description = "Chunks of the evaluation text.", DefaultValueFactory = _ => 40 };
     public Option<string?> EvalText { get; } = new("--eval-text") { Description = "Evaluation text file (default: bundled WikiText-2 test)." };
     public Option<string?> Checkpoint { get; } = new("--checkpoint") { Description = "Directory for resumable per-block checkpoints." };
     public Option<bool> Resume { get; } = new("--resume") { Description = "Continue from the checkpoint directory's last finished block." };
@@ -142,14 +143,16 @@ public sealed class RecipeCliOptions
 
     public void AddTo(Command c)
     {
-        foreach (var o in new Option[] { Recipe, Calib, Samples, SeqLen, NoWrite, Eval, EvalChunks, EvalText, Checkpoint, Resume, NoTrueSequential }) c.Options.Add(o);
+        foreach (var o in new Option[] { Recipe, Calib, Samples, SeqLen, NoWrite, EvalText, Checkpoint, Resume, NoTrueSequential }) c.Options.Add(o);
     }
 }
 
 /// <summary>The recipe path of `lowbit quantize`.</summary>
 public static class RecipeQuantize
 {
-    public static int Run(ParseResult pr, RecipeCliOptions o, string modelPath, string recipeName, string? output, int threads, bool json, CancellationToken ct)
+    /// <param name="evalChunks">With --eval: chunks of the evaluation text (the result is evaluated in memory against the base); null = no evaluation.</param>
+    public static int Run(ParseResult pr, RecipeCliOptions o, string modelPath, string recipeName, string? output, int threads, bool json,
+        int? evalChunks, CancellationToken ct)
     {
         var console = CliRunner.Human(json);
         var recipe = Recipes.Recipe.Load(recipeName);
@@ -216,14 +219,14 @@ public static class RecipeQuantize
         }
 
         object? eval = null;
-        if (pr.GetValue(o.Eval))
+        if (evalChunks is { } chunkCount)
         {
             var tok = Tokenizer.ForModel(model) ?? throw new LowbitException($"{modelPath}: evaluation needs the model's tokenizer");
             var tokens = tok.Encode(ModelSession.ReadText(pr.GetValue(o.EvalText)), addBos: true);
             int ctx = Math.Min(512, model.Config.MaxPositions);
             var engineOptions = new EngineOptions { Threads = threads, ContextLength = ctx };
             var r = KlDivergence.Compute(new InferenceEngine(model, engineOptions), new InferenceEngine(result.Model, engineOptions), tokens,
-                new PerplexityOptions { Context = ctx, MaxChunks = pr.GetValue(o.EvalChunks), BosToken = tok.BosId }, null, ct);
+                new PerplexityOptions { Context = ctx, MaxChunks = chunkCount, BosToken = tok.BosId }, null, ct);
             var table = new Table().AddColumns("recipe", "chunks × ctx", "PPL(base)", "PPL(Q)", "mean KLD", "same top");
             table.AddTextRow(recipe.Name, $"{r.Chunks} × {r.Context}", Format.F(r.PplBase.Value, "0.0000"), Format.F(r.PplQuantized.Value, "0.0000"),
                 Format.F(r.MeanKld.Value, "0.000000"), Format.F(100 * r.SameTop.Value, "0.00") + " %");
