@@ -69,9 +69,9 @@ public static class CalibrationPipeline
                         saved.Tensors.Where(t => GgufLayer(t.Name) == l)
                             .Select(t => new CalibratedTensorReport(t.Name, t.Codec.Name, plan[t.Name].ToString(), t.ByteCount, null, 0)).ToList()));
             }
-            else hidden = EmbedAll(model, data, threads);
+            else hidden = EmbedAll(model, data);
         }
-        else hidden = EmbedAll(model, data, threads);
+        else hidden = EmbedAll(model, data);
 
         for (int layer = firstBlock; layer < cfg.NumLayers; layer++)
         {
@@ -205,16 +205,23 @@ public static class CalibrationPipeline
         return Rename(q, name);
     }
 
-    /// <summary>Embeds every sample: the hidden states entering block 0.</summary>
-    private static float[][] EmbedAll(LoadedModel model, CalibrationData data, int threads)
+    /// <summary>Embeds every sample: the hidden states entering block 0 (rows of token_embd, dequantized).</summary>
+    private static float[][] EmbedAll(LoadedModel model, CalibrationData data)
     {
         int length = data.SampleLength, h = model.Config.HiddenSize;
-        var engine = BlockEngine(model, BlockTensors(model, 0), length, threads, null);
+        var embd = model.Get(TensorNames.TokenEmbedding);
+        if (embd.Cols != h) throw new InvalidModelFileException(model.SourcePath, $"'{embd.Name}' must have {h} columns");
+        var bytes = embd.Data;
         var hidden = new float[data.Samples.Count][];
         for (int s = 0; s < hidden.Length; s++)
         {
             hidden[s] = new float[length * h];
-            engine.Embed(data.Samples[s], hidden[s]);
+            var sample = data.Samples[s];
+            for (int t = 0; t < length; t++)
+            {
+                if ((uint)sample[t] >= (ulong)embd.Rows) throw new LowbitException($"calibration token id {sample[t]} is outside the vocabulary (0..{embd.Rows - 1})");
+                embd.Codec.DequantizeTensorRows(bytes.Span, embd.Rows, h, sample[t], 1, hidden[s].AsSpan(t * h, h));
+            }
         }
         return hidden;
     }
@@ -277,12 +284,17 @@ public static class CalibrationPipeline
         return d;
     }
 
-    /// <summary>An engine over a one-layer model: the block's tensors plus the embedding (for Embed) and the final norm.</summary>
+    /// <summary>
+    /// An engine over a one-layer model: the block's tensors, the final norm, and a one-row stand-in embedding
+    /// (the engine only needs its width here; a one-token vocabulary keeps its logit buffer tiny).
+    /// </summary>
     private static InferenceEngine BlockEngine(LoadedModel model, Dictionary<string, ModelTensor> block, int length, int threads, IActivationObserver? observer)
     {
-        var tensors = new List<ModelTensor> { model.Get(TensorNames.TokenEmbedding), model.Get(TensorNames.OutputNorm) };
+        int h = model.Config.HiddenSize;
+        var standIn = new ModelTensor(TensorNames.TokenEmbedding, [1, h], CodecRegistry.Get("f32"), new byte[h * sizeof(float)]);
+        var tensors = new List<ModelTensor> { standIn, model.Get(TensorNames.OutputNorm) };
         tensors.AddRange(block.Values);
-        var one = new LoadedModel(model.SourcePath, model.SourceFormat, model.Config with { NumLayers = 1 }, model.Tokenizer, tensors, model.Metadata);
+        var one = new LoadedModel(model.SourcePath, model.SourceFormat, model.Config with { NumLayers = 1, VocabSize = 1 }, model.Tokenizer, tensors, model.Metadata);
         return new InferenceEngine(one, new EngineOptions { Threads = threads, ContextLength = length, MaxBatch = length, QuantizedActivations = false })
         {
             Observer = observer,
