@@ -47,7 +47,11 @@ public static class CliRunner
     }
 
     /// <summary>The console for human-readable output; stdout stays clean for --json.</summary>
-    public static IAnsiConsole Human(bool json) => json
-        ? AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) })
-        : AnsiConsole.Console;
+    public static IAnsiConsole Human(bool json)
+    {
+        var console = json ? AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) }) : AnsiConsole.Console;
+        // Redirected output (logs, CI) gets wide tables instead of Spectre's 80-column default.
+        if (json ? Console.IsErrorRedirected : Console.IsOutputRedirected) console.Profile.Width = 160;
+        return console;
+    }
 }

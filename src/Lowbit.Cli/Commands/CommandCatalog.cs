@@ -14,5 +14,10 @@ public static class CommandCatalog
         KldCommand.Create(),
         GenerateCommand.Create(),
         ImatrixCommand.Create(),
+        BenchCommand.Create(),
+        BenchQuantizeCommand.Create(),
+        SensitivityCommand.Create(),
+        ReportCommand.Create(),
+        ReportCommand.CreateEvaluateVariants(),
     ];
 }

@@ -13,13 +13,14 @@ public static class FormatsCommand
         var cmd = new Command("formats", "List the numeric formats and llama.cpp mixtures Lowbit can write.");
         cmd.SetAction(_ =>
         {
+            var console = CliRunner.Human(false);
             var table = new Table().AddColumns("format", "GGUF id", "block", "bytes/block", "bits/weight", "imatrix", "int dot");
             foreach (var c in CodecRegistry.Codecs)
                 table.AddTextRow(c.Name, c.Ggml is { } g ? ((uint)g).ToString() : "-", c.BlockSize.ToString(), c.BlockBytes.ToString(),
                     c.BitsPerWeight.ToString("0.####"), c.UsesImportance ? "yes" : "-", c.VecDotCodec?.Name ?? "-");
-            AnsiConsole.Write(table);
-            AnsiConsole.WriteLine("Parametric: int{2,3,4,8}-{gN|channel|tensor}-{sym|asym}[-mse] (e.g. int4-g128-sym).");
-            AnsiConsole.WriteLine($"GGUF mixtures (lowbit quantize --format): {string.Join(", ", GgufMixture.Names)}");
+            console.Write(table);
+            console.WriteLine("Parametric: int{2,3,4,8}-{gN|channel|tensor}-{sym|asym}[-mse] (e.g. int4-g128-sym).");
+            console.WriteLine($"GGUF mixtures (lowbit quantize --format): {string.Join(", ", GgufMixture.Names)}");
             return 0;
         });
         return cmd;

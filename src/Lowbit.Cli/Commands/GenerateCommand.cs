@@ -36,7 +36,7 @@ public static class GenerateCommand
             {
                 Temperature = pr.GetValue(temp), TopK = pr.GetValue(topK), TopP = pr.GetValue(topP), Seed = pr.GetValue(seed),
             });
-            var decoder = tok?.CreateStreamDecoder();
+            var decoder = tok is null ? null : ContinuationDecoder(tok, pr.GetValue(prompt)!);
             Console.Write(pr.GetValue(prompt));
             var sw = Stopwatch.StartNew();
             var logits = engine.Prefill(input);
@@ -61,4 +61,12 @@ public static class GenerateCommand
         });
         return cmd;
     }
+
+    /// <summary>
+    /// Decoder for the tokens printed after the prompt text: the generated text continues the
+    /// prompt, so the SentencePiece dummy-prefix space is dropped only when there is no prompt
+    /// (otherwise "The Python interpreter" + "▁is" would print "interpreteris").
+    /// </summary>
+    internal static Model.Tokenizer.StreamDecoder ContinuationDecoder(Model.Tokenizer tokenizer, string prompt) =>
+        tokenizer.CreateStreamDecoder(atStartOfText: prompt.Length == 0);
 }

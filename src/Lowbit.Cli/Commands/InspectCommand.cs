@@ -20,6 +20,7 @@ public static class InspectCommand
             string path = CliOptions.ResolveModel(pr.GetValue(model));
             using var m = ModelLoader.Open(path);
             var summary = ModelSummary.Of(m);
+            var console = CliRunner.Human(false);
             if (pr.GetValue(json))
             {
                 Console.WriteLine(JsonSerializer.Serialize(summary, JsonOutput.Options));
@@ -43,19 +44,19 @@ public static class InspectCommand
             Row("parameters", $"{Format.Count(summary.Parameters)} ({summary.Parameters:N0})");
             Row("tensor bytes", $"{Format.Bytes(summary.TensorBytes)} ({summary.TensorBytes:N0})");
             Row("bits per weight", Format.F(summary.BitsPerWeight, "0.000"));
-            AnsiConsole.Write(grid);
+            console.Write(grid);
 
             var types = new Table().Title("by format").AddColumns("format", "tensors", "parameters", "bytes", "bpw");
             foreach (var g in summary.ByFormat)
                 types.AddTextRow(g.Format, g.Tensors.ToString(), Format.Count(g.Parameters), Format.Bytes(g.Bytes), Format.F(g.BitsPerWeight, "0.000"));
-            AnsiConsole.Write(types);
+            console.Write(types);
 
             var tensors = new Table().Title("tensors").AddColumns("name", "shape", "format", "bytes", "bpw");
             var list = pr.GetValue(all) ? summary.Tensors : summary.Tensors.Take(24).ToList();
             foreach (var t in list)
                 tensors.AddTextRow(t.Name, Format.Shape(t.Shape), t.Format, Format.Bytes(t.Bytes), Format.F(t.BitsPerWeight, "0.00"));
             if (list.Count < summary.Tensors.Count) tensors.Caption($"{summary.Tensors.Count - list.Count} more: use --all");
-            AnsiConsole.Write(tensors);
+            console.Write(tensors);
             return 0;
         });
         return cmd;

@@ -36,6 +36,8 @@ public static class QuantizeCommand
         {
             model, format, output, pure, imatrix, threads, json, eval, evalChunks,
         };
+        var budget = new QuantizeBudget();
+        budget.AddTo(cmd);
         recipe.AddTo(cmd);
         cmd.SetAction((pr, ct) =>
         {
@@ -43,6 +45,7 @@ public static class QuantizeCommand
             if (pr.GetValue(recipe.Recipe) is { } recipeName)
                 return Task.FromResult(RecipeQuantize.Run(pr, recipe, path, recipeName, pr.GetValue(output), pr.GetValue(threads), pr.GetValue(json),
                     pr.GetValue(eval) ? pr.GetValue(evalChunks) : null, ct));
+            if (budget.IsSet(pr)) return Task.FromResult(budget.Run(pr, path, pr.GetValue(output), pr.GetValue(threads), pr.GetValue(json), ct));
             string fmt = pr.GetValue(format)!;
             var console = CliRunner.Human(pr.GetValue(json));
             var mixture = ResolveMixture(fmt);
@@ -75,6 +78,13 @@ public static class QuantizeCommand
                 Console.WriteLine(JsonSerializer.Serialize(new { model = path, format = mixture.Name, report }, JsonOutput.Options));
             }
             PrintReport(console, path, mixture.Name, report);
+            if (pr.GetValue(eval))
+            {
+                using var written = ModelLoader.Open(outPath);
+                var rows = QuantEvaluation.Compare(m, written, mixture.Name, pr.GetValue(evalChunks), pr.GetValue(threads), console, ct);
+                QuantEvaluation.Print(console, rows);
+                if (pr.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(new { evaluation = rows }, JsonOutput.Options));
+            }
             return Task.FromResult(0);
         });
         return cmd;

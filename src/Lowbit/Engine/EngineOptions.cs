@@ -17,6 +17,14 @@ public sealed record EngineOptions
     /// </summary>
     public bool QuantizedActivations { get; init; } = true;
 
+    /// <summary>
+    /// Also use the integer dot path for batched prefill (each activation row quantized once, then
+    /// codec.DotRowQuantized per weight row), as ggml does for every batch size, so perplexity
+    /// includes the same activation rounding as llama.cpp. Default false: prefill multiplies F32
+    /// activations by weight tiles dequantized to F32 (faster for most codecs, more accurate).
+    /// </summary>
+    public bool QuantizedActivationsInPrefill { get; init; }
+
     /// <summary>Largest number of tokens processed in one forward batch (longer inputs are split).</summary>
     public int MaxBatch { get; init; } = 512;
 }

@@ -29,7 +29,8 @@ public sealed unsafe class InferenceEngine
     private readonly float[] _invFreq;
 
     // Activation buffers, sized for _maxBatch tokens.
-    private readonly float[] _x, _xb, _xb2, _q, _k, _v, _att, _hb, _hb2, _logits, _kScratch, _vScratch;
+    private readonly float[] _x, _xb, _xb2, _q, _k, _v, _att, _hb, _hb2, _kScratch, _vScratch;
+    private float[] _logits = []; // grown to the rows a call asks for (vocab × batch can be hundreds of MB)
     private float[] _ropeCos = [], _ropeSin = [];
 
     public InferenceEngine(LoadedModel model, EngineOptions? options = null)
@@ -43,14 +44,14 @@ public sealed unsafe class InferenceEngine
         _par = new ParallelRunner(options.Threads);
         _maxBatch = Math.Max(1, options.MaxBatch);
         ContextLength = options.ContextLength > 0 ? options.ContextLength : Math.Min(c.MaxPositions > 0 ? c.MaxPositions : 4096, 4096);
-        bool qa = options.QuantizedActivations;
+        bool qa = options.QuantizedActivations, qaPrefill = options.QuantizedActivationsInPrefill;
 
         WeightMatrix Matrix(string name, long rows, long cols)
         {
             var t = model.Get(name);
             if (t.Rows != rows || t.Cols != cols)
                 throw new InvalidModelFileException(model.SourcePath, $"tensor '{name}' has shape [{string.Join(", ", t.Shape)}], expected [{rows}, {cols}]");
-            return new WeightMatrix(t, qa);
+            return new WeightMatrix(t, qa, qaPrefill);
         }
         float[] Vector(string name, int length)
         {
@@ -91,19 +92,49 @@ public sealed unsafe class InferenceEngine
         }
 
         _cache = new KvCache(options.KvCache, c.NumLayers, ContextLength, kvd);
-        int n = _maxBatch;
-        _x = new float[n * h]; _xb = new float[n * h]; _xb2 = new float[n * h];
-        _q = new float[n * qd]; _k = new float[n * kvd]; _v = new float[n * kvd]; _att = new float[n * qd];
-        _hb = new float[n * ff]; _hb2 = new float[n * ff];
-        _logits = new float[(long)n * VocabSize > int.MaxValue ? throw new LowbitException("batch × vocab too large") : n * VocabSize];
-        bool f32Cache = options.KvCache == KvCacheType.F32;
-        _kScratch = f32Cache ? [] : new float[ContextLength * kvd];
-        _vScratch = f32Cache ? [] : new float[ContextLength * kvd];
+        (_x, _xb, _xb2, _q, _k, _v, _att, _hb, _hb2, _kScratch, _vScratch) = AllocateBuffers(c, _maxBatch, ContextLength, options.KvCache);
 
         // RoPE inverse frequencies, as llama2.c computes them (float).
         int half = c.HeadDim / 2;
         _invFreq = new float[half];
         for (int i = 0; i < half; i++) _invFreq[i] = 1.0f / MathF.Pow(c.RopeTheta, 2 * i / (float)c.HeadDim);
+        _options = options;
+    }
+
+    /// <summary>A second engine over the same weights (shared, read-only) with its own cache and buffers.</summary>
+    private InferenceEngine(InferenceEngine source, int threads)
+    {
+        _cfg = source._cfg;
+        _layers = source._layers;
+        _embedding = source._embedding;
+        _lmHead = source._lmHead;
+        _outputNorm = source._outputNorm;
+        _invFreq = source._invFreq;
+        _maxBatch = source._maxBatch;
+        _options = source._options with { Threads = threads };
+        _par = new ParallelRunner(threads);
+        VocabSize = source.VocabSize;
+        ContextLength = source.ContextLength;
+        _cache = new KvCache(_options.KvCache, _cfg.NumLayers, ContextLength, _cfg.KvDim);
+        (_x, _xb, _xb2, _q, _k, _v, _att, _hb, _hb2, _kScratch, _vScratch) = AllocateBuffers(_cfg, _maxBatch, ContextLength, _options.KvCache);
+    }
+
+    private readonly EngineOptions _options;
+
+    /// <summary>
+    /// Creates an independent engine sharing this one's weights (no copy) with its own KV cache,
+    /// e.g. one per thread to evaluate several sequences at once. The clone starts empty.
+    /// </summary>
+    public InferenceEngine CreateSibling(int threads = 1) => new(this, threads);
+
+    private static (float[], float[], float[], float[], float[], float[], float[], float[], float[], float[], float[]) AllocateBuffers(
+        ModelConfig c, int n, int context, KvCacheType kv)
+    {
+        int h = c.HiddenSize, qd = c.QDim, kvd = c.KvDim, ff = c.IntermediateSize;
+        bool f32Cache = kv == KvCacheType.F32;
+        return (new float[n * h], new float[n * h], new float[n * h], new float[n * qd], new float[n * kvd], new float[n * kvd],
+            new float[n * qd], new float[n * ff], new float[n * ff],
+            f32Cache ? [] : new float[context * kvd], f32Cache ? [] : new float[context * kvd]);
     }
 
     public ModelConfig Config => _cfg;
@@ -204,6 +235,9 @@ public sealed unsafe class InferenceEngine
 
         int m = n - firstLogit;
         if (m <= 0) return;
+        long need = (long)m * VocabSize;
+        if (need > int.MaxValue) throw new LowbitException($"{m} rows of {VocabSize} logits exceed one buffer; evaluate fewer tokens per call");
+        if (_logits.Length < need) _logits = new float[need];
         RmsNorm(_x.AsSpan(firstLogit * h), _xb, m, h, _outputNorm);
         _lmHead.MatMul(_xb, 0, m, _logits, 0, _par);
     }
@@ -237,7 +271,7 @@ public sealed unsafe class InferenceEngine
         Observer?.Observe(l, LinearInput.Ffn, _xb.AsSpan(0, n * h), n, h);
         L.Gate.MatMul(_xb, 0, n, _hb, 0, _par);
         L.Up.MatMul(_xb, 0, n, _hb2, 0, _par);
-        SwiGlu(_hb.AsSpan(0, n * ff), _hb2.AsSpan(0, n * ff));
+        SwiGlu(n, ff);
         Observer?.Observe(l, LinearInput.FfnDown, _hb.AsSpan(0, n * ff), n, ff);
         L.Down.MatMul(_hb, 0, n, _xb2, 0, _par);
         TensorPrimitives.Add(_x.AsSpan(0, n * h), _xb2.AsSpan(0, n * h), _x.AsSpan(0, n * h));
@@ -298,14 +332,10 @@ public sealed unsafe class InferenceEngine
         for (int t = 0; t < n; t++) TensorPrimitives.Add(y.AsSpan(t * d, d), bias, y.AsSpan(t * d, d));
     }
 
-    /// <summary>silu(gate) * up, in place into gate.</summary>
-    private static void SwiGlu(Span<float> gate, ReadOnlySpan<float> up)
+    /// <summary>silu(gate) * up = gate * sigmoid(gate) * up, in place into gate (SIMD, parallel over tokens).</summary>
+    private void SwiGlu(int n, int ff)
     {
-        for (int i = 0; i < gate.Length; i++)
-        {
-            float g = gate[i];
-            gate[i] = g / (1f + MathF.Exp(-g)) * up[i];
-        }
+        _par.For(n, (long)n * ff < 1 << 14, t => FastMath.SwiGlu(_hb.AsSpan(t * ff, ff), _hb2.AsSpan(t * ff, ff)));
     }
 
     private void PrepareRope(int p0, int n)
@@ -350,14 +380,19 @@ public sealed unsafe class InferenceEngine
         }
     }
 
-    /// <summary>Causal GQA attention of the n new tokens over cache positions [0, p0 + n).</summary>
+    /// <summary>
+    /// Causal GQA attention of the n new tokens over cache positions [0, p0 + n). Work items are
+    /// (head, block of 16 queries): scores for the block against all keys it may see come from the
+    /// register-blocked dot kernel (same per-element arithmetic as a single dot), then a masked
+    /// softmax per query and a weighted sum of value rows.
+    /// </summary>
     private void Attention(int layer, int p0, int n)
     {
         var c = _cfg;
         int end = p0 + n, hd = c.HeadDim, heads = c.NumHeads, qd = c.QDim, kvd = c.KvDim;
         int group = heads / c.NumKvHeads, window = c.SlidingWindow;
-        float[] keys = _cache.Read(layer, false, end, _kScratch);
-        float[] values = _cache.Read(layer, true, end, _vScratch);
+        float[] keys = _cache.Read(layer, false, end, _kScratch, _par);
+        float[] values = _cache.Read(layer, true, end, _vScratch, _par);
         float scale = 1f / MathF.Sqrt(hd);
         const int tokenBlock = 16;
         int blocks = (n + tokenBlock - 1) / tokenBlock;
@@ -366,27 +401,26 @@ public sealed unsafe class InferenceEngine
         {
             int head = item % heads, t0 = item / heads * tokenBlock, t1 = Math.Min(n, t0 + tokenBlock);
             int kvOff = head / group * hd;
-            float[] scores = ArrayPool<float>.Shared.Rent(end);
+            int bt = t1 - t0;
+            int kEnd = p0 + t1;                                           // keys visible to the last query of the block
+            int kStart = window > 0 ? Math.Max(0, p0 + t0 - window + 1) : 0; // first key visible to the first query
+            int span = kEnd - kStart;
+            float[] scores = ArrayPool<float>.Shared.Rent(bt * span);
             try
             {
                 fixed (float* pk = keys) fixed (float* pv = values) fixed (float* pq = _q) fixed (float* po = _att) fixed (float* ps = scores)
                 {
+                    MatKernels.MatMulTile(pk + (long)kStart * kvd + kvOff, kvd, span, pq + (long)t0 * qd + head * hd, qd, bt, hd, ps, span);
                     for (int t = t0; t < t1; t++)
                     {
                         int pos = p0 + t;
                         int start = window > 0 ? Math.Max(0, pos - window + 1) : 0;
-                        float* qv = pq + (long)t * qd + head * hd;
-                        for (int j = start; j <= pos; j++)
-                            ps[j] = MatKernels.Dot(qv, pk + (long)j * kvd + kvOff, hd) * scale;
-                        var s = new Span<float>(ps + start, pos - start + 1);
+                        var s = new Span<float>(ps + (long)(t - t0) * span + (start - kStart), pos - start + 1);
                         float max = TensorPrimitives.Max(s);
-                        TensorPrimitives.Subtract(s, max, s);
-                        TensorPrimitives.Exp(s, s);
-                        float inv = 1f / TensorPrimitives.Sum(s);
-                        float* o = po + (long)t * qd + head * hd;
-                        new Span<float>(o, hd).Clear();
-                        for (int j = start; j <= pos; j++)
-                            MatKernels.Axpy(ps[j] * inv, pv + (long)j * kvd + kvOff, o, hd);
+                        float sum = FastMath.ExpInPlace(s, max, scale); // softmax of q·k/√d, shifted by its maximum
+                        TensorPrimitives.Multiply(s, 1f / sum, s);
+                        fixed (float* pp = s)
+                            MatKernels.WeightedRowSum(pp, s.Length, pv + (long)start * kvd + kvOff, kvd, po + (long)t * qd + head * hd, hd);
                     }
                 }
             }

@@ -87,12 +87,20 @@ internal sealed class KvCache
     /// K (or V) rows for positions [0, count) as F32: the cache array itself for F32 caches
     /// (row p at p × KvDim), else decoded into <paramref name="scratch"/> (count × KvDim).
     /// </summary>
-    public float[] Read(int layer, bool values, int count, float[] scratch)
+    public float[] Read(int layer, bool values, int count, float[] scratch, ParallelRunner? par = null)
     {
         if (_kF32 is not null)
             return (values ? _vF32! : _kF32)[layer];
-        var src = (values ? _v! : _k!)[layer].AsSpan(0, count * _rowBytes);
-        Decode(src, scratch.AsSpan(0, count * KvDim));
+        var rows = (values ? _v! : _k!)[layer];
+        const int BlockRows = 64;
+        int blocks = (count + BlockRows - 1) / BlockRows;
+        void DecodeBlock(int b)
+        {
+            int r0 = b * BlockRows, n = Math.Min(BlockRows, count - r0);
+            Decode(rows.AsSpan(r0 * _rowBytes, n * _rowBytes), scratch.AsSpan(r0 * KvDim, n * KvDim));
+        }
+        if (par is null) for (int b = 0; b < blocks; b++) DecodeBlock(b);
+        else par.For(blocks, (long)count * KvDim < 1 << 15, DecodeBlock);
         return scratch;
     }
 

@@ -19,10 +19,56 @@ internal static unsafe class MatKernels
     private static Vector256<float> MulAdd(Vector256<float> a, Vector256<float> b, Vector256<float> acc)
         => Fma.IsSupported ? Fma.MultiplyAdd(a, b, acc) : acc + a * b;
 
+    /// <summary>
+    /// Horizontal sum in the one fixed order every kernel uses: ((v0+v1)+(v2+v3)) + ((v4+v5)+(v6+v7)).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float HSum(Vector256<float> v)
+    {
+        if (Avx.IsSupported)
+        {
+            var t = Avx.HorizontalAdd(v, v);
+            t = Avx.HorizontalAdd(t, t);
+            return t.ToScalar() + t.GetElement(4);
+        }
+        return ((v.GetElement(0) + v.GetElement(1)) + (v.GetElement(2) + v.GetElement(3)))
+             + ((v.GetElement(4) + v.GetElement(5)) + (v.GetElement(6) + v.GetElement(7)));
+    }
+
+    /// <summary>Four horizontal sums at once, each in <see cref="HSum"/>'s order (three hadds instead of four reductions).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> HSum4(Vector256<float> a, Vector256<float> b, Vector256<float> c, Vector256<float> d)
+    {
+        if (Avx.IsSupported)
+        {
+            var t = Avx.HorizontalAdd(Avx.HorizontalAdd(a, b), Avx.HorizontalAdd(c, d));
+            return t.GetLower() + t.GetUpper();
+        }
+        return Vector128.Create(HSum(a), HSum(b), HSum(c), HSum(d));
+    }
+
+    /// <summary>y[r] = s[r] + Σ_{k..n} w_r[k]·x[k] for four rows (the scalar tail after the SIMD prefix).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Finish4(Vector128<float> s, float* w0, int ldw, float* x, int k, int n, float* y)
+    {
+        if (k == n)
+        {
+            s.Store(y);
+            return;
+        }
+        for (int r = 0; r < 4; r++)
+        {
+            float* w = w0 + (long)r * ldw;
+            float v = s.GetElement(r);
+            for (int t = k; t < n; t++) v += w[t] * x[t];
+            y[r] = v;
+        }
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float Finish(Vector256<float> acc, float* a, float* b, int k, int n)
     {
-        float s = Vector256.Sum(acc);
+        float s = HSum(acc);
         for (; k < n; k++) s += a[k] * b[k];
         return s;
     }
@@ -53,7 +99,7 @@ internal static unsafe class MatKernels
             for (int j = 0; j < chunk; j += 8) acc = MulAdd(Vector256.Load(buf + j), Vector256.Load(x + k + j), acc);
             k += chunk;
         }
-        float s = Vector256.Sum(acc);
+        float s = HSum(acc);
         for (; k < n; k++) s += (float)w[k] * x[k];
         return s;
     }
@@ -68,9 +114,66 @@ internal static unsafe class MatKernels
             var wide = Vector256.WidenLower(Vector128.Load(w + k).ToVector256Unsafe());
             acc = MulAdd((wide << 16).AsSingle(), Vector256.Load(x + k), acc);
         }
-        float s = Vector256.Sum(acc);
+        float s = HSum(acc);
         for (; k < n; k++) s += BitConverter.UInt32BitsToSingle((uint)w[k] << 16) * x[k];
         return s;
+    }
+
+    /// <summary>Four BF16 rows (stride ldw values) dotted with x: four independent FMA chains, each as <see cref="DotBF16"/>.</summary>
+    public static void DotBF16x4(ushort* w0, int ldw, float* x, int n, float* y)
+    {
+        ushort* w1 = w0 + ldw, w2 = w1 + ldw, w3 = w2 + ldw;
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        int k = 0;
+        for (; k <= n - 8; k += 8)
+        {
+            var u = Vector256.Load(x + k);
+            a0 = MulAdd((Vector256.WidenLower(Vector128.Load(w0 + k).ToVector256Unsafe()) << 16).AsSingle(), u, a0);
+            a1 = MulAdd((Vector256.WidenLower(Vector128.Load(w1 + k).ToVector256Unsafe()) << 16).AsSingle(), u, a1);
+            a2 = MulAdd((Vector256.WidenLower(Vector128.Load(w2 + k).ToVector256Unsafe()) << 16).AsSingle(), u, a2);
+            a3 = MulAdd((Vector256.WidenLower(Vector128.Load(w3 + k).ToVector256Unsafe()) << 16).AsSingle(), u, a3);
+        }
+        y[0] = FinishBF16(a0, w0, x, k, n); y[1] = FinishBF16(a1, w1, x, k, n);
+        y[2] = FinishBF16(a2, w2, x, k, n); y[3] = FinishBF16(a3, w3, x, k, n);
+    }
+
+    private static float FinishBF16(Vector256<float> acc, ushort* w, float* x, int k, int n)
+    {
+        float s = HSum(acc);
+        for (; k < n; k++) s += BitConverter.UInt32BitsToSingle((uint)w[k] << 16) * x[k];
+        return s;
+    }
+
+    /// <summary>Four F16 rows (stride ldw values) dotted with x, each exactly as <see cref="DotF16"/>.</summary>
+    public static void DotF16x4(Half* w0, int ldw, float* x, int n, float* y)
+    {
+        const int Chunk = 256;
+        float* buf = stackalloc float[4 * Chunk];
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        int k = 0;
+        while (n - k >= 8)
+        {
+            int chunk = Math.Min(Chunk, (n - k) & ~7);
+            for (int r = 0; r < 4; r++)
+                TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>(w0 + (long)r * ldw + k, chunk), new Span<float>(buf + r * Chunk, chunk));
+            for (int j = 0; j < chunk; j += 8)
+            {
+                var u = Vector256.Load(x + k + j);
+                a0 = MulAdd(Vector256.Load(buf + j), u, a0);
+                a1 = MulAdd(Vector256.Load(buf + Chunk + j), u, a1);
+                a2 = MulAdd(Vector256.Load(buf + 2 * Chunk + j), u, a2);
+                a3 = MulAdd(Vector256.Load(buf + 3 * Chunk + j), u, a3);
+            }
+            k += chunk;
+        }
+        var sums = HSum4(a0, a1, a2, a3);
+        for (int r = 0; r < 4; r++)
+        {
+            Half* w = w0 + (long)r * ldw;
+            float s = sums.GetElement(r);
+            for (int t = k; t < n; t++) s += (float)w[t] * x[t];
+            y[r] = s;
+        }
     }
 
     /// <summary>BF16 → F32 (exact), SIMD.</summary>
@@ -137,9 +240,9 @@ internal static unsafe class MatKernels
             u = Vector256.Load(x2 + k);
             a20 = MulAdd(v0, u, a20); a21 = MulAdd(v1, u, a21); a22 = MulAdd(v2, u, a22); a23 = MulAdd(v3, u, a23);
         }
-        y0[0] = Finish(a00, w0, x0, k, n); y0[1] = Finish(a01, w1, x0, k, n); y0[2] = Finish(a02, w2, x0, k, n); y0[3] = Finish(a03, w3, x0, k, n);
-        y1[0] = Finish(a10, w0, x1, k, n); y1[1] = Finish(a11, w1, x1, k, n); y1[2] = Finish(a12, w2, x1, k, n); y1[3] = Finish(a13, w3, x1, k, n);
-        y2[0] = Finish(a20, w0, x2, k, n); y2[1] = Finish(a21, w1, x2, k, n); y2[2] = Finish(a22, w2, x2, k, n); y2[3] = Finish(a23, w3, x2, k, n);
+        Finish4(HSum4(a00, a01, a02, a03), w0, ldw, x0, k, n, y0);
+        Finish4(HSum4(a10, a11, a12, a13), w0, ldw, x1, k, n, y1);
+        Finish4(HSum4(a20, a21, a22, a23), w0, ldw, x2, k, n, y2);
     }
 
     private static void Kernel1x3(float* w0, float* x0, float* x1, float* x2, int n, float* y0, float* y1, float* y2)
@@ -169,16 +272,41 @@ internal static unsafe class MatKernels
             a2 = MulAdd(Vector256.Load(w2 + k), u, a2);
             a3 = MulAdd(Vector256.Load(w3 + k), u, a3);
         }
-        y[0] = Finish(a0, w0, x0, k, n); y[1] = Finish(a1, w1, x0, k, n); y[2] = Finish(a2, w2, x0, k, n); y[3] = Finish(a3, w3, x0, k, n);
+        Finish4(HSum4(a0, a1, a2, a3), w0, ldw, x0, k, n, y);
     }
 
-    /// <summary>y += a * x (SIMD axpy).</summary>
-    public static void Axpy(float a, float* x, float* y, int n)
+    /// <summary>out[d] = Σ_j p[j]·v[j·ldv + d] for d &lt; dim (attention's probability-weighted sum of value rows).</summary>
+    public static void WeightedRowSum(float* p, int count, float* v, int ldv, float* output, int dim)
     {
-        var va = Vector256.Create(a);
-        int k = 0;
-        for (; k <= n - 8; k += 8) Vector256.Store(MulAdd(va, Vector256.Load(x + k), Vector256.Load(y + k)), y + k);
-        for (; k < n; k++) y[k] += a * x[k];
+        int d = 0;
+        for (; d + 32 <= dim; d += 32)
+        {
+            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            float* vd = v + d;
+            for (int j = 0; j < count; j++, vd += ldv)
+            {
+                var pj = Vector256.Create(p[j]);
+                a0 = MulAdd(pj, Vector256.Load(vd), a0);
+                a1 = MulAdd(pj, Vector256.Load(vd + 8), a1);
+                a2 = MulAdd(pj, Vector256.Load(vd + 16), a2);
+                a3 = MulAdd(pj, Vector256.Load(vd + 24), a3);
+            }
+            Vector256.Store(a0, output + d); Vector256.Store(a1, output + d + 8);
+            Vector256.Store(a2, output + d + 16); Vector256.Store(a3, output + d + 24);
+        }
+        for (; d + 8 <= dim; d += 8)
+        {
+            Vector256<float> a = default;
+            float* vd = v + d;
+            for (int j = 0; j < count; j++, vd += ldv) a = MulAdd(Vector256.Create(p[j]), Vector256.Load(vd), a);
+            Vector256.Store(a, output + d);
+        }
+        for (; d < dim; d++)
+        {
+            float a = 0;
+            for (int j = 0; j < count; j++) a += p[j] * v[(long)j * ldv + d];
+            output[d] = a;
+        }
     }
 
     public static ReadOnlySpan<Half> AsHalf(ReadOnlySpan<byte> b) => MemoryMarshal.Cast<byte, Half>(b);

@@ -27,10 +27,10 @@ internal sealed class ParallelRunner
         Parallel.For(0, count, _options, body);
     }
 
-    /// <summary>Rows per work item: about four items per thread, at least <paramref name="minChunk"/>.</summary>
+    /// <summary>Rows per work item: about eight items per thread, at least <paramref name="minChunk"/>.</summary>
     public int ChunkSize(int rows, long work, int minChunk)
     {
-        int items = Threads * 4;
+        int items = Threads * 8;
         int chunk = (rows + items - 1) / items;
         return Math.Max(minChunk, chunk);
     }

@@ -68,7 +68,7 @@ public static class SyntheticModel
         Parallel.For(0, specs.Count, i =>
         {
             var (name, rows, cols, tc, ones) = specs[i];
-            var rng = new Random(HashCode.Combine(seed, i));
+            var rng = new Random(unchecked(seed * 1_000_003 + i)); // HashCode.Combine is randomized per process
             long[] shape = rows == 1 ? [cols] : [rows, cols];
             byte[] data = new byte[checked((int)tc.TensorBytes(rows, cols))];
             if (ones || name.EndsWith(".bias", StringComparison.Ordinal))

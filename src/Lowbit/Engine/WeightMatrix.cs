@@ -19,12 +19,17 @@ internal sealed unsafe class WeightMatrix
 
     private const int TileBytesTarget = 48 * 1024;
     private const long SerialWorkThreshold = 1 << 15; // multiply-adds below which threading costs more than it saves
+    // A fork/join costs several microseconds; a single-token product under ~256K multiply-adds
+    // (≈10 µs on one core) finishes sooner on the calling thread.
+    private const long MatVecSerialThreshold = 1 << 18;
 
     private readonly Kind _kind;
     private readonly long _rowBytes;
     private readonly bool _useQuantizedActivations;
 
-    public WeightMatrix(ModelTensor tensor, bool useQuantizedActivations)
+    private readonly bool _quantizedPrefill;
+
+    public WeightMatrix(ModelTensor tensor, bool useQuantizedActivations, bool quantizedPrefill = false)
     {
         Name = tensor.Name;
         Codec = tensor.Codec;
@@ -44,6 +49,7 @@ internal sealed unsafe class WeightMatrix
             _ => Kind.Generic,
         };
         _useQuantizedActivations = useQuantizedActivations && Codec.VecDotCodec is not null && _rowBytes > 0;
+        _quantizedPrefill = quantizedPrefill && _useQuantizedActivations;
     }
 
     public string Name { get; }
@@ -94,7 +100,7 @@ internal sealed unsafe class WeightMatrix
         {
             int chunkRows = par.ChunkSize(Rows, (long)Rows * Cols, 16);
             int chunks = (Rows + chunkRows - 1) / chunkRows;
-            par.For(chunks, (long)Rows * Cols < SerialWorkThreshold, c =>
+            par.For(chunks, (long)Rows * Cols < MatVecSerialThreshold, c =>
             {
                 int r0 = c * chunkRows, r1 = Math.Min(Rows, r0 + chunkRows);
                 MatVecRows(r0, r1, x, xOffset, y, yOffset, xq, xqLength);
@@ -114,16 +120,25 @@ internal sealed unsafe class WeightMatrix
             float* xv = px + xOffset;
             switch (_kind)
             {
+                // Four rows at a time: independent FMA chains hide the FMA latency; per-row arithmetic
+                // is the single-row kernel's, so decode equals prefill bit for bit.
                 case Kind.F32:
-                    for (int r = r0; r < r1; r++) py[yOffset + r] = MatKernels.Dot((float*)(pw + r * _rowBytes), xv, Cols);
+                    MatKernels.MatMulTile((float*)(pw + r0 * _rowBytes), Cols, r1 - r0, xv, Cols, 1, Cols, py + yOffset + r0, 1);
                     return;
                 case Kind.F16:
-                    for (int r = r0; r < r1; r++)
-                        py[yOffset + r] = MatKernels.DotF16(new ReadOnlySpan<Half>(pw + r * _rowBytes, Cols), xv, Cols);
+                {
+                    int r = r0;
+                    for (; r + 4 <= r1; r += 4) MatKernels.DotF16x4((Half*)(pw + r * _rowBytes), Cols, xv, Cols, py + yOffset + r);
+                    for (; r < r1; r++) py[yOffset + r] = MatKernels.DotF16(new ReadOnlySpan<Half>(pw + r * _rowBytes, Cols), xv, Cols);
                     return;
+                }
                 case Kind.BF16:
-                    for (int r = r0; r < r1; r++) py[yOffset + r] = MatKernels.DotBF16((ushort*)(pw + r * _rowBytes), xv, Cols);
+                {
+                    int r = r0;
+                    for (; r + 4 <= r1; r += 4) MatKernels.DotBF16x4((ushort*)(pw + r * _rowBytes), Cols, xv, Cols, py + yOffset + r);
+                    for (; r < r1; r++) py[yOffset + r] = MatKernels.DotBF16((ushort*)(pw + r * _rowBytes), xv, Cols);
                     return;
+                }
             }
         }
         if (!RowAddressable)
@@ -154,6 +169,34 @@ internal sealed unsafe class WeightMatrix
         }
     }
 
+    /// <summary>ggml's batched path: every activation row quantized once, then the codec's integer dot per (row, token).</summary>
+    private void MatMulQuantized(float[] x, int xOffset, int n, float[] y, int yOffset, ParallelRunner par)
+    {
+        var vc = Codec.VecDotCodec!;
+        int xqRow = checked((int)vc.RowBytes(Cols));
+        byte[] xq = ArrayPool<byte>.Shared.Rent(n * xqRow);
+        try
+        {
+            par.For(n, (long)n * Cols < SerialWorkThreshold, t =>
+                vc.QuantizeRows(x.AsSpan(xOffset + t * Cols, Cols), xq.AsSpan(t * xqRow, xqRow), Cols, default));
+            int chunkRows = par.ChunkSize(Rows, (long)Rows * Cols * n, 4);
+            int chunks = (Rows + chunkRows - 1) / chunkRows;
+            int rb = (int)_rowBytes;
+            par.For(chunks, (long)Rows * Cols * n < SerialWorkThreshold, c =>
+            {
+                var data = Data.Span;
+                int r0 = c * chunkRows, r1 = Math.Min(Rows, r0 + chunkRows);
+                for (int r = r0; r < r1; r++)
+                {
+                    var row = data.Slice(r * rb, rb);
+                    for (int t = 0; t < n; t++)
+                        y[yOffset + t * Rows + r] = Codec.DotRowQuantized(row, xq.AsSpan(t * xqRow, xqRow));
+                }
+            });
+        }
+        finally { ArrayPool<byte>.Shared.Return(xq); }
+    }
+
     /// <summary>
     /// Y[t, r] = W[r]·X[t] for tokens t &lt; n: X is n × Cols at xOffset (row stride Cols), Y is
     /// n × Rows at yOffset (row stride Rows). One token goes through <see cref="MatVec"/>.
@@ -165,10 +208,18 @@ internal sealed unsafe class WeightMatrix
             MatVec(x, xOffset, y, yOffset, par);
             return;
         }
+        if (_quantizedPrefill)
+        {
+            MatMulQuantized(x, xOffset, n, y, yOffset, par);
+            return;
+        }
         int tileRows = Math.Max(4, TileBytesTarget / (Cols * sizeof(float)) & ~3);
-        // Enough tiles to keep every thread busy.
-        int perThread = (Rows + par.Threads * 2 - 1) / (par.Threads * 2);
-        if (perThread < tileRows) tileRows = Math.Max(4, (perThread + 3) & ~3);
+        // About eight tiles per thread, so dynamic scheduling absorbs a descheduled or slower thread.
+        if (par.Threads > 1)
+        {
+            int perItem = (Rows + par.Threads * 8 - 1) / (par.Threads * 8);
+            if (perItem < tileRows) tileRows = Math.Max(8, (perItem + 3) & ~3);
+        }
         int tiles = (Rows + tileRows - 1) / tileRows;
         par.For(tiles, (long)Rows * Cols * n < SerialWorkThreshold, tile =>
         {

@@ -82,9 +82,11 @@ public static class KlDivergence
         if (plan.Chunks != file.Chunks)
             throw new LowbitException($"{baseLogProbsPath}: holds {file.Chunks} chunks, the text gives {plan.Chunks}");
         int vocab = file.Vocab, rv = LogProbFile.RowValues(vocab);
-        var encoded = new ushort[plan.ScoredPerChunk * rv];
-        return Run(quantized, file.Tokens, plan, chunkStart: c => file.ReadChunk(encoded),
-            baseRow: (i, dst) => LogProbFile.Decode(encoded.AsSpan(i * rv, rv), dst), progress, cancellationToken);
+        return Run(quantized, file.Tokens, plan, () =>
+        {
+            var encoded = new ushort[plan.ScoredPerChunk * rv];
+            return new BaseSource(c => file.ReadChunk(c, encoded), (i, dst) => LogProbFile.Decode(encoded.AsSpan(i * rv, rv), dst));
+        }, progress, cancellationToken);
     }
 
     /// <summary>Runs both engines on the same chunks and compares exact distributions.</summary>
@@ -97,9 +99,14 @@ public static class KlDivergence
         var plan = ChunkPlan.Create(quantized, tokens, options);
         ChunkPlan.Create(baseline, tokens, options);
         int vocab = baseline.VocabSize;
-        var baseLogits = new float[(plan.Context - plan.First) * vocab];
-        return Run(quantized, tokens, plan, chunkStart: c => plan.RunChunk(baseline, tokens, c, baseLogits),
-            baseRow: (i, dst) => LogSoftmax.Compute(baseLogits.AsSpan(i * vocab, vocab), dst), progress, cancellationToken);
+        bool parallelChunks = Workers(quantized, plan) > 1;
+        return Run(quantized, tokens, plan, () =>
+        {
+            var engine = parallelChunks ? baseline.CreateSibling(1) : baseline;
+            var baseLogits = new float[(plan.Context - plan.First) * vocab];
+            return new BaseSource(c => plan.RunChunk(engine, tokens, c, baseLogits),
+                (i, dst) => LogSoftmax.Compute(baseLogits.AsSpan(i * vocab, vocab), dst));
+        }, progress, cancellationToken);
     }
 
     private sealed class Sums
@@ -108,53 +115,90 @@ public static class KlDivergence
         public long SameTop, Count;
     }
 
+    /// <summary>The base side for one worker: Load(chunk) prepares a chunk, Row(i, dst) gives scored position i's log-probs.</summary>
+    private sealed record BaseSource(Action<int> Load, Action<int, Span<float>> Row);
+
+    private static int Workers(InferenceEngine engine, ChunkPlan plan) => Math.Max(1, Math.Min(engine.Threads, plan.Chunks));
+
     /// <summary>
-    /// chunkStart(c) loads the base side of chunk c; baseRow(i, dst) then fills the base log-probs
-    /// of its scored position i (called concurrently for different i).
+    /// Evaluates the chunks — in parallel, one single-threaded sibling engine (and base source) per
+    /// worker, when the engine has several threads — and combines the per-position results in
+    /// chunk order, so every statistic is independent of scheduling and thread count.
     /// </summary>
     private static KlDivergenceResult Run(InferenceEngine quantized, IReadOnlyList<int> tokens, ChunkPlan plan,
-        Action<int> chunkStart, Action<int, Span<float>> baseRow, IProgress<KlDivergenceProgress>? progress, CancellationToken ct)
+        Func<BaseSource> newBaseSource, IProgress<KlDivergenceProgress>? progress, CancellationToken ct)
     {
         var sw = Stopwatch.StartNew();
         int vocab = quantized.VocabSize, scored = plan.ScoredPerChunk;
-        var logits = new float[(plan.Context - plan.First) * vocab];
-        var kldValues = new float[(long)scored * plan.Chunks];
-        var pDiffValues = new float[(long)scored * plan.Chunks];
-        var perPos = new (double nll, double nllBase, double kld, float pDiff, bool same)[scored];
+        long total = (long)scored * plan.Chunks;
+        var perPos = new (double Nll, double NllBase, double Kld, float PDiff, bool Same)[total];
+        var kldValues = new float[total];
+        var pDiffValues = new float[total];
         var s = new Sums();
+        var done = new bool[plan.Chunks];
+        int reported = 0, next = -1;
+        var gate = new object();
+        int workers = Workers(quantized, plan);
 
-        for (int c = 0; c < plan.Chunks; c++)
+        void Accumulate()
         {
-            ct.ThrowIfCancellationRequested();
-            chunkStart(c);
-            plan.RunChunk(quantized, tokens, c, logits);
-            int start = c * plan.Context;
-            Parallel.For(0, scored, new ParallelOptions { MaxDegreeOfParallelism = quantized.Threads, CancellationToken = ct }, i =>
+            while (reported < plan.Chunks && done[reported])
             {
-                var row = logits.AsSpan(i * vocab, vocab);
-                int target = tokens[start + plan.First + i + 1];
-                float[] baseLogProbs = ArrayPool<float>.Shared.Rent(vocab);
-                try
+                for (long k = (long)reported * scored; k < (long)(reported + 1) * scored; k++)
                 {
-                    baseRow(i, baseLogProbs.AsSpan(0, vocab));
-                    perPos[i] = Position(row, baseLogProbs.AsSpan(0, vocab), target);
+                    var (nll, nllBase, kld, pDiff, same) = perPos[k];
+                    s.Nll += nll; s.Nll2 += nll * nll;
+                    s.NllBase += nllBase; s.NllBase2 += nllBase * nllBase; s.NllNllBase += nll * nllBase;
+                    s.Kld += kld; s.Kld2 += kld * kld;
+                    s.PDiff += pDiff; double d2 = (double)pDiff * pDiff; s.PDiff2 += d2; s.PDiff4 += d2 * d2;
+                    if (same) s.SameTop++;
+                    kldValues[k] = (float)kld;
+                    pDiffValues[k] = pDiff;
+                    s.Count++;
                 }
-                finally { ArrayPool<float>.Shared.Return(baseLogProbs); }
-            });
-            for (int i = 0; i < scored; i++)
-            {
-                var (nll, nllBase, kld, pDiff, same) = perPos[i];
-                s.Nll += nll; s.Nll2 += nll * nll;
-                s.NllBase += nllBase; s.NllBase2 += nllBase * nllBase; s.NllNllBase += nll * nllBase;
-                s.Kld += kld; s.Kld2 += kld * kld;
-                s.PDiff += pDiff; double d2 = (double)pDiff * pDiff; s.PDiff2 += d2; s.PDiff4 += d2 * d2;
-                if (same) s.SameTop++;
-                kldValues[s.Count] = (float)kld;
-                pDiffValues[s.Count] = pDiff;
-                s.Count++;
+                reported++;
+                progress?.Report(new KlDivergenceProgress(reported, plan.Chunks, s.Kld / s.Count, 100.0 * s.SameTop / s.Count, sw.Elapsed.TotalSeconds));
             }
-            progress?.Report(new KlDivergenceProgress(c + 1, plan.Chunks, s.Kld / s.Count, 100.0 * s.SameTop / s.Count, sw.Elapsed.TotalSeconds));
         }
+
+        void Worker(InferenceEngine engine, ParallelOptions? positionThreads)
+        {
+            var source = newBaseSource();
+            var logits = new float[(plan.Context - plan.First) * vocab];
+            int c;
+            while ((c = Interlocked.Increment(ref next)) < plan.Chunks)
+            {
+                ct.ThrowIfCancellationRequested();
+                source.Load(c);
+                plan.RunChunk(engine, tokens, c, logits);
+                int start = c * plan.Context;
+                void Score(int i)
+                {
+                    var row = logits.AsSpan(i * vocab, vocab);
+                    int target = tokens[start + plan.First + i + 1];
+                    float[] baseLogProbs = ArrayPool<float>.Shared.Rent(vocab);
+                    try
+                    {
+                        source.Row(i, baseLogProbs.AsSpan(0, vocab));
+                        perPos[(long)c * scored + i] = Position(row, baseLogProbs.AsSpan(0, vocab), target);
+                    }
+                    finally { ArrayPool<float>.Shared.Return(baseLogProbs); }
+                }
+                if (positionThreads is null) for (int i = 0; i < scored; i++) Score(i);
+                else Parallel.For(0, scored, positionThreads, Score);
+                lock (gate)
+                {
+                    done[c] = true;
+                    Accumulate();
+                }
+            }
+        }
+
+        if (workers == 1)
+            Worker(quantized, new ParallelOptions { MaxDegreeOfParallelism = quantized.Threads, CancellationToken = ct });
+        else
+            ChunkPlan.RunWorkers(workers, new ParallelOptions { MaxDegreeOfParallelism = workers, CancellationToken = ct },
+                _ => Worker(quantized.CreateSibling(1), null));
         return Summarize(s, kldValues, pDiffValues, plan, sw.Elapsed.TotalSeconds);
     }
 

@@ -105,16 +105,24 @@ public sealed class LogProbFile : IDisposable
         }
     }
 
-    /// <summary>Reads the next chunk's encoded rows (ScoredPerChunk × RowValues(Vocab)).</summary>
-    internal void ReadChunk(Span<ushort> rows)
+    private long DataOffset => 8 + 4L * HeaderInts + 4L * Context * Chunks;
+
+    /// <summary>Reads chunk <paramref name="chunk"/>'s encoded rows (ScoredPerChunk × RowValues(Vocab)); thread-safe.</summary>
+    internal void ReadChunk(int chunk, Span<ushort> rows)
     {
-        try
+        if ((uint)chunk >= (uint)Chunks) throw new ArgumentOutOfRangeException(nameof(chunk));
+        lock (_in!)
         {
-            _in!.ReadExactly(MemoryMarshal.AsBytes(rows));
-        }
-        catch (EndOfStreamException e)
-        {
-            throw new InvalidModelFileException(_path, _in!.Position, $"truncated log-prob data: {e.Message}");
+            long offset = DataOffset + 2L * chunk * ScoredPerChunk * RowValues(Vocab);
+            try
+            {
+                _in.Position = offset;
+                _in.ReadExactly(MemoryMarshal.AsBytes(rows));
+            }
+            catch (EndOfStreamException e)
+            {
+                throw new InvalidModelFileException(_path, offset, $"truncated log-prob data: {e.Message}");
+            }
         }
     }
 

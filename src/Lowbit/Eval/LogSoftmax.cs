@@ -1,5 +1,5 @@
-using System.Buffers;
 using System.Numerics.Tensors;
+using Lowbit.Engine;
 
 namespace Lowbit.Eval;
 
@@ -9,16 +9,7 @@ internal static class LogSoftmax
     public static (float Max, float LogSumExp) Normalizer(ReadOnlySpan<float> logits)
     {
         float max = TensorPrimitives.Max(logits);
-        float[] buf = ArrayPool<float>.Shared.Rent(logits.Length);
-        try
-        {
-            var s = buf.AsSpan(0, logits.Length);
-            TensorPrimitives.Subtract(logits, max, s);
-            TensorPrimitives.Exp(s, s);
-            double sum = TensorPrimitives.Sum(s);
-            return (max, (float)Math.Log(sum));
-        }
-        finally { ArrayPool<float>.Shared.Return(buf); }
+        return (max, (float)Math.Log(FastMath.SumExp(logits, max)));
     }
 
     public static double LogProb(ReadOnlySpan<float> logits, int token)

@@ -50,38 +50,94 @@ public static class Perplexity
         options ??= new PerplexityOptions();
         var plan = ChunkPlan.Create(engine, tokens, options);
         var sw = Stopwatch.StartNew();
+        int vocab = engine.VocabSize, scored = plan.ScoredPerChunk;
+        long logitsLength = (long)(plan.Context - plan.First) * vocab;
+        if (logitsLength > int.MaxValue) throw new LowbitException("context × vocabulary too large for one chunk");
+        // Per-chunk sums, combined in chunk order: the result does not depend on how chunks were scheduled.
+        var chunkNll = new double[plan.Chunks];
+        var chunkNll2 = new double[plan.Chunks];
+        var running = new List<double>(plan.Chunks);
+        int reported = 0;
         double nll = 0, nll2 = 0;
         long count = 0;
-        var running = new List<double>(plan.Chunks);
-        int vocab = engine.VocabSize, scored = plan.ScoredPerChunk;
-        var logits = new float[(long)(plan.Context - plan.First) * vocab is var len && len <= int.MaxValue ? (int)len
-            : throw new LowbitException("context × vocabulary too large for one chunk")];
-        var nllPerPos = new double[scored];
-        using var writer = saveLogProbsPath is null ? null : LogProbFile.Create(saveLogProbsPath, vocab, plan.Context, plan.Chunks, plan.First, plan.ChunkTokens(tokens));
-        var encoded = writer is null ? null : new ushort[scored * LogProbFile.RowValues(vocab)];
 
-        for (int c = 0; c < plan.Chunks; c++)
+        void ReportDone(bool[] done)
         {
-            cancellationToken.ThrowIfCancellationRequested();
-            plan.RunChunk(engine, tokens, c, logits);
-            int start = c * plan.Context;
-            var threads = new ParallelOptions { MaxDegreeOfParallelism = engine.Threads, CancellationToken = cancellationToken };
-            Parallel.For(0, scored, threads, i =>
+            while (reported < plan.Chunks && done[reported])
             {
-                var row = logits.AsSpan(i * vocab, vocab);
-                int target = tokens[start + plan.First + i + 1];
-                nllPerPos[i] = encoded is null
-                    ? -LogSoftmax.LogProb(row, target)
-                    : -LogProbFile.Encode(row, target, encoded.AsSpan(i * LogProbFile.RowValues(vocab), LogProbFile.RowValues(vocab)));
-            });
-            foreach (double v in nllPerPos) { nll += v; nll2 += v * v; }
-            count += scored;
-            writer?.WriteChunk(encoded!);
-            double ppl = Math.Exp(nll / count);
-            running.Add(ppl);
-            progress?.Report(new PerplexityProgress(c + 1, plan.Chunks, ppl, sw.Elapsed.TotalSeconds));
+                nll += chunkNll[reported]; nll2 += chunkNll2[reported];
+                count += scored;
+                double ppl = Math.Exp(nll / count);
+                running.Add(ppl);
+                reported++;
+                progress?.Report(new PerplexityProgress(reported, plan.Chunks, ppl, sw.Elapsed.TotalSeconds));
+            }
         }
-        writer?.Commit();
+
+        var completed = new bool[plan.Chunks];
+        if (saveLogProbsPath is null && engine.Threads > 1 && plan.Chunks > 1)
+        {
+            // Chunks are independent sequences: one single-threaded engine per worker evaluates whole
+            // chunks, so no thread ever waits on another inside a forward pass.
+            int workers = Math.Min(engine.Threads, plan.Chunks);
+            var engines = new InferenceEngine[workers];
+            var buffers = new float[workers][];
+            int next = -1;
+            var gate = new object();
+            var opts = new ParallelOptions { MaxDegreeOfParallelism = workers, CancellationToken = cancellationToken };
+            ChunkPlan.RunWorkers(workers, opts, w =>
+            {
+                var e = engines[w] = engine.CreateSibling(1);
+                var logits = buffers[w] = new float[logitsLength];
+                int c;
+                while ((c = Interlocked.Increment(ref next)) < plan.Chunks)
+                {
+                    cancellationToken.ThrowIfCancellationRequested();
+                    plan.RunChunk(e, tokens, c, logits);
+                    double s = 0, s2 = 0;
+                    for (int i = 0; i < scored; i++)
+                    {
+                        double v = -LogSoftmax.LogProb(logits.AsSpan(i * vocab, vocab), tokens[c * plan.Context + plan.First + i + 1]);
+                        s += v; s2 += v * v;
+                    }
+                    lock (gate)
+                    {
+                        chunkNll[c] = s; chunkNll2[c] = s2;
+                        completed[c] = true;
+                        ReportDone(completed);
+                    }
+                }
+            });
+        }
+        else
+        {
+            var logits = new float[logitsLength];
+            var nllPerPos = new double[scored];
+            using var writer = saveLogProbsPath is null ? null : LogProbFile.Create(saveLogProbsPath, vocab, plan.Context, plan.Chunks, plan.First, plan.ChunkTokens(tokens));
+            var encoded = writer is null ? null : new ushort[scored * LogProbFile.RowValues(vocab)];
+            var threads = new ParallelOptions { MaxDegreeOfParallelism = engine.Threads, CancellationToken = cancellationToken };
+            for (int c = 0; c < plan.Chunks; c++)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                plan.RunChunk(engine, tokens, c, logits);
+                int start = c * plan.Context;
+                Parallel.For(0, scored, threads, i =>
+                {
+                    var row = logits.AsSpan(i * vocab, vocab);
+                    int target = tokens[start + plan.First + i + 1];
+                    nllPerPos[i] = encoded is null
+                        ? -LogSoftmax.LogProb(row, target)
+                        : -LogProbFile.Encode(row, target, encoded.AsSpan(i * LogProbFile.RowValues(vocab), LogProbFile.RowValues(vocab)));
+                });
+                double s = 0, s2 = 0;
+                foreach (double v in nllPerPos) { s += v; s2 += v * v; }
+                chunkNll[c] = s; chunkNll2[c] = s2;
+                writer?.WriteChunk(encoded!);
+                completed[c] = true;
+                ReportDone(completed);
+            }
+            writer?.Commit();
+        }
 
         double mean = nll / count;
         double var = nll2 / count - mean * mean;
@@ -108,7 +164,25 @@ internal sealed record ChunkPlan(int Context, int Chunks, int First, bool AddBos
         if (chunks < 1)
             throw new LowbitException($"the text tokenizes to {tokens.Count} tokens, fewer than one chunk of {ctx}");
         int bos = options.BosToken ?? engine.Config.BosTokenId;
+        if (options.AddBos && (uint)bos >= (uint)engine.VocabSize)
+            throw new LowbitException($"BOS token {bos} is outside the vocabulary of {engine.VocabSize}");
+        for (int i = 0; i < chunks * ctx; i++)
+            if ((uint)tokens[i] >= (uint)engine.VocabSize)
+                throw new LowbitException($"token {i} of the text has id {tokens[i]}, outside the model's vocabulary of {engine.VocabSize} (tokenizer and model do not match)");
         return new ChunkPlan(ctx, chunks, ctx / 2, options.AddBos, bos);
+    }
+
+    /// <summary>Parallel.For over workers that rethrows a worker's LowbitException or cancellation as itself, not wrapped.</summary>
+    public static void RunWorkers(int workers, ParallelOptions options, Action<int> body)
+    {
+        try
+        {
+            Parallel.For(0, workers, options, body);
+        }
+        catch (AggregateException e) when (e.InnerExceptions.FirstOrDefault(x => x is LowbitException or OperationCanceledException) is { } inner)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(inner).Throw();
+        }
     }
 
     public int[] ChunkTokens(IReadOnlyList<int> tokens)

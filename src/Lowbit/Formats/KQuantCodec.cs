@@ -47,6 +47,12 @@ internal readonly record struct KQuantGroupGrid(float Scale, float Min, int Code
 /// the columns: code = GetGroupGrid(block, i / GroupSize).Quantize(updated w[i]); SetCode(block, i, code);
 /// error = w[i] − grid.Dequantize(code).
 /// </para>
+/// <para>
+/// Dot products: every codec overrides DotRow (float activations) and DotRowQuantized (Q8_K
+/// activations, ggml's integer scheme) with fused AVX2(+FMA) kernels; the generic kernels in
+/// <see cref="KQuantDot"/> are their scalar references and portable fallbacks. The Q8_K kernels are
+/// bit-identical to the scalar reference.
+/// </para>
 /// </summary>
 public abstract class KQuantCodec : TensorCodec
 {

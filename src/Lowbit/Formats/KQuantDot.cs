@@ -7,9 +7,11 @@ using System.Runtime.Intrinsics.X86;
 namespace Lowbit.Formats;
 
 /// <summary>
-/// Dot-product kernels shared by the k-quant codecs. Each codec unpacks a super-block into a
-/// common integer form (256 unsigned codes, 16 integer group scales and mins, float d and dmin,
-/// value = d·scale·u − dmin·min); the kernels here consume that form.
+/// Generic dot-product kernels of the k-quant codecs and the pieces their fused kernels share.
+/// Each codec unpacks a super-block into a common integer form (256 unsigned codes, 16 integer
+/// group scales and mins, float d and dmin, value = d·scale·u − dmin·min); the generic kernels
+/// consume that form. They are the scalar references (and the portable fallbacks) of the per-codec
+/// fused AVX2 kernels that the codecs' DotRow/DotRowQuantized use.
 /// <list type="bullet">
 /// <item>Float activations: Σ_g (d·scale_g)·Σ u·x − (dmin·min_g)·Σ x (AVX2+FMA, scalar fallback).</item>
 /// <item>Q8_K activations (ggml's vec_dot_q*_K_q8_K scheme): exact integer sums Σ_g scale_g·Σ u·q and

@@ -150,4 +150,52 @@ public sealed class Q5_KCodec : KQuantCodec
         }
         return sum;
     }
+
+    public override float DotRow(ReadOnlySpan<byte> row, ReadOnlySpan<float> x) =>
+        Avx2.IsSupported && Fma.IsSupported && BitConverter.IsLittleEndian ? DotFloatAvx2(row, x) : KQuantDot.DotFloat(this, row, x, useSimd: false);
+
+    /// <summary>Fused Q5_K × float kernel: per group of 32, (d·sc)·Σ u·x − (dmin·m)·Σ x with AVX2+FMA.</summary>
+    private unsafe float DotFloatAvx2(ReadOnlySpan<byte> row, ReadOnlySpan<float> x)
+    {
+        int blocks = KQuantDot.CheckFloatPair(this, row, x);
+        var low = Vector256.Create((byte)0x0F);
+        var sixteen = Vector256.Create((byte)16);
+        var acc = Vector256<float>.Zero;
+        fixed (byte* pr = row)
+        fixed (float* px = x)
+        {
+            for (int b = 0; b < blocks; b++)
+            {
+                byte* blk = pr + 176 * b;
+                float* xb = px + KQuantMath.SuperBlock * b;
+                float d = KQuantMath.FromHalfBits(*(ushort*)blk);
+                float dmin = KQuantMath.FromHalfBits(*(ushort*)(blk + 2));
+                uint u0 = *(uint*)(blk + 4), u1 = *(uint*)(blk + 8), u2 = *(uint*)(blk + 12);
+                ulong scales = (u0 & 0x3f3f3f3fu) | (ulong)((u2 & 0x0f0f0f0fu) | (((u0 >> 6) & 0x03030303u) << 4)) << 32;
+                ulong mins = (u1 & 0x3f3f3f3fu) | (ulong)(((u2 >> 4) & 0x0f0f0f0fu) | (((u1 >> 6) & 0x03030303u) << 4)) << 32;
+                var qh = Avx.LoadVector256(blk + OffQh);
+                for (int c = 0; c < 4; c++)
+                {
+                    var q = Avx.LoadVector256(blk + OffQs + 32 * c);
+                    var mLo = Vector256.Create((byte)(1 << (2 * c)));
+                    var mHi = Vector256.Create((byte)(2 << (2 * c)));
+                    var lo = Avx2.Or(Avx2.And(q, low), Avx2.And(Avx2.CompareEqual(Avx2.And(qh, mLo), mLo), sixteen));
+                    var hi = Avx2.Or(Avx2.And(Avx2.ShiftRightLogical(q.AsUInt16(), 4).AsByte(), low),
+                        Avx2.And(Avx2.CompareEqual(Avx2.And(qh, mHi), mHi), sixteen));
+                    float* xa = xb + 64 * c;
+                    float* xh = xa + 32;
+                    var qxA = Avx.Add(KQuantDot.Dot16(lo.GetLower(), xa), KQuantDot.Dot16(lo.GetUpper(), xa + 16));
+                    var qxB = Avx.Add(KQuantDot.Dot16(hi.GetLower(), xh), KQuantDot.Dot16(hi.GetUpper(), xh + 16));
+                    var sxA = Avx.Add(Avx.Add(Avx.LoadVector256(xa), Avx.LoadVector256(xa + 8)), Avx.Add(Avx.LoadVector256(xa + 16), Avx.LoadVector256(xa + 24)));
+                    var sxB = Avx.Add(Avx.Add(Avx.LoadVector256(xh), Avx.LoadVector256(xh + 8)), Avx.Add(Avx.LoadVector256(xh + 16), Avx.LoadVector256(xh + 24)));
+                    int shift = 16 * c;
+                    acc = Fma.MultiplyAdd(Vector256.Create(d * (int)((scales >> shift) & 0xFF)), qxA, acc);
+                    acc = Fma.MultiplyAddNegated(Vector256.Create(dmin * (int)((mins >> shift) & 0xFF)), sxA, acc);
+                    acc = Fma.MultiplyAdd(Vector256.Create(d * (int)((scales >> (shift + 8)) & 0xFF)), qxB, acc);
+                    acc = Fma.MultiplyAddNegated(Vector256.Create(dmin * (int)((mins >> (shift + 8)) & 0xFF)), sxB, acc);
+                }
+            }
+        }
+        return Vector256.Sum(acc);
+    }
 }

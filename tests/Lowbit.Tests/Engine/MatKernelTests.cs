@@ -73,6 +73,50 @@ public sealed unsafe class MatKernelTests
         }
     }
 
+    [Theory]
+    [InlineData(5)]
+    [InlineData(64)]
+    [InlineData(600)]
+    public void Four_row_F16_and_BF16_dots_equal_single_row_dots(int n)
+    {
+        var w = Random(4 * n, 9);
+        var x = Random(n, 10);
+        var h = w.Select(v => (Half)v).ToArray();
+        var b = w.Select(BF16Codec.FromFloat).ToArray();
+        var yh = new float[4];
+        var yb = new float[4];
+        fixed (Half* ph = h) fixed (ushort* pb = b) fixed (float* px = x) fixed (float* pyh = yh) fixed (float* pyb = yb)
+        {
+            MatKernels.DotF16x4(ph, n, px, n, pyh);
+            MatKernels.DotBF16x4(pb, n, px, n, pyb);
+            for (int r = 0; r < 4; r++)
+            {
+                Assert.Equal(MatKernels.DotF16(h.AsSpan(r * n, n), px, n), yh[r]);
+                Assert.Equal(MatKernels.DotBF16(pb + r * n, px, n), yb[r]);
+            }
+        }
+    }
+
+    [Fact]
+    public void Horizontal_sums_use_one_fixed_order()
+    {
+        var r = new Random(21);
+        for (int i = 0; i < 200; i++)
+        {
+            var v = new System.Runtime.Intrinsics.Vector256<float>[4];
+            for (int j = 0; j < 4; j++)
+                v[j] = System.Runtime.Intrinsics.Vector256.Create(Enumerable.Range(0, 8).Select(_ => (float)((r.NextDouble() - 0.5) * Math.Pow(10, r.Next(-3, 4)))).ToArray());
+            float Ordered(System.Runtime.Intrinsics.Vector256<float> x) =>
+                ((x[0] + x[1]) + (x[2] + x[3])) + ((x[4] + x[5]) + (x[6] + x[7]));
+            var four = MatKernels.HSum4(v[0], v[1], v[2], v[3]);
+            for (int j = 0; j < 4; j++)
+            {
+                Assert.Equal(Ordered(v[j]), MatKernels.HSum(v[j]));
+                Assert.Equal(Ordered(v[j]), four[j]);
+            }
+        }
+    }
+
     public static TheoryData<string> FloatCodecs => new() { "f32", "f16", "bf16" };
 
     [Theory]
@@ -135,6 +179,18 @@ public sealed unsafe class MatKernelTests
             }
             Assert.Equal(quantizedActivations, codec.QuantizedDots > 0);
         }
+        // ggml-style prefill: the batch goes through the integer dot too, and equals token-by-token decode.
+        codec.QuantizedDots = 0;
+        var q = new WeightMatrix(new ModelTensor("w", [rows, cols], codec, data), true, quantizedPrefill: true);
+        var yq = new float[n * rows];
+        q.MatMul(x, 0, n, yq, 0, new ParallelRunner(2));
+        Assert.Equal(n * rows, codec.QuantizedDots);
+        for (int t = 0; t < n; t++)
+        {
+            var y1 = new float[rows];
+            q.MatVec(x.AsSpan(t * cols, cols).ToArray(), 0, y1, 0, new ParallelRunner(1));
+            Assert.Equal(y1, yq.AsSpan(t * rows, rows).ToArray());
+        }
     }
 }
 
@@ -180,5 +236,69 @@ internal sealed class TestInt8Codec : TensorCodec
             s += acc * BitConverter.ToSingle(row.Slice(b * 36, 4)) * BitConverter.ToSingle(xq.Slice(b * 36, 4));
         }
         return s;
+    }
+}
+
+public sealed unsafe class AttentionKernelTests
+{
+    [Theory]
+    [InlineData(1, 8)]
+    [InlineData(17, 64)]
+    [InlineData(5, 44)]
+    [InlineData(30, 128)]
+    public void Weighted_row_sum_matches_naive_reference(int count, int dim)
+    {
+        var r = new Random(count * 100 + dim);
+        int ldv = dim + 8;
+        var p = Enumerable.Range(0, count).Select(_ => (float)r.NextDouble()).ToArray();
+        var v = Enumerable.Range(0, count * ldv).Select(_ => (float)(r.NextDouble() * 2 - 1)).ToArray();
+        var o = new float[dim];
+        fixed (float* pp = p) fixed (float* pv = v) fixed (float* po = o) MatKernels.WeightedRowSum(pp, count, pv, ldv, po, dim);
+        for (int d = 0; d < dim; d++)
+        {
+            double reference = 0;
+            for (int j = 0; j < count; j++) reference += (double)p[j] * v[j * ldv + d];
+            Assert.Equal(reference, o[d], 1e-4);
+        }
+    }
+}
+
+public sealed class FastMathTests
+{
+    [Fact]
+    public void Vector_exp_is_within_two_ulp_of_the_exact_value()
+    {
+        var r = new Random(12);
+        for (int i = 0; i < 20000; i++)
+        {
+            float x = (float)(r.NextDouble() * 175 - 87);
+            double exact = Math.Exp(x);
+            float got = FastMath.Exp(x);
+            Assert.True(Math.Abs(got - exact) <= 2.5e-7 * exact, $"exp({x}) = {got}, exact {exact}");
+        }
+        Assert.Equal(1f, FastMath.Exp(0f));
+        Assert.True(FastMath.Exp(-200f) is > 0 and < 1e-37f);
+        Assert.True(float.IsFinite(FastMath.Exp(200f)));
+    }
+
+    [Fact]
+    public void Sum_exp_exp_in_place_and_swiglu_match_scalar_references()
+    {
+        var r = new Random(13);
+        var x = Enumerable.Range(0, 1003).Select(_ => (float)(r.NextDouble() * 40 - 30)).ToArray();
+        double reference = x.Sum(v => Math.Exp(v - 5.0));
+        Assert.Equal(reference, FastMath.SumExp(x, 5f), reference * 1e-6);
+        var y = (float[])x.Clone();
+        float sum = FastMath.ExpInPlace(y, 5f, 0.5f);
+        for (int i = 0; i < x.Length; i++) Assert.Equal(Math.Exp((x[i] - 5.0) * 0.5), y[i], Math.Exp((x[i] - 5.0) * 0.5) * 1e-6);
+        Assert.Equal(y.Sum(v => (double)v), sum, sum * 1e-5);
+        var g = (float[])x.Clone();
+        var u = x.Select(v => v * 0.1f).ToArray();
+        FastMath.SwiGlu(g, u);
+        for (int i = 0; i < x.Length; i++)
+        {
+            double silu = x[i] / (1 + Math.Exp(-x[i])) * u[i];
+            Assert.Equal(silu, g[i], Math.Abs(silu) * 1e-5 + 1e-30);
+        }
     }
 }

@@ -63,12 +63,35 @@ public sealed class PerplexityTests
     }
 
     [Fact]
+    public void Chunk_parallel_perplexity_equals_the_sequential_run_exactly()
+    {
+        using var model = Llama2cReader.Load(EngineTestPaths.Stories260K);
+        var tokens = Tokens(24 * 7, 4);
+        var opts = new PerplexityOptions { Context = 24 };
+        var one = Perplexity.Compute(new InferenceEngine(model, new EngineOptions { Threads = 1 }), tokens, opts);
+        var reports = new List<PerplexityProgress>();
+        var three = Perplexity.Compute(new InferenceEngine(model, new EngineOptions { Threads = 3 }), tokens, opts,
+            new SyncProgress<PerplexityProgress>(reports.Add));
+        Assert.Equal(one.Perplexity, three.Perplexity);
+        Assert.Equal(one.PerplexityError, three.PerplexityError);
+        Assert.Equal(one.ChunkPerplexities, three.ChunkPerplexities);
+        Assert.Equal(Enumerable.Range(1, 7), reports.Select(r => r.Chunk));
+    }
+
+    [Fact]
     public void Perplexity_rejects_contexts_it_cannot_run()
     {
         using var model = Llama2cReader.Load(EngineTestPaths.Stories260K);
         var e = new InferenceEngine(model, new EngineOptions { ContextLength = 64 });
         Assert.Throws<LowbitException>(() => Perplexity.Compute(e, Tokens(500, 2), new PerplexityOptions { Context = 128 }));
         Assert.Throws<LowbitException>(() => Perplexity.Compute(e, Tokens(20, 2), new PerplexityOptions { Context = 32 }));
+        var bad = Tokens(200, 2);
+        bad[150] = 600; // outside stories260K's 512-token vocabulary
+        Assert.Throws<LowbitException>(() => Perplexity.Compute(e, bad, new PerplexityOptions { Context = 32 }));
+        using var cts = new CancellationTokenSource();
+        cts.Cancel();
+        var multi = new InferenceEngine(model, new EngineOptions { Threads = 2, ContextLength = 64 });
+        Assert.ThrowsAny<OperationCanceledException>(() => Perplexity.Compute(multi, Tokens(200, 2), new PerplexityOptions { Context = 32 }, cancellationToken: cts.Token));
     }
 
     [Fact]
@@ -134,6 +157,16 @@ public sealed class PerplexityTests
             Assert.Equal(live.MeanKld.Value, fromFile.MeanKld.Value, Math.Max(1e-6, live.MeanKld.Value * 0.05));
             Assert.Equal(live.PplQuantized.Value, fromFile.PplQuantized.Value, 1e-9);
             Assert.Equal(live.SameTop.Value, fromFile.SameTop.Value, 0.02);
+            // Chunk-parallel runs (several threads) give exactly the single-threaded statistics.
+            var q1 = new InferenceEngine(bf16, new EngineOptions { Threads = 1 });
+            var q3 = new InferenceEngine(bf16, new EngineOptions { Threads = 3 });
+            var file1 = KlDivergence.Compute(q1, path, tokens, opts);
+            var file3 = KlDivergence.Compute(q3, path, tokens, opts);
+            Assert.Equal(file1, file3 with { Seconds = file1.Seconds });
+            var live1 = KlDivergence.Compute(new InferenceEngine(f32, new EngineOptions { Threads = 1 }), q1, tokens, opts);
+            var live3 = KlDivergence.Compute(new InferenceEngine(f32, new EngineOptions { Threads = 3 }), q3, tokens, opts);
+            Assert.Equal(live1, live3 with { Seconds = live1.Seconds });
+            Assert.Equal(live.MeanKld, live3.MeanKld);
         }
         finally { File.Delete(path); }
     }

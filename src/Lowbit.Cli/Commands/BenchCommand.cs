@@ -1,0 +1,91 @@
+using System.CommandLine;
+using System.Text.Json;
+using Lowbit.Engine;
+using Lowbit.Formats;
+using Lowbit.Model;
+using Spectre.Console;
+
+namespace Lowbit.Cli.Commands;
+
+/// <summary>
+/// `lowbit bench`: llama-bench-style prompt processing (pp) and token generation (tg) tokens/s, with tg as a
+/// fraction of this machine's measured memory bandwidth and pp as a fraction of its measured FLOP peak.
+/// </summary>
+public static class BenchCommand
+{
+    public static Command Create()
+    {
+        var model = CliOptions.ModelArgument("Model to benchmark (default: the bundled reference model). Ignored with --synthetic.");
+        var synthetic = new Option<string?>("--synthetic") { Description = "Benchmark a synthetic model of a real shape instead: llama-1b or tiny." };
+        var format = new Option<string?>("--format") { Description = "Weight format: quantize the model in memory (or the synthetic model's matrices) with this codec or mixture." };
+        var pp = new Option<int>("-p", "--n-prompt") { Description = "Prompt tokens (pp test).", DefaultValueFactory = _ => 512 };
+        var tg = new Option<int>("-n", "--n-gen") { Description = "Generated tokens (tg test).", DefaultValueFactory = _ => 128 };
+        var reps = new Option<int>("-r", "--repetitions") { Description = "Repetitions per test.", DefaultValueFactory = _ => 5 };
+        var noLimits = new Option<bool>("--no-limits") { Description = "Skip measuring memory bandwidth and FLOP peak." };
+        var json = CliOptions.Json();
+        var eng = new EngineCliOptions();
+        var cmd = new Command("bench", "Prompt-processing and generation speed (like llama-bench), as fractions of measured bandwidth and FLOP peak.")
+        {
+            model, synthetic, format, pp, tg, reps, noLimits, json,
+        };
+        eng.AddTo(cmd);
+        cmd.SetAction((pr, ct) =>
+        {
+            var console = CliRunner.Human(pr.GetValue(json));
+            int threads = pr.GetValue(eng.Threads);
+            LoadedModel m;
+            LoadedModel? owner = null;
+            string label;
+            if (pr.GetValue(synthetic) is { } shape)
+            {
+                var cfg = shape.ToLowerInvariant() switch
+                {
+                    "llama-1b" => SyntheticModel.Llama1BLike(),
+                    "tiny" => SyntheticModel.Tiny6MLike(),
+                    _ => throw new LowbitException($"unknown synthetic shape '{shape}' (llama-1b, tiny)"),
+                };
+                var codec = CodecRegistry.Get(pr.GetValue(format) ?? "f16");
+                console.WriteLine($"building synthetic {shape} model in {codec.Name} ...");
+                m = SyntheticModel.Create(cfg, codec);
+                label = $"synthetic {shape} {codec.Name}";
+            }
+            else
+            {
+                string path = CliOptions.ResolveModel(pr.GetValue(model));
+                m = ModelSession.Open(path, pr.GetValue(format), threads, out owner);
+                label = $"{Path.GetFileName(Path.GetFullPath(path).TrimEnd('/'))}{(pr.GetValue(format) is { } f ? " " + f : "")}";
+            }
+            using var o = owner;
+            using var mm = m;
+            var engine = new InferenceEngine(m, new EngineOptions
+            {
+                Threads = threads,
+                ContextLength = Math.Min(m.Config.MaxPositions, Math.Max(pr.GetValue(pp), pr.GetValue(tg)) + 1),
+                KvCache = EngineCliOptions.ParseKv(pr.GetValue(eng.KvCache)!),
+            });
+            var result = Bench.Run(engine, new BenchOptions
+            {
+                PromptTokens = pr.GetValue(pp), GenerateTokens = pr.GetValue(tg), Repetitions = pr.GetValue(reps),
+            }, new SyncProgress<string>(s => console.MarkupLine($"[grey]{Markup.Escape(s)}[/]")), ct);
+            MachineLimits? limits = pr.GetValue(noLimits) ? null : Bench.MeasureMachine(threads);
+            long bytes = m.Tensors.Sum(t => t.ByteCount), parameters = m.Tensors.Sum(t => t.ElementCount);
+
+            var table = new Table().AddColumns("model", "size", "params", "backend", "threads", "test", "t/s", "of limit");
+            string ppFrac = limits is null ? "-" : $"{100 * result.PromptFractionOfPeak(limits.FlopsPerSecond):F1}% of FLOP peak";
+            string tgFrac = limits is null ? "-" : $"{100 * result.GenerateFractionOfBandwidth(limits.ReadBytesPerSecond):F1}% of bandwidth";
+            table.AddTextRow(label, Format.Bytes(bytes), Format.Count(parameters), "CPU", result.Threads.ToString(), $"pp{result.PromptTokens}",
+                result.PromptTokensPerSecond.ToString(), ppFrac);
+            table.AddTextRow(label, Format.Bytes(bytes), Format.Count(parameters), "CPU", result.Threads.ToString(), $"tg{result.GenerateTokens}",
+                result.GenerateTokensPerSecond.ToString(), tgFrac);
+            console.Write(table);
+            if (limits is not null)
+                console.WriteLine($"machine: read bandwidth {limits.ReadBytesPerSecond / 1e9:F1} GB/s, triad {limits.TriadBytesPerSecond / 1e9:F1} GB/s, " +
+                                  $"FMA peak {limits.FlopsPerSecond / 1e9:F1} GFLOP/s ({limits.Threads} threads); decode reads {result.DecodeBytesPerToken / 1e6:F2} MB/token, " +
+                                  $"prefill {result.PromptFlopsPerToken / 1e6:F1} MFLOP/token");
+            if (pr.GetValue(json))
+                Console.WriteLine(JsonSerializer.Serialize(new { model = label, bytes, parameters, result, limits }, JsonOutput.Options));
+            return Task.FromResult(0);
+        });
+        return cmd;
+    }
+}

@@ -1,0 +1,264 @@
+using System.Diagnostics;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Lowbit.Engine;
+
+/// <summary>Settings of a llama-bench-like speed run.</summary>
+public sealed record BenchOptions
+{
+    /// <summary>Prompt-processing tokens (pp); capped at the engine's context. 0 skips pp.</summary>
+    public int PromptTokens { get; init; } = 512;
+    /// <summary>Generated tokens (tg); capped at the engine's context. 0 skips tg.</summary>
+    public int GenerateTokens { get; init; } = 128;
+    public int Repetitions { get; init; } = 5;
+    /// <summary>Untimed runs before the measured ones (page-in, JIT tiering).</summary>
+    public int WarmupRuns { get; init; } = 1;
+    public int Seed { get; init; } = 1;
+}
+
+/// <summary>Mean ± sample standard deviation over repetitions (llama-bench's "t/s" column).</summary>
+public readonly record struct Measurement(double Mean, double StdDev, int Samples)
+{
+    public static Measurement Of(IReadOnlyList<double> samples)
+    {
+        if (samples.Count == 0) return default;
+        double mean = samples.Average();
+        double sd = samples.Count > 1 ? Math.Sqrt(samples.Sum(s => (s - mean) * (s - mean)) / (samples.Count - 1)) : 0;
+        return new Measurement(mean, sd, samples.Count);
+    }
+
+    public override string ToString() => $"{Mean:F2} ± {StdDev:F2}";
+}
+
+public sealed record BenchResult
+{
+    public required int PromptTokens { get; init; }
+    /// <summary>pp tokens per second.</summary>
+    public required Measurement PromptTokensPerSecond { get; init; }
+    public required int GenerateTokens { get; init; }
+    /// <summary>tg tokens per second.</summary>
+    public required Measurement GenerateTokensPerSecond { get; init; }
+    public required int Threads { get; init; }
+    /// <summary>Weight bytes one decoded token reads (all matrices it touches).</summary>
+    public required long WeightBytesPerToken { get; init; }
+    /// <summary>Bytes one decoded token reads on average over the tg run (weights + KV cache rows at the mean position).</summary>
+    public required double DecodeBytesPerToken { get; init; }
+    /// <summary>FLOPs (2 per multiply-add) per prompt token, averaged over the pp run's positions.</summary>
+    public required double PromptFlopsPerToken { get; init; }
+
+    /// <summary>tg as a fraction of what <paramref name="bandwidthBytesPerSecond"/> allows.</summary>
+    public double GenerateFractionOfBandwidth(double bandwidthBytesPerSecond)
+        => bandwidthBytesPerSecond > 0 ? GenerateTokensPerSecond.Mean * DecodeBytesPerToken / bandwidthBytesPerSecond : 0;
+
+    /// <summary>pp as a fraction of the FLOP peak.</summary>
+    public double PromptFractionOfPeak(double flopsPerSecond)
+        => flopsPerSecond > 0 ? PromptTokensPerSecond.Mean * PromptFlopsPerToken / flopsPerSecond : 0;
+}
+
+/// <summary>Machine limits measured on this host.</summary>
+public sealed record MachineLimits(double ReadBytesPerSecond, double TriadBytesPerSecond, double FlopsPerSecond, int Threads, long BufferBytes);
+
+/// <summary>
+/// Speed measurements: llama-bench-style pp/tg on an engine, and this machine's memory bandwidth
+/// and FLOP peak so results can be expressed as a fraction of the hardware limit.
+/// </summary>
+public static class Bench
+{
+    public static BenchResult Run(InferenceEngine engine, BenchOptions? options = null, IProgress<string>? progress = null,
+        CancellationToken cancellationToken = default)
+    {
+        options ??= new BenchOptions();
+        int pp = Math.Clamp(options.PromptTokens, 0, engine.ContextLength);
+        int tg = Math.Clamp(options.GenerateTokens, 0, engine.ContextLength);
+        int reps = Math.Max(1, options.Repetitions);
+        var rng = new Random(options.Seed);
+        int vocab = engine.VocabSize;
+
+        var ppSamples = new List<double>();
+        if (pp > 0)
+        {
+            var prompt = new int[pp];
+            for (int i = 0; i < pp; i++) prompt[i] = rng.Next(vocab);
+            var logits = new float[vocab];
+            for (int r = -options.WarmupRuns; r < reps; r++)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                engine.Reset();
+                var sw = Stopwatch.StartNew();
+                engine.Evaluate(prompt, pp - 1, logits);
+                double s = sw.Elapsed.TotalSeconds;
+                if (r >= 0)
+                {
+                    ppSamples.Add(pp / s);
+                    progress?.Report($"pp{pp}: run {r + 1}/{reps}: {pp / s:F2} t/s");
+                }
+            }
+        }
+
+        var tgSamples = new List<double>();
+        if (tg > 0)
+        {
+            for (int r = -options.WarmupRuns; r < reps; r++)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                engine.Reset();
+                int token = rng.Next(vocab);
+                var sw = Stopwatch.StartNew();
+                for (int i = 0; i < tg; i++)
+                {
+                    var logits = engine.Decode(token);
+                    token = Sampler.ArgMax(logits);
+                }
+                double s = sw.Elapsed.TotalSeconds;
+                if (r >= 0)
+                {
+                    tgSamples.Add(tg / s);
+                    progress?.Report($"tg{tg}: run {r + 1}/{reps}: {tg / s:F2} t/s");
+                }
+            }
+        }
+        engine.Reset();
+
+        double decodeBytes = 0;
+        for (int i = 0; i < tg; i++) decodeBytes += engine.DecodeBytesPerToken(i + 1);
+        double promptFlops = 0;
+        for (int i = 0; i < pp; i++) promptFlops += 2.0 * engine.MultiplyAddsPerToken(i);
+        return new BenchResult
+        {
+            PromptTokens = pp,
+            PromptTokensPerSecond = Measurement.Of(ppSamples),
+            GenerateTokens = tg,
+            GenerateTokensPerSecond = Measurement.Of(tgSamples),
+            Threads = engine.Threads,
+            WeightBytesPerToken = engine.WeightBytesPerToken,
+            DecodeBytesPerToken = tg > 0 ? decodeBytes / tg : engine.DecodeBytesPerToken(1),
+            PromptFlopsPerToken = pp > 0 ? promptFlops / pp : 2.0 * engine.MultiplyAddsPerToken(0),
+        };
+    }
+
+    /// <summary>
+    /// Measures memory bandwidth (multi-threaded SIMD read of a buffer far larger than the
+    /// last-level cache, and a STREAM triad a = b + s·c) and the FMA FLOP peak on all threads.
+    /// Best of <paramref name="repetitions"/> runs, as STREAM reports.
+    /// </summary>
+    public static MachineLimits MeasureMachine(int threads = 0, long bufferBytes = 512L << 20, int repetitions = 5)
+    {
+        threads = threads > 0 ? threads : Environment.ProcessorCount;
+        return new MachineLimits(MeasureReadBandwidth(threads, bufferBytes, repetitions), MeasureTriadBandwidth(threads, bufferBytes, repetitions),
+            MeasureFlopPeak(threads, repetitions), threads, bufferBytes);
+    }
+
+    public static unsafe double MeasureReadBandwidth(int threads, long bufferBytes, int repetitions = 5)
+    {
+        long n = Math.Max(1024, bufferBytes / sizeof(float)) & ~63L;
+        var buffer = GC.AllocateUninitializedArray<float>(checked((int)n), pinned: true);
+        var fill = new ParallelOptions { MaxDegreeOfParallelism = threads };
+        Parallel.For(0, threads, fill, t => buffer.AsSpan(Part(n, threads, t).Start, Part(n, threads, t).Length).Fill(1f));
+        double best = 0;
+        var sink = new float[threads];
+        for (int r = 0; r < repetitions + 1; r++)
+        {
+            var sw = Stopwatch.StartNew();
+            Parallel.For(0, threads, fill, t =>
+            {
+                var (start, length) = Part(n, threads, t);
+                fixed (float* p0 = &buffer[start])
+                {
+                    Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+                    for (long i = 0; i + 32 <= length; i += 32)
+                    {
+                        a0 += Vector256.Load(p0 + i); a1 += Vector256.Load(p0 + i + 8);
+                        a2 += Vector256.Load(p0 + i + 16); a3 += Vector256.Load(p0 + i + 24);
+                    }
+                    sink[t] = Vector256.Sum(a0 + a1 + a2 + a3);
+                }
+            });
+            double s = sw.Elapsed.TotalSeconds;
+            if (r > 0) best = Math.Max(best, n * sizeof(float) / s); // first run is a warm-up
+        }
+        GC.KeepAlive(sink);
+        return best;
+    }
+
+    public static unsafe double MeasureTriadBandwidth(int threads, long bufferBytes, int repetitions = 5)
+    {
+        long n = Math.Max(1024, bufferBytes / 3 / sizeof(float)) & ~63L;
+        var a = GC.AllocateUninitializedArray<float>(checked((int)n), pinned: true);
+        var b = GC.AllocateUninitializedArray<float>(checked((int)n), pinned: true);
+        var c = GC.AllocateUninitializedArray<float>(checked((int)n), pinned: true);
+        var opts = new ParallelOptions { MaxDegreeOfParallelism = threads };
+        Parallel.For(0, threads, opts, t =>
+        {
+            var (s, l) = Part(n, threads, t);
+            a.AsSpan(s, l).Fill(0); b.AsSpan(s, l).Fill(1); c.AsSpan(s, l).Fill(2);
+        });
+        double best = 0;
+        var scalar = Vector256.Create(3f);
+        for (int r = 0; r < repetitions + 1; r++)
+        {
+            var sw = Stopwatch.StartNew();
+            Parallel.For(0, threads, opts, t =>
+            {
+                var (start, length) = Part(n, threads, t);
+                fixed (float* pa = &a[start], pb = &b[start], pc = &c[start])
+                    for (long i = 0; i + 8 <= length; i += 8)
+                        Vector256.Store(Vector256.Load(pb + i) + scalar * Vector256.Load(pc + i), pa + i);
+            });
+            double s = sw.Elapsed.TotalSeconds;
+            if (r > 0) best = Math.Max(best, 3.0 * n * sizeof(float) / s);
+        }
+        return best;
+    }
+
+    /// <summary>FP32 FLOPs per second of independent FMA chains on all threads (2 FLOPs per lane per FMA).</summary>
+    public static double MeasureFlopPeak(int threads, int repetitions = 5)
+    {
+        const long iterations = 250_000_000; // ÷10 per thread: ~50 ms per run at 3 GHz
+        double best = 0;
+        var sink = new float[threads];
+        var opts = new ParallelOptions { MaxDegreeOfParallelism = threads };
+        for (int r = 0; r < repetitions + 1; r++)
+        {
+            var sw = Stopwatch.StartNew();
+            Parallel.For(0, threads, opts, t => sink[t] = FmaLoop(iterations / 10, 1f + t * 1e-7f));
+            double s = sw.Elapsed.TotalSeconds;
+            if (r > 0) best = Math.Max(best, threads * (iterations / 10) * 12.0 * 8 * 2 / s);
+        }
+        GC.KeepAlive(sink);
+        return best;
+    }
+
+    private static float FmaLoop(long iterations, float seed)
+    {
+        // 12 independent accumulators cover FMA latency × throughput on current x86 cores.
+        var m = Vector256.Create(0.9999999f);
+        var add = Vector256.Create(seed * 1e-7f);
+        Vector256<float> a0 = Vector256.Create(seed), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0,
+            a6 = a0, a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0;
+        for (long i = 0; i < iterations; i++)
+        {
+            if (Fma.IsSupported)
+            {
+                a0 = Fma.MultiplyAdd(a0, m, add); a1 = Fma.MultiplyAdd(a1, m, add); a2 = Fma.MultiplyAdd(a2, m, add);
+                a3 = Fma.MultiplyAdd(a3, m, add); a4 = Fma.MultiplyAdd(a4, m, add); a5 = Fma.MultiplyAdd(a5, m, add);
+                a6 = Fma.MultiplyAdd(a6, m, add); a7 = Fma.MultiplyAdd(a7, m, add); a8 = Fma.MultiplyAdd(a8, m, add);
+                a9 = Fma.MultiplyAdd(a9, m, add); a10 = Fma.MultiplyAdd(a10, m, add); a11 = Fma.MultiplyAdd(a11, m, add);
+            }
+            else
+            {
+                a0 = a0 * m + add; a1 = a1 * m + add; a2 = a2 * m + add; a3 = a3 * m + add; a4 = a4 * m + add; a5 = a5 * m + add;
+                a6 = a6 * m + add; a7 = a7 * m + add; a8 = a8 * m + add; a9 = a9 * m + add; a10 = a10 * m + add; a11 = a11 * m + add;
+            }
+        }
+        return Vector256.Sum(a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11);
+    }
+
+    private static (int Start, int Length) Part(long n, int parts, int i)
+    {
+        long per = (n / parts) & ~63L;
+        long start = per * i;
+        long length = i == parts - 1 ? n - start : per;
+        return ((int)start, (int)length);
+    }
+}

@@ -1,0 +1,60 @@
+using Lowbit.Engine;
+using Lowbit.Formats;
+using Lowbit.IO;
+
+namespace Lowbit.Tests.Engine;
+
+public sealed class BenchTests
+{
+    [Fact]
+    public void Bench_reports_pp_and_tg_rates_and_caps_lengths_at_the_context()
+    {
+        using var model = Llama2cReader.Load(EngineTestPaths.Stories260K);
+        var e = new InferenceEngine(model, new EngineOptions { ContextLength = 24 });
+        var r = Bench.Run(e, new BenchOptions { PromptTokens = 512, GenerateTokens = 8, Repetitions = 2, WarmupRuns = 0 });
+        Assert.Equal(24, r.PromptTokens);
+        Assert.Equal(8, r.GenerateTokens);
+        Assert.Equal(2, r.PromptTokensPerSecond.Samples);
+        Assert.True(r.PromptTokensPerSecond.Mean > 0 && r.GenerateTokensPerSecond.Mean > 0);
+        Assert.True(r.DecodeBytesPerToken > r.WeightBytesPerToken);
+        Assert.Equal(e.DecodeBytesPerToken(1), r.DecodeBytesPerToken, r.DecodeBytesPerToken * 0.01);
+        Assert.True(r.PromptFlopsPerToken > 2.0 * (r.WeightBytesPerToken / 4) * 0.99);
+        Assert.InRange(r.GenerateFractionOfBandwidth(1e15), 0, 1);
+        Assert.Equal(0, e.Position);
+    }
+
+    [Fact]
+    public void Machine_limits_are_measured_as_positive_rates()
+    {
+        var m = Bench.MeasureMachine(threads: 2, bufferBytes: 8 << 20, repetitions: 1);
+        Assert.True(m.ReadBytesPerSecond > 1e8, $"read {m.ReadBytesPerSecond}");
+        Assert.True(m.TriadBytesPerSecond > 1e8, $"triad {m.TriadBytesPerSecond}");
+        Assert.True(m.FlopsPerSecond > 1e8, $"flops {m.FlopsPerSecond}");
+    }
+
+    [Fact]
+    public void Measurement_is_mean_and_sample_standard_deviation()
+    {
+        var m = Measurement.Of([1.0, 2.0, 3.0]);
+        Assert.Equal(2.0, m.Mean, 12);
+        Assert.Equal(1.0, m.StdDev, 12);
+    }
+
+    [Fact]
+    public void Synthetic_models_have_the_requested_shape_and_codec_and_are_seeded()
+    {
+        var cfg = SyntheticModel.Llama1BLike(vocab: 1024, layers: 1) with { HiddenSize = 256, IntermediateSize = 512, NumHeads = 4, NumKvHeads = 2 };
+        using var a = SyntheticModel.Create(cfg, CodecRegistry.Get("bf16"), seed: 5, embeddingCodec: CodecRegistry.Get("f16"));
+        using var b = SyntheticModel.Create(cfg, CodecRegistry.Get("bf16"), seed: 5, embeddingCodec: CodecRegistry.Get("f16"));
+        Assert.Equal("bf16", a.Get("blk.0.ffn_up.weight").Codec.Name);
+        Assert.Equal("f16", a.Get("token_embd.weight").Codec.Name);
+        Assert.Equal(new long[] { 512, 256 }, a.Get("blk.0.ffn_gate.weight").Shape);
+        Assert.Equal(a.Get("blk.0.attn_k.weight").Data.ToArray(), b.Get("blk.0.attn_k.weight").Data.ToArray());
+        var w = a.Get("blk.0.ffn_down.weight").ToFloat();
+        double rms = Math.Sqrt(w.Average(v => (double)v * v));
+        Assert.Equal(1 / Math.Sqrt(512), rms, 0.1 / Math.Sqrt(512));
+        var e = new InferenceEngine(a);
+        var logits = e.Prefill([1, 2, 3]);
+        Assert.All(logits, v => Assert.True(float.IsFinite(v)));
+    }
+}
