@@ -9,12 +9,14 @@ namespace Lowbit.Recipes;
 /// A model-level transform stage (AWQ scale search and folding, SmoothQuant migration): rewrites the
 /// float weights of <paramref name="tensors"/> (and whatever the method folds the inverse scales into)
 /// using calibration activations, returning a model of the same shape. Implementations are registered
-/// by method name in <see cref="RecipeRunner"/>'s transform table.
+/// by method name in <see cref="RecipeTransforms.BuiltIn"/>.
 /// </summary>
 public interface IRecipeTransform
 {
-    LoadedModel Apply(LoadedModel model, CalibrationData data, RecipeStage stage, IReadOnlyList<string> tensors, int threads,
-        CancellationToken cancel);
+    /// <param name="tensors">The stage's target tensors.</param>
+    /// <param name="targets">Every tensor's final codec and method (AWQ searches scales against the codec a tensor will get).</param>
+    LoadedModel Apply(LoadedModel model, CalibrationData data, RecipeStage stage, IReadOnlyList<string> tensors,
+        IReadOnlyDictionary<string, TensorTarget> targets, int threads, CancellationToken cancel);
 }
 
 /// <summary>The outcome of running a recipe.</summary>
@@ -44,7 +46,7 @@ public static class RecipeRunner
         var sw = Stopwatch.StartNew();
         var current = model;
         foreach (var step in plan.Transforms)
-            current = transforms[step.Stage.Method].Apply(current, data!, step.Stage, step.Tensors, options.Threads, cancel);
+            current = transforms[step.Stage.Method].Apply(current, data!, step.Stage, step.Tensors, plan.Targets, options.Threads, cancel);
 
         if (plan.Targets.Values.Any(t => t.NeedsStatistics))
         {

@@ -141,4 +141,49 @@ public sealed class RecipeTests
         foreach (var (name, t) in direct.Quantized) Assert.True(t.Data.Span.SequenceEqual(viaRecipe.Quantized[name].Data.Span), name);
         Assert.Equal("q8_0", viaRecipe.Model.Get(TensorNames.Output).Codec.Name);
     }
+
+    [Fact]
+    public void Registered_transforms_run_before_quantization_and_see_the_final_targets()
+    {
+        using var model = CalibrationTestModels.Tiny();
+        var recipe = Recipe.Parse("""
+            stages:
+              - { method: smoothquant, targets: ['blk\.0\.attn_q\.weight'], options: { alpha: 0.5 } }
+              - { method: rtn, format: int8-g32-sym }
+            """, "t");
+        var plan = RecipePlanner.Plan(recipe, model);
+        Assert.True(plan.NeedsCalibration);
+        var doubling = new DoublingTransform();
+        var result = RecipeRunner.Run(model, plan, CalibrationTestModels.Data(samples: 2), new Dictionary<string, IRecipeTransform> { ["smoothquant"] = doubling },
+            new CalibrationOptions { Threads = 1 });
+        Assert.Equal(["blk.0.attn_q.weight"], doubling.Tensors);
+        Assert.Equal("int8-g32-sym", doubling.Targets!["blk.0.attn_q.weight"].Codec.Name);
+        Assert.Equal("0.5", doubling.Stage!.Options["alpha"]);
+        var original = model.Get("blk.0.attn_q.weight").ToFloat();
+        var quantized = result.Model.Get("blk.0.attn_q.weight").ToFloat();
+        double err = 0, norm = 0;
+        for (int i = 0; i < original.Length; i++) { err += Math.Pow(quantized[i] - 2 * original[i], 2); norm += Math.Pow(2 * original[i], 2); }
+        Assert.True(err < 1e-3 * norm, $"quantized weights are not the transformed ones (relative error {err / norm})");
+    }
+
+    private sealed class DoublingTransform : IRecipeTransform
+    {
+        public IReadOnlyList<string>? Tensors;
+        public IReadOnlyDictionary<string, TensorTarget>? Targets;
+        public RecipeStage? Stage;
+
+        public LoadedModel Apply(LoadedModel model, CalibrationData data, RecipeStage stage, IReadOnlyList<string> tensors,
+            IReadOnlyDictionary<string, TensorTarget> targets, int threads, CancellationToken cancel)
+        {
+            (Tensors, Targets, Stage) = (tensors, targets, stage);
+            var t = model.Get(tensors[0]);
+            var w = t.ToFloat().Select(v => 2 * v).ToArray();
+            var bytes = new byte[w.Length * 4];
+            Buffer.BlockCopy(w, 0, bytes, 0, bytes.Length);
+            return Lowbit.Pipeline.ModelTransforms.WithTensors(model, new Dictionary<string, ModelTensor>
+            {
+                [t.Name] = new ModelTensor(t.Name, t.Shape, CodecRegistry.Get("f32"), bytes),
+            });
+        }
+    }
 }

@@ -237,14 +237,21 @@ public static class CalibrationPipeline
             LinearInput.AttentionOutput => cfg.QDim,
             _ => cfg.IntermediateSize,
         }));
-        var observer = new GramObserver(grams, threads);
+        var observer = new GramObserver(grams, kinds.Max(), threads);
         var engine = BlockEngine(model, current, length, threads, observer);
         var scratch = new float[length * cfg.HiddenSize];
         foreach (var hs in hidden)
         {
             cancel.ThrowIfCancellationRequested();
             hs.CopyTo(scratch, 0);
-            engine.ForwardLayers(scratch, length, 0, 1);
+            try
+            {
+                engine.ForwardLayers(scratch, length, 0, 1);
+            }
+            catch (StatisticsComplete)
+            {
+                // The rest of the block cannot change the inputs already observed; the engine resets on its next call.
+            }
         }
         return grams;
     }
@@ -323,11 +330,19 @@ public static class CalibrationPipeline
         return p.PeakWorkingSet64;
     }
 
-    private sealed class GramObserver(Dictionary<LinearInput, GramAccumulator> grams, int threads) : IActivationObserver
+    /// <summary>
+    /// Accumulates the requested inputs and, once the last one in execution order (<paramref name="last"/>) is seen,
+    /// stops the forward pass: e.g. attn_output's statistics need only the attention half of the block.
+    /// </summary>
+    private sealed class GramObserver(Dictionary<LinearInput, GramAccumulator> grams, LinearInput last, int threads) : IActivationObserver
     {
         public void Observe(int layer, LinearInput kind, ReadOnlySpan<float> input, int tokens, int width)
         {
             if (grams.TryGetValue(kind, out var g)) g.Add(input, tokens, threads);
+            if (kind == last) throw new StatisticsComplete();
         }
     }
+
+    /// <summary>Ends a statistics pass early (thrown on the engine's thread by <see cref="GramObserver"/>, caught by the pass).</summary>
+    private sealed class StatisticsComplete : Exception;
 }
