@@ -13,6 +13,7 @@ public static class CommandCatalog
         PerplexityCommand.Create(),
         KldCommand.Create(),
         GenerateCommand.Create(),
+        ImatrixCommand.Create(),
         BenchCommand.Create(),
         BenchQuantizeCommand.Create(),
         SensitivityCommand.Create(),

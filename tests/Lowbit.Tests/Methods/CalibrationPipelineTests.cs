@@ -105,6 +105,53 @@ public sealed class CalibrationPipelineTests
         Assert.True(diff > 1e-3, $"block-1 Hessian barely changed ({diff}) although block 0 was quantized");
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Every_linear_input_statistic_matches_a_full_forward_of_the_model_it_was_taken_from(bool trueSequential)
+    {
+        using var model = Tiny();
+        var data = Data(samples: 3);
+        var seen = new Dictionary<LinearInput, double[]>();
+        var result = CalibrationPipeline.Run(model, data, BlockPlan(model, "int4-g32-sym", QuantMethod.Gptq, l => l == 1), new CalibrationOptions
+        {
+            Threads = 2,
+            TrueSequential = trueSequential,
+            OnStatistics = (layer, kind, g) => { if (layer == 1) seen[kind] = g.ToHessian(); },
+        });
+        Assert.Equal(4, seen.Count);
+        foreach (var (kind, hessian) in seen)
+        {
+            // One pass: every input comes from the original block. True-sequential: the groups before this one are quantized.
+            var earlier = trueSequential
+                ? CalibrationPipeline.LinearGroups(1).TakeWhile(g => g[0].Input != kind).SelectMany(g => g).Select(e => e.Name).ToHashSet()
+                : [];
+            var m = Pipeline.ModelTransforms.WithTensors(model, result.Quantized.Where(kv => earlier.Contains(kv.Key)).ToDictionary());
+            AssertClose(DirectHessian(m, data, 1, kind), hessian, 1e-5);
+        }
+    }
+
+    private static double[] DirectHessian(LoadedModel m, CalibrationData data, int layer, LinearInput kind)
+    {
+        var e = new InferenceEngine(m, new EngineOptions { Threads = 1, QuantizedActivations = false, ContextLength = data.SampleLength });
+        var cfg = m.Config;
+        var g = new GramAccumulator(kind switch
+        {
+            LinearInput.AttentionOutput => cfg.QDim,
+            LinearInput.FfnDown => cfg.IntermediateSize,
+            _ => cfg.HiddenSize,
+        });
+        e.Observer = new OneLayerObserver(layer, kind, g);
+        int h = cfg.HiddenSize;
+        foreach (var s in data.Samples)
+        {
+            var hidden = new float[s.Length * h];
+            e.Embed(s, hidden);
+            e.ForwardLayers(hidden, s.Length, 0, cfg.NumLayers);
+        }
+        return g.ToHessian();
+    }
+
     [Fact]
     public void Output_is_identical_for_one_and_two_threads()
     {

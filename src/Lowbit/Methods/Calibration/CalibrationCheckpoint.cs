@@ -26,7 +26,7 @@ public static class CalibrationCheckpoint
     public static string Fingerprint(LoadedModel model, CalibrationData data, IReadOnlyDictionary<string, TensorTarget> plan, bool trueSequential)
     {
         var sb = new StringBuilder();
-        sb.Append(JsonSerializer.Serialize(model.Config)).Append('\n').Append(trueSequential).Append('\n');
+        sb.Append(model.SourcePath).Append('\n').Append(JsonSerializer.Serialize(model.Config)).Append('\n').Append(trueSequential).Append('\n');
         foreach (var t in model.Tensors) sb.Append(t.Name).Append(' ').Append(t.Codec.Name).Append(' ').Append(string.Join(",", t.Shape)).Append('\n');
         foreach (var (name, target) in plan.OrderBy(p => p.Key, StringComparer.Ordinal))
             sb.Append(name).Append(' ').Append(target).Append(' ').Append(target.GptqOptions).Append(' ').Append(target.UseImportance).Append('\n');

@@ -69,15 +69,16 @@ public static class CalibrationPipeline
                         saved.Tensors.Where(t => GgufLayer(t.Name) == l)
                             .Select(t => new CalibratedTensorReport(t.Name, t.Codec.Name, plan[t.Name].ToString(), t.ByteCount, null, 0)).ToList()));
             }
-            else hidden = EmbedAll(model, data, threads);
+            else hidden = EmbedAll(model, data);
         }
-        else hidden = EmbedAll(model, data, threads);
+        else hidden = EmbedAll(model, data);
 
         for (int layer = firstBlock; layer < cfg.NumLayers; layer++)
         {
             cancel.ThrowIfCancellationRequested();
             var sw = Stopwatch.StartNew();
             var blockReports = new List<CalibratedTensorReport>();
+            double statsSeconds = 0, quantSeconds = 0;
             var current = BlockTensors(model, layer);
             var groups = options.TrueSequential
                 ? LinearGroups(layer)
@@ -87,8 +88,13 @@ public static class CalibrationPipeline
                 var planned = group.Where(e => plan.ContainsKey(e.Name)).ToArray();
                 if (planned.Length == 0) continue;
                 var kinds = planned.Where(e => plan[e.Name].NeedsStatistics).Select(e => e.Input).Distinct().ToArray();
+                long ts = Stopwatch.GetTimestamp();
+                // The q/k/v input is attn_norm(hidden): no need to run the block for it alone.
                 var grams = kinds.Length == 0 ? new Dictionary<LinearInput, GramAccumulator>()
-                    : CollectStatistics(model, layer, current, hidden, length, kinds, threads, cancel);
+                    : kinds is [LinearInput.Attention]
+                        ? new Dictionary<LinearInput, GramAccumulator> { [LinearInput.Attention] = NormedGram(model, TensorNames.AttnNorm(layer), hidden, length, threads, cancel) }
+                        : CollectStatistics(model, layer, current, hidden, length, kinds, threads, cancel);
+                statsSeconds += Stopwatch.GetElapsedTime(ts).TotalSeconds;
                 if (options.OnStatistics is { } onStats)
                     foreach (var (kind, g) in grams) onStats(layer, kind, g);
                 var hessians = new Dictionary<LinearInput, double[]>();
@@ -105,22 +111,28 @@ public static class CalibrationPipeline
                     var q = Quantize(source, name, target, gram, hessian, threads, cancel, out double? loss);
                     current[Local(name)] = Rename(q, Local(name));
                     replacements[name] = q;
-                    blockReports.Add(new CalibratedTensorReport(name, q.Codec.Name, target.ToString(), q.ByteCount, loss,
-                        Stopwatch.GetElapsedTime(t0).TotalSeconds));
+                    double secs = Stopwatch.GetElapsedTime(t0).TotalSeconds;
+                    quantSeconds += secs;
+                    blockReports.Add(new CalibratedTensorReport(name, q.Codec.Name, target.ToString(), q.ByteCount, loss, secs));
                 }
             }
 
             // The next block's inputs: this block's outputs with its weights quantized.
+            long tp = Stopwatch.GetTimestamp();
             var engine = BlockEngine(model, current, length, threads, null);
             foreach (var hs in hidden)
             {
                 cancel.ThrowIfCancellationRequested();
                 engine.ForwardLayers(hs, length, 0, 1);
             }
+            double propagateSeconds = Stopwatch.GetElapsedTime(tp).TotalSeconds;
             if (options.CheckpointDirectory is { } cdir)
                 CalibrationCheckpoint.SaveBlock(cdir, fingerprint!, layer, blockReports.Select(r => replacements[r.Name]).ToList(), hidden, length * h);
 
-            var report = new CalibrationBlockReport(layer, sw.Elapsed.TotalSeconds, GC.GetTotalMemory(false), PeakWorkingSet(), false, blockReports);
+            var report = new CalibrationBlockReport(layer, sw.Elapsed.TotalSeconds, GC.GetTotalMemory(false), PeakWorkingSet(), false, blockReports)
+            {
+                StatisticsSeconds = statsSeconds, QuantizeSeconds = quantSeconds, PropagateSeconds = propagateSeconds,
+            };
             reports.Add(report);
             progress?.Report(new CalibrationProgress(layer + 1, cfg.NumLayers, report));
         }
@@ -141,7 +153,7 @@ public static class CalibrationPipeline
                 effective = target with { Method = QuantMethod.Rtn }; // an embedding lookup has no input activations to calibrate on
             if (effective.NeedsStatistics && name == TensorNames.Output)
             {
-                gram = FinalHiddenGram(model, hidden, length, threads);
+                gram = NormedGram(model, TensorNames.OutputNorm, hidden, length, threads, cancel);
                 if (effective.Method == QuantMethod.Gptq) hessian = gram.ToHessian();
             }
             var q = Quantize(Rename(source, name), name, effective, gram, hessian, threads, cancel, out double? loss);
@@ -193,16 +205,23 @@ public static class CalibrationPipeline
         return Rename(q, name);
     }
 
-    /// <summary>Embeds every sample: the hidden states entering block 0.</summary>
-    private static float[][] EmbedAll(LoadedModel model, CalibrationData data, int threads)
+    /// <summary>Embeds every sample: the hidden states entering block 0 (rows of token_embd, dequantized).</summary>
+    private static float[][] EmbedAll(LoadedModel model, CalibrationData data)
     {
         int length = data.SampleLength, h = model.Config.HiddenSize;
-        var engine = BlockEngine(model, BlockTensors(model, 0), length, threads, null);
+        var embd = model.Get(TensorNames.TokenEmbedding);
+        if (embd.Cols != h) throw new InvalidModelFileException(model.SourcePath, $"'{embd.Name}' must have {h} columns");
+        var bytes = embd.Data;
         var hidden = new float[data.Samples.Count][];
         for (int s = 0; s < hidden.Length; s++)
         {
             hidden[s] = new float[length * h];
-            engine.Embed(data.Samples[s], hidden[s]);
+            var sample = data.Samples[s];
+            for (int t = 0; t < length; t++)
+            {
+                if ((uint)sample[t] >= (ulong)embd.Rows) throw new LowbitException($"calibration token id {sample[t]} is outside the vocabulary (0..{embd.Rows - 1})");
+                embd.Codec.DequantizeTensorRows(bytes.Span, embd.Rows, h, sample[t], 1, hidden[s].AsSpan(t * h, h));
+            }
         }
         return hidden;
     }
@@ -218,32 +237,40 @@ public static class CalibrationPipeline
             LinearInput.AttentionOutput => cfg.QDim,
             _ => cfg.IntermediateSize,
         }));
-        var observer = new GramObserver(grams, threads);
+        var observer = new GramObserver(grams, kinds.Max(), threads);
         var engine = BlockEngine(model, current, length, threads, observer);
         var scratch = new float[length * cfg.HiddenSize];
         foreach (var hs in hidden)
         {
             cancel.ThrowIfCancellationRequested();
             hs.CopyTo(scratch, 0);
-            engine.ForwardLayers(scratch, length, 0, 1);
+            try
+            {
+                engine.ForwardLayers(scratch, length, 0, 1);
+            }
+            catch (StatisticsComplete)
+            {
+                // The rest of the block cannot change the inputs already observed; the engine resets on its next call.
+            }
         }
         return grams;
     }
 
-    private static GramAccumulator FinalHiddenGram(LoadedModel model, float[][] hidden, int length, int threads)
+    /// <summary>Gram matrix of RMSNorm(hidden) · weight (the engine's RMSNorm, same order of operations): the input of q/k/v or of the LM head.</summary>
+    private static GramAccumulator NormedGram(LoadedModel model, string normName, float[][] hidden, int length, int threads, CancellationToken cancel)
     {
         var cfg = model.Config;
         int h = cfg.HiddenSize;
-        var norm = model.Get(TensorNames.OutputNorm).ToFloat();
+        var norm = model.Get(normName).ToFloat();
         var gram = new GramAccumulator(h);
         var normed = new float[length * h];
         foreach (var hs in hidden)
         {
+            cancel.ThrowIfCancellationRequested();
             for (int t = 0; t < length; t++)
             {
                 var x = hs.AsSpan(t * h, h);
                 var o = normed.AsSpan(t * h, h);
-                // The engine's RMSNorm, in the same order of operations.
                 float ss = TensorPrimitives.SumOfSquares(x) / h + cfg.RmsNormEps;
                 TensorPrimitives.Multiply(x, 1f / MathF.Sqrt(ss), o);
                 TensorPrimitives.Multiply(o, norm, o);
@@ -264,12 +291,17 @@ public static class CalibrationPipeline
         return d;
     }
 
-    /// <summary>An engine over a one-layer model: the block's tensors plus the embedding (for Embed) and the final norm.</summary>
+    /// <summary>
+    /// An engine over a one-layer model: the block's tensors, the final norm, and a one-row stand-in embedding
+    /// (the engine only needs its width here; a one-token vocabulary keeps its logit buffer tiny).
+    /// </summary>
     private static InferenceEngine BlockEngine(LoadedModel model, Dictionary<string, ModelTensor> block, int length, int threads, IActivationObserver? observer)
     {
-        var tensors = new List<ModelTensor> { model.Get(TensorNames.TokenEmbedding), model.Get(TensorNames.OutputNorm) };
+        int h = model.Config.HiddenSize;
+        var standIn = new ModelTensor(TensorNames.TokenEmbedding, [1, h], CodecRegistry.Get("f32"), new byte[h * sizeof(float)]);
+        var tensors = new List<ModelTensor> { standIn, model.Get(TensorNames.OutputNorm) };
         tensors.AddRange(block.Values);
-        var one = new LoadedModel(model.SourcePath, model.SourceFormat, model.Config with { NumLayers = 1 }, model.Tokenizer, tensors, model.Metadata);
+        var one = new LoadedModel(model.SourcePath, model.SourceFormat, model.Config with { NumLayers = 1, VocabSize = 1 }, model.Tokenizer, tensors, model.Metadata);
         return new InferenceEngine(one, new EngineOptions { Threads = threads, ContextLength = length, MaxBatch = length, QuantizedActivations = false })
         {
             Observer = observer,
@@ -298,11 +330,19 @@ public static class CalibrationPipeline
         return p.PeakWorkingSet64;
     }
 
-    private sealed class GramObserver(Dictionary<LinearInput, GramAccumulator> grams, int threads) : IActivationObserver
+    /// <summary>
+    /// Accumulates the requested inputs and, once the last one in execution order (<paramref name="last"/>) is seen,
+    /// stops the forward pass: e.g. attn_output's statistics need only the attention half of the block.
+    /// </summary>
+    private sealed class GramObserver(Dictionary<LinearInput, GramAccumulator> grams, LinearInput last, int threads) : IActivationObserver
     {
         public void Observe(int layer, LinearInput kind, ReadOnlySpan<float> input, int tokens, int width)
         {
             if (grams.TryGetValue(kind, out var g)) g.Add(input, tokens, threads);
+            if (kind == last) throw new StatisticsComplete();
         }
     }
+
+    /// <summary>Ends a statistics pass early (thrown on the engine's thread by <see cref="GramObserver"/>, caught by the pass).</summary>
+    private sealed class StatisticsComplete : Exception;
 }

@@ -57,7 +57,15 @@ public sealed record CalibratedTensorReport(string Name, string Codec, string Me
 
 /// <summary>Per-block outcome: wall time, memory, and the block's tensors.</summary>
 public sealed record CalibrationBlockReport(int Layer, double Seconds, long ManagedBytes, long PeakWorkingSetBytes, bool Resumed,
-    IReadOnlyList<CalibratedTensorReport> Tensors);
+    IReadOnlyList<CalibratedTensorReport> Tensors)
+{
+    /// <summary>Seconds spent running the block to accumulate input statistics (forward + Gram).</summary>
+    public double StatisticsSeconds { get; init; }
+    /// <summary>Seconds spent quantizing (GPTQ / RTN).</summary>
+    public double QuantizeSeconds { get; init; }
+    /// <summary>Seconds spent re-running the quantized block to produce the next block's inputs.</summary>
+    public double PropagateSeconds { get; init; }
+}
 
 /// <summary>Progress after each finished block (and once for the non-block tensors, Layer = −1).</summary>
 public sealed record CalibrationProgress(int BlocksDone, int Blocks, CalibrationBlockReport Block);

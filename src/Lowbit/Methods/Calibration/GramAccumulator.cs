@@ -7,7 +7,7 @@ namespace Lowbit.Methods.Calibration;
 /// Accumulates the Gram matrix Σ x xᵀ of the activation rows entering a linear layer — GPTQ's
 /// Hessian up to the factor 2/N. Each observed batch is transposed into column-major rows padded to
 /// 8 tokens, and the upper triangle is computed in 4×4 tiles of Vector256 accumulators (a symmetric
-/// rank-k update: 8 loads feed 16 multiply-adds), in float within a batch and added into a double
+/// rank-k update: 8 loads feed 16 fused multiply-adds), in float within a batch and added into a double
 /// total per batch. Tiles are owned by one tile row each and summed in a fixed order, so the result
 /// does not depend on the thread count.
 /// </summary>
@@ -108,11 +108,15 @@ public sealed class GramAccumulator
             var vb1 = Vector256.LoadUnsafe(ref b1, (nuint)t);
             var vb2 = Vector256.LoadUnsafe(ref b2, (nuint)t);
             var vb3 = Vector256.LoadUnsafe(ref b3, (nuint)t);
-            // Separate multiply and add (no FMA) so every hardware path rounds identically.
-            c00 += va0 * vb0; c01 += va0 * vb1; c02 += va0 * vb2; c03 += va0 * vb3;
-            c10 += va1 * vb0; c11 += va1 * vb1; c12 += va1 * vb2; c13 += va1 * vb3;
-            c20 += va2 * vb0; c21 += va2 * vb1; c22 += va2 * vb2; c23 += va2 * vb3;
-            c30 += va3 * vb0; c31 += va3 * vb1; c32 += va3 * vb2; c33 += va3 * vb3;
+            // Fused multiply-add: one rounding, the same on every machine (emulated exactly where the hardware has no FMA).
+            c00 = Vector256.FusedMultiplyAdd(va0, vb0, c00); c01 = Vector256.FusedMultiplyAdd(va0, vb1, c01);
+            c02 = Vector256.FusedMultiplyAdd(va0, vb2, c02); c03 = Vector256.FusedMultiplyAdd(va0, vb3, c03);
+            c10 = Vector256.FusedMultiplyAdd(va1, vb0, c10); c11 = Vector256.FusedMultiplyAdd(va1, vb1, c11);
+            c12 = Vector256.FusedMultiplyAdd(va1, vb2, c12); c13 = Vector256.FusedMultiplyAdd(va1, vb3, c13);
+            c20 = Vector256.FusedMultiplyAdd(va2, vb0, c20); c21 = Vector256.FusedMultiplyAdd(va2, vb1, c21);
+            c22 = Vector256.FusedMultiplyAdd(va2, vb2, c22); c23 = Vector256.FusedMultiplyAdd(va2, vb3, c23);
+            c30 = Vector256.FusedMultiplyAdd(va3, vb0, c30); c31 = Vector256.FusedMultiplyAdd(va3, vb1, c31);
+            c32 = Vector256.FusedMultiplyAdd(va3, vb2, c32); c33 = Vector256.FusedMultiplyAdd(va3, vb3, c33);
         }
         block[0] = Vector256.Sum(c00); block[1] = Vector256.Sum(c01); block[2] = Vector256.Sum(c02); block[3] = Vector256.Sum(c03);
         block[4] = Vector256.Sum(c10); block[5] = Vector256.Sum(c11); block[6] = Vector256.Sum(c12); block[7] = Vector256.Sum(c13);
