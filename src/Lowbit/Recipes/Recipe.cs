@@ -70,7 +70,7 @@ public sealed record Recipe(string Name, RecipeCalibration Calibration, IReadOnl
         "rtn" or "imatrix" => GroupOptions,
         "gptq" => [.. GroupOptions, "act_order", "damp_percent", "block_size", "static_groups", "true_sequential", "hessian_importance"],
         "awq" => [.. GroupOptions, "n_grid", "clip", "duo_scaling"],
-        "smoothquant" => ["alpha"],
+        "smoothquant" => ["alpha", "smooth_down", "smooth_attn_output"],
         _ => [],
     };
 
@@ -184,7 +184,8 @@ public sealed record Recipe(string Name, RecipeCalibration Calibration, IReadOnl
         {
             switch (key)
             {
-                case "act_order" or "static_groups" or "true_sequential" or "hessian_importance" or "symmetric" or "clip" or "duo_scaling":
+                case "act_order" or "static_groups" or "true_sequential" or "hessian_importance" or "symmetric" or "clip" or "duo_scaling"
+                    or "smooth_down" or "smooth_attn_output":
                     stage.ParseBool(key, value); break;
                 case "group_size" or "block_size" or "n_grid":
                     stage.ParseInt(key, value); break;

@@ -26,14 +26,14 @@ public static class RecipePresets
             calibration: { samples: 128, seq_len: 2048, seed: 42 }
             stages:
               - method: smoothquant
-                options: { alpha: 0.8 }
+                options: { alpha: 0.5, smooth_down: true }
               - method: rtn
-                format: int8-channel-sym
+                format: w8a8-int8
             """),
         ("fp8-dynamic", """
             stages:
               - method: rtn
-                format: fp8_e4m3-channel
+                format: w8a8-fp8
             """),
         ("nvfp4", """
             stages:

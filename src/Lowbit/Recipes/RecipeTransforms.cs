@@ -8,6 +8,8 @@ public static class RecipeTransforms
 {
     public static IReadOnlyDictionary<string, IRecipeTransform> BuiltIn() => new Dictionary<string, IRecipeTransform>(StringComparer.Ordinal)
     {
-        // --- transform lines: one per method, e.g. ["awq"] = new AwqRecipeTransform(), ---
+        // --- transform lines: one per method ---
+        ["awq"] = new AwqRecipeTransform(),
+        ["smoothquant"] = new SmoothQuantRecipeTransform(),
     };
 }

@@ -69,8 +69,11 @@ public sealed class RecipeTests
         Assert.Equal(42, plan.Transforms[0].Tensors.Count);
         Assert.Equal("int4-g128-asym", plan.Targets["blk.0.ffn_up.weight"].Codec.Name);
         var sq = RecipePlanner.Plan(Recipe.Load("w8a8-smoothquant"), model);
-        Assert.Equal("int8-channel-sym", sq.Targets["blk.0.attn_q.weight"].Codec.Name);
+        Assert.Equal("w8a8-int8", sq.Targets["blk.0.attn_q.weight"].Codec.Name);
         Assert.Contains("no implementation", Error(() => RecipeRunner.CheckTransforms(plan, new Dictionary<string, IRecipeTransform>())));
+        // The built-in table has both transforms.
+        RecipeRunner.CheckTransforms(plan, RecipeTransforms.BuiltIn());
+        RecipeRunner.CheckTransforms(sq, RecipeTransforms.BuiltIn());
     }
 
     [Fact]
