@@ -1,3 +1,4 @@
+using Lowbit.Methods.Calibration;
 using Lowbit.Methods;
 
 namespace Lowbit.Tests.Methods;
@@ -113,10 +114,10 @@ public sealed class GptqQuantizerTests
         const int rows = 48, cols = 256, tokens = 1024;
         var x = RealisticActivations(tokens, cols, seed: 1);
         var w = RandomWeights(rows, cols, seed: 2);
-        var h = new Hessian(cols);
+        var h = new GramAccumulator(cols);
         h.Add(x, tokens);
         var grid = new TestIntGrid(bits, group, symmetric);
-        var res = GptqQuantizer.Quantize(w, rows, cols, h.ToMatrix(), grid, cols * 4, new GptqOptions { ActOrder = actOrder });
+        var res = GptqQuantizer.Quantize(w, rows, cols, h.ToHessian(), grid, cols * 4, new GptqOptions { ActOrder = actOrder });
         var rtn = Rtn(w, rows, cols, grid);
         double eG = OutputError(w, res.Dequantized, x, rows, cols, tokens);
         double eR = OutputError(w, rtn, x, rows, cols, tokens);
@@ -131,11 +132,11 @@ public sealed class GptqQuantizerTests
         const int rows = 16, cols = 128, tokens = 256;
         var x = RealisticActivations(tokens, cols, 3);
         var w = RandomWeights(rows, cols, 4);
-        var h = new Hessian(cols);
+        var h = new GramAccumulator(cols);
         h.Add(x, tokens);
         var grid = new TestIntGrid(4, 32, true);
-        var a = GptqQuantizer.Quantize(w, rows, cols, h.ToMatrix(), grid, cols * 4, new GptqOptions());
-        var b = GptqQuantizer.Quantize(w, rows, cols, h.ToMatrix(), grid, cols * 4, new GptqOptions());
+        var a = GptqQuantizer.Quantize(w, rows, cols, h.ToHessian(), grid, cols * 4, new GptqOptions());
+        var b = GptqQuantizer.Quantize(w, rows, cols, h.ToHessian(), grid, cols * 4, new GptqOptions());
         Assert.Equal(a.Encoded, b.Encoded);
         Assert.Equal(a.Loss, b.Loss);
     }

@@ -1,3 +1,4 @@
+using Lowbit.Methods.Calibration;
 using Lowbit.Formats;
 using Lowbit.Methods;
 using Lowbit.Methods.Grids;
@@ -123,10 +124,10 @@ public sealed class GridCodecTests(GridTestLayer layer, ITestOutputHelper output
         const int rows = 16, cols = 256;
         var x = GptqQuantizerTests.RealisticActivations(Tokens, cols, 41);
         var w = GptqQuantizerTests.RandomWeights(rows, cols, 42);
-        var h = new Hessian(cols);
+        var h = new GramAccumulator(cols);
         h.Add(x, Tokens);
         var options = new GptqOptions { ActOrder = actOrder, HessianImportance = hessianImportance };
-        var res = GptqQuantizer.Quantize(w, rows, cols, h.ToMatrix(), grid, codec.RowBytes(cols), options);
+        var res = GptqQuantizer.Quantize(w, rows, cols, h.ToHessian(), grid, codec.RowBytes(cols), options);
         var decoded = new float[rows * cols];
         codec.DequantizeTensorRows(res.Encoded, rows, cols, 0, rows, decoded);
         Assert.Equal(res.Dequantized, decoded);
@@ -183,9 +184,9 @@ public sealed class GridCodecTests(GridTestLayer layer, ITestOutputHelper output
         for (int t = 0; t < tokens; t++)
             for (int c = 0; c < 80; c++) x[t * cols + c] = 0; // sub-blocks 0..4 of 16 dead, and part of the next
         var w = GptqQuantizerTests.RandomWeights(rows, cols, 52);
-        var h = new Hessian(cols);
+        var h = new GramAccumulator(cols);
         h.Add(x, tokens);
-        var res = GptqQuantizer.Quantize(w, rows, cols, h.ToMatrix(), grid, codec.RowBytes(cols), new GptqOptions());
+        var res = GptqQuantizer.Quantize(w, rows, cols, h.ToHessian(), grid, codec.RowBytes(cols), new GptqOptions());
         var decoded = new float[rows * cols];
         codec.DequantizeTensorRows(res.Encoded, rows, cols, 0, rows, decoded);
         Assert.Equal(res.Dequantized, decoded);
@@ -246,9 +247,9 @@ public sealed class GridTestLayer
     {
         X = GptqQuantizerTests.RealisticActivations(Tokens, Cols, 31);
         W = GptqQuantizerTests.RandomWeights(Rows, Cols, 32);
-        var h = new Hessian(Cols);
+        var h = new GramAccumulator(Cols);
         h.Add(X, Tokens);
-        H = h.ToMatrix();
+        H = h.ToHessian();
     }
 
     public float[] X { get; }

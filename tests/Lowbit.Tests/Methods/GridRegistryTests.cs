@@ -9,12 +9,14 @@ public sealed class GridRegistryTests
     /// <summary>
     /// No GPTQ grid, on purpose: float formats (nothing to compensate), the activation formats q8_1/q8_K, and the
     /// tensor-level codecs whose header (per-row or per-tensor scales, double-quantized absmax) GPTQ's per-row encoder
-    /// cannot write.
+    /// cannot write; and the W8A8 formats, whose rows carry their own per-channel scale (they are paired with
+    /// SmoothQuant, not GPTQ).
     /// </summary>
     private static readonly HashSet<string> WithoutGrid = new(StringComparer.OrdinalIgnoreCase)
     {
         "f32", "f16", "bf16", "q8_1", "q8_K",
         "fp8_e4m3-channel", "fp8_e5m2-channel", "nf4", "nf4-nodq", "nvfp4-ts",
+        "w8a8-int8", "w8a8-fp8",
     };
 
     [Fact]

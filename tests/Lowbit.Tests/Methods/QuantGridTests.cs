@@ -1,3 +1,4 @@
+using Lowbit.Methods.Calibration;
 using Lowbit.Formats;
 using Lowbit.Methods;
 using Lowbit.Methods.Grids;
@@ -18,9 +19,9 @@ public sealed class QuantGridTests
         const int rows = 32, cols = 256, tokens = 512;
         var x = GptqQuantizerTests.RealisticActivations(tokens, cols, 21);
         var w = GptqQuantizerTests.RandomWeights(rows, cols, 22);
-        var h = new Hessian(cols);
+        var h = new GramAccumulator(cols);
         h.Add(x, tokens);
-        var res = GptqQuantizer.Quantize(w, rows, cols, h.ToMatrix(), grid, codec.RowBytes(cols), new GptqOptions());
+        var res = GptqQuantizer.Quantize(w, rows, cols, h.ToHessian(), grid, codec.RowBytes(cols), new GptqOptions());
         var decoded = new float[rows * cols];
         codec.DequantizeTensorRows(res.Encoded, rows, cols, 0, rows, decoded);
         Assert.Equal(res.Dequantized, decoded);
