@@ -60,21 +60,7 @@ public static class ModelSession
     }
 
     public static LoadedModel QuantizeInMemory(LoadedModel model, string format, int threads, Func<string, ReadOnlyMemory<float>>? importance = null)
-    {
-        var plan = new Dictionary<string, TensorCodec>();
-        if (GgufMixture.TryGet(format) is { } mix)
-        {
-            foreach (var e in mix.Plan(model.Config, model.Tensors, pure: false, importance is not null).Entries)
-                plan[e.Tensor.Name] = CodecRegistry.Get(e.Type);
-        }
-        else
-        {
-            var codec = CodecRegistry.Get(format);
-            foreach (var t in model.Tensors)
-                if (GgufMixture.IsQuantizable(t) && codec.CanEncodeRow(t.Cols)) plan[t.Name] = codec;
-        }
-        return ModelTransforms.Quantize(model, plan, threads, importance);
-    }
+        => ModelTransforms.Quantize(model, GgufMixture.CodecPlan(model, format, importance is not null), threads, importance);
 
     public static Tokenizer RequireTokenizer(LoadedModel model, string? tokenizerFrom)
     {

@@ -88,7 +88,7 @@ public static class BudgetPlanner
 
     /// <summary>Codec per tensor of a llama.cpp mixture (for in-memory evaluation).</summary>
     public static IReadOnlyDictionary<string, TensorCodec> MixtureCodecs(LoadedModel model, GgufMixture mixture) =>
-        mixture.Plan(model.Config, model.Tensors, pure: false).Entries.ToDictionary(e => e.Tensor.Name, e => CodecRegistry.Get(e.Type));
+        GgufMixture.CodecPlan(model, mixture.Name);
 
     /// <summary>Chooses the formats. Every component needs a measurement in at least one candidate format.</summary>
     public static BudgetPlan Plan(LoadedModel model, SensitivityReport sensitivity, IReadOnlyList<string> candidates, SizeBudget budget)

@@ -149,6 +149,22 @@ public sealed class GgufMixture
         return new MixturePlan(this, entries);
     }
 
+    /// <summary>
+    /// Tensor → codec for a format name: a GGUF mixture (llama.cpp's per-tensor rules, every tensor listed) or a
+    /// codec applied to every quantizable tensor whose rows it can split (other tensors are absent and keep their type).
+    /// </summary>
+    public static IReadOnlyDictionary<string, TensorCodec> CodecPlan(LoadedModel model, string format, bool hasImportance = false)
+    {
+        if (TryGet(format) is { } mix)
+            return mix.Plan(model.Config, model.Tensors, pure: false, hasImportance).Entries.ToDictionary(e => e.Tensor.Name, e => CodecRegistry.Get(e.Type));
+        var codec = CodecRegistry.TryGet(format) ?? throw new LowbitException(
+            $"unknown format '{format}': not a GGUF mixture ({string.Join(", ", Names)}) nor a codec (see 'lowbit formats')");
+        var plan = new Dictionary<string, TensorCodec>();
+        foreach (var t in model.Tensors)
+            if (IsQuantizable(t) && codec.CanEncodeRow(t.Cols)) plan[t.Name] = codec;
+        return plan;
+    }
+
     private GgmlType AttnVType(GgmlType type, int i, int n, int gqa) => FileType switch
     {
         LlamaFileType.MostlyQ2_K => gqa >= 4 ? GgmlType.Q4_K : GgmlType.Q3_K,

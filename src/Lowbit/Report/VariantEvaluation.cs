@@ -79,15 +79,7 @@ public static class VariantEvaluation
     /// Tensor → codec for a format name: a GGUF mixture (llama.cpp's per-tensor rules) or a codec
     /// applied to every quantizable tensor whose rows it can split (others keep their type).
     /// </summary>
-    public static IReadOnlyDictionary<string, TensorCodec> Plan(LoadedModel model, string format)
-    {
-        if (GgufMixture.TryGet(format) is { } mix) return BudgetPlanner.MixtureCodecs(model, mix);
-        var codec = CodecRegistry.TryGet(format) ?? throw new LowbitException($"unknown format '{format}': not a GGUF mixture ({string.Join(", ", GgufMixture.Names)}) nor a codec (see 'lowbit formats')");
-        var plan = new Dictionary<string, TensorCodec>();
-        foreach (var t in model.Tensors)
-            if (GgufMixture.IsQuantizable(t) && codec.CanEncodeRow(t.Cols)) plan[t.Name] = codec;
-        return plan;
-    }
+    public static IReadOnlyDictionary<string, TensorCodec> Plan(LoadedModel model, string format) => GgufMixture.CodecPlan(model, format);
 
     private static VariantResult Measure(LoadedModel variant, string name, SensitivityBaseline baseline, EngineOptions engineOptions, CancellationToken cancel)
     {
