@@ -41,6 +41,7 @@ public static class CodecRegistry
         new NvFp4TensorScaledCodec(),
         new W8A8Int8Codec(),
         new W8A8Fp8Codec(),
+        new LlmInt8Codec(),
     ];
 
     /// <summary>Factories for parametric names; each returns null when the name is not its family.</summary>
@@ -48,6 +49,7 @@ public static class CodecRegistry
     [
         // --- parametric families ---
         IntCodecFamily.TryCreate,
+        LlmInt8Family.TryCreate,
     ];
 
     private static readonly TensorCodec[] All = BuiltIn();

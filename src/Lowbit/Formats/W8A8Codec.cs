@@ -101,16 +101,11 @@ public sealed class W8A8Int8Codec : W8A8Codec
     public override string Name => "w8a8-int8";
     protected override float MaxCode => 127f;
 
-    protected override void EncodeRow(ReadOnlySpan<float> x, float inverseScale, Span<byte> codes)
-    {
-        for (int i = 0; i < x.Length; i++)
-            codes[i] = (byte)(sbyte)Math.Clamp(MathF.Round(x[i] * inverseScale, MidpointRounding.AwayFromZero), -127f, 127f);
-    }
+    protected override void EncodeRow(ReadOnlySpan<float> x, float inverseScale, Span<byte> codes) =>
+        W8A8Kernels.EncodeInt8(x, inverseScale, codes);
 
-    protected override void DecodeRow(ReadOnlySpan<byte> codes, float scale, Span<float> dst)
-    {
-        for (int i = 0; i < dst.Length; i++) dst[i] = (sbyte)codes[i] * scale;
-    }
+    protected override void DecodeRow(ReadOnlySpan<byte> codes, float scale, Span<float> dst) =>
+        W8A8Kernels.DecodeInt8(codes, scale, dst);
 
     public override float DotRowQuantized(ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq)
     {
@@ -150,6 +145,18 @@ public sealed class W8A8Fp8Codec : W8A8Codec
 /// <summary>Dot products of 8-bit code rows: SIMD paths and the scalar references they are tested against.</summary>
 internal static class W8A8Kernels
 {
+    /// <summary>Symmetric INT8 codes: round half away from zero, clamped to [−127, 127] (no −128, so the VNNI sign trick stays exact).</summary>
+    public static void EncodeInt8(ReadOnlySpan<float> x, float inverseScale, Span<byte> codes)
+    {
+        for (int i = 0; i < x.Length; i++)
+            codes[i] = (byte)(sbyte)Math.Clamp(MathF.Round(x[i] * inverseScale, MidpointRounding.AwayFromZero), -127f, 127f);
+    }
+
+    public static void DecodeInt8(ReadOnlySpan<byte> codes, float scale, Span<float> dst)
+    {
+        for (int i = 0; i < dst.Length; i++) dst[i] = (sbyte)codes[i] * scale;
+    }
+
     /// <summary>Σ a[i]·b[i] over signed bytes, exact in int32 (|sum| ≤ 128²·n fits for n &lt; 131072).</summary>
     public static int DotInt8(ReadOnlySpan<byte> a, ReadOnlySpan<byte> b)
     {

@@ -35,6 +35,11 @@ public static class RecipePresets
               - method: rtn
                 format: w8a8-fp8
             """),
+        ("llm-int8", """
+            stages:
+              - method: rtn
+                format: llm-int8
+            """),
         ("nvfp4", """
             stages:
               - method: rtn

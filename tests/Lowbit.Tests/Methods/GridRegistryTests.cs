@@ -16,7 +16,7 @@ public sealed class GridRegistryTests
     {
         "f32", "f16", "bf16", "q8_1", "q8_K",
         "fp8_e4m3-channel", "fp8_e5m2-channel", "nf4", "nf4-nodq", "nvfp4-ts",
-        "w8a8-int8", "w8a8-fp8",
+        "w8a8-int8", "w8a8-fp8", "llm-int8",
     };
 
     [Fact]
