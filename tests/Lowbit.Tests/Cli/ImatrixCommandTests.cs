@@ -8,6 +8,11 @@ using Xunit;
 
 namespace Lowbit.Tests.Cli;
 
+/// <summary>
+/// Runs the CLI in-process, so it shares Spectre.Console's process-wide console with the other in-process CLI
+/// tests: serialized with them (two live progress displays at once are refused by Spectre).
+/// </summary>
+[Collection("Lowbit CLI")]
 public sealed class ImatrixCommandTests
 {
     private static string BundledModel => Path.Combine(RepoPaths.Root, "models", "refmodel-llama-6m");
