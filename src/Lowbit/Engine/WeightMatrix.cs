@@ -28,6 +28,7 @@ internal sealed unsafe partial class WeightMatrix
     private readonly bool _useQuantizedActivations;
 
     private readonly bool _quantizedPrefill;
+    private readonly GemmFormat? _int8Gemm; // formats with the integer GEMM: used for prefill and decode
 
     public WeightMatrix(ModelTensor tensor, bool useQuantizedActivations, bool quantizedPrefill = false)
     {
@@ -50,6 +51,7 @@ internal sealed unsafe partial class WeightMatrix
         };
         _useQuantizedActivations = useQuantizedActivations && Codec.VecDotCodec is not null && _rowBytes > 0;
         _quantizedPrefill = quantizedPrefill && _useQuantizedActivations;
+        _int8Gemm = _useQuantizedActivations ? QuantizedGemm.FormatOf(Codec) : null;
     }
 
     public string Name { get; }
@@ -87,6 +89,11 @@ internal sealed unsafe partial class WeightMatrix
     /// <summary>y[r] = W[r]·x for all rows.</summary>
     public void MatVec(float[] x, int xOffset, float[] y, int yOffset, ParallelRunner par)
     {
+        if (_int8Gemm is { } gemm)
+        {
+            MatMulInt8(gemm, x, xOffset, 1, y, yOffset, par); // the prefill kernel, so decode == prefill
+            return;
+        }
         byte[]? xq = null;
         int xqLength = 0;
         if (_useQuantizedActivations)
@@ -206,6 +213,11 @@ internal sealed unsafe partial class WeightMatrix
         if (n == 1)
         {
             MatVec(x, xOffset, y, yOffset, par);
+            return;
+        }
+        if (_int8Gemm is { } gemm)
+        {
+            MatMulInt8(gemm, x, xOffset, n, y, yOffset, par);
             return;
         }
         // W8A8 codecs quantize activations per token as part of the format, so prefill (and PPL/KLD) must too.
