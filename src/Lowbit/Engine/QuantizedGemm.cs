@@ -508,6 +508,100 @@ internal static unsafe class QuantizedGemm
                                       Avx.Multiply(Avx.Multiply(m1, yd), Avx.ConvertToVector256Single(summ1))));
     }
 
+    /// <summary>
+    /// One token against Q4_0 / Q8_0 rows straight from their encoding (decode: no panel repacking, which
+    /// would cost more than the product): 8 rows at a time, each block's 32-byte dot in 8 lanes per row,
+    /// a horizontal-add tree to one exact int32 sum per row, then the same float fold as the GEMM.
+    /// Rows past the last multiple of 8 use the scalar reference (same result by definition).
+    /// </summary>
+    public static void MultiplyRowsOneToken(GemmFormat f, GemmIsa isa, byte* rows, int rowBytes, int count, int cols, byte* act, ReadOnlySpan<byte> xq, float* y)
+    {
+        if (f == GemmFormat.Q4_K) throw new ArgumentException("Q4_K decodes through the codec's (bit-identical) DotRowQuantized.");
+        int r = 0;
+        if (isa != GemmIsa.Scalar)
+        {
+            for (; r + 8 <= count; r += 8)
+            {
+                byte* w = rows + (long)r * rowBytes;
+                switch (f)
+                {
+                    case GemmFormat.Q4_0 when isa == GemmIsa.AvxVnni: Rows8<Q40Vnni>(w, rowBytes, cols, act, y + r); break;
+                    case GemmFormat.Q4_0: Rows8<Q40Avx2>(w, rowBytes, cols, act, y + r); break;
+                    case GemmFormat.Q8_0 when isa == GemmIsa.AvxVnni: Rows8<Q80Vnni>(w, rowBytes, cols, act, y + r); break;
+                    default: Rows8<Q80Avx2>(w, rowBytes, cols, act, y + r); break;
+                }
+            }
+        }
+        for (; r < count; r++)
+        {
+            var row = new ReadOnlySpan<byte>(rows + (long)r * rowBytes, rowBytes);
+            y[r] = f == GemmFormat.Q4_0 ? LegacyKernels.DotQ8Scalar<Q4_0Block>(row, xq) : LegacyKernels.DotQ8Scalar<Lowbit.Formats.Q8_0Block>(row, xq);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Rows8<V>(byte* rows, int rowBytes, int cols, byte* act, float* y) where V : struct, IVariant
+    {
+        int blocks = cols / 32, bb = V.SignedWeights ? 34 : 18;
+        float* da = (float*)(act + cols);
+        int* corr = (int*)(act + cols + 4 * blocks);
+        var offsets = Vector256.Create(0, rowBytes, 2 * rowBytes, 3 * rowBytes, 4 * rowBytes, 5 * rowBytes, 6 * rowBytes, 7 * rowBytes);
+        Vector256<float> acc = default;
+        for (int b = 0; b < blocks; b++)
+        {
+            byte* w = rows + b * bb;
+            var a = Vector256.Load(act + 32 * b);
+            var v0 = RowDot<V>(w, a); var v1 = RowDot<V>(w + rowBytes, a);
+            var v2 = RowDot<V>(w + 2 * rowBytes, a); var v3 = RowDot<V>(w + 3 * rowBytes, a);
+            var v4 = RowDot<V>(w + 4 * rowBytes, a); var v5 = RowDot<V>(w + 5 * rowBytes, a);
+            var v6 = RowDot<V>(w + 6 * rowBytes, a); var v7 = RowDot<V>(w + 7 * rowBytes, a);
+            // Horizontal-add tree: lanes of rows 0–3 / 4–7 per 128-bit half, then the halves added.
+            var q0 = Avx2.HorizontalAdd(Avx2.HorizontalAdd(v0, v1), Avx2.HorizontalAdd(v2, v3));
+            var q1 = Avx2.HorizontalAdd(Avx2.HorizontalAdd(v4, v5), Avx2.HorizontalAdd(v6, v7));
+            var isum = Avx2.Add(Avx2.Permute2x128(q0, q1, 0x20), Avx2.Permute2x128(q0, q1, 0x31));
+            if (!V.SignedWeights) isum = Avx2.Add(isum, Vector256.Create(corr[b]));
+            var dw = HalfToSingle(Avx2.GatherVector256((int*)w, offsets, 1));
+            acc = Fold(acc, dw, da[b], isum);
+        }
+        acc.Store(y);
+    }
+
+    /// <summary>One row's block dot with the prepared activation codes as 8 int32 lanes (exact).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> RowDot<V>(byte* block, Vector256<byte> a) where V : struct, IVariant
+    {
+        if (!V.SignedWeights)
+        {
+            var raw = Vector128.Load(block + 2);
+            var codes = Vector256.Create(raw, Vector128.ShiftRightLogical(raw.AsUInt16(), 4).AsByte()) & Vector256.Create((byte)0x0F);
+            if (V.Vnni) return AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, codes, a.AsSByte());
+            return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(codes, a.AsSByte()), Vector256.Create((short)1));
+        }
+        var w = Vector256.Load((sbyte*)(block + 2));
+        if (V.Vnni)
+        {
+            // a is biased by +128: Σ(a + 128)·w − 128·Σw.
+            var t = AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, a, w);
+            return Avx2.Subtract(t, AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, Vector256.Create((byte)0x80), w));
+        }
+        var p = Avx2.MultiplyAddAdjacent(Avx2.Abs(w), Avx2.Sign(a.AsSByte(), w));
+        return Avx2.MultiplyAddAdjacent(p, Vector256.Create((short)1));
+    }
+
+    /// <summary>8 fp16 values (low 16 bits of each lane) to float, exactly as <see cref="LegacyKernels.F16"/> does it.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<float> HalfToSingle(Vector256<int> bits)
+    {
+        var h = bits.AsUInt32() & Vector256.Create(0xFFFFu);
+        var shifted = Vector256.ShiftLeft(h & Vector256.Create(0x7FFFu), 13);
+        var normal = Avx.Multiply(shifted.AsSingle(), Vector256.Create(5.192296858534828e33f)).AsUInt32();
+        var special = shifted | Vector256.Create(0x7F800000u)
+                    | (~Vector256.Equals(h & Vector256.Create(0x3FFu), Vector256<uint>.Zero) & Vector256.Create(0x00400000u));
+        var isSpecial = Vector256.Equals(h & Vector256.Create(0x7C00u), Vector256.Create(0x7C00u));
+        var magnitude = Vector256.ConditionalSelect(isSpecial, special, normal);
+        return (magnitude | Vector256.ShiftLeft(h & Vector256.Create(0x8000u), 16)).AsSingle();
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Store(float* y, int count, Vector256<float> lo, Vector256<float> hi)
     {

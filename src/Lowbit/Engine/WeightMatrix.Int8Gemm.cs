@@ -11,6 +11,32 @@ internal sealed unsafe partial class WeightMatrix
     /// scalar integer-dot reference bit for bit, so one token (decode) and many (prefill) agree and
     /// nothing depends on the thread count.
     /// </summary>
+    /// <summary>Decode through the integer GEMM's one-token kernel (Q4_0, Q8_0): the same per-row result as prefill.</summary>
+    private void MatVecInt8(GemmFormat format, float[] x, int xOffset, float[] y, int yOffset, ParallelRunner par)
+    {
+        GemmIsa isa = QuantizedGemm.BestIsa;
+        int cols = Cols;
+        int xqRow = QuantizedGemm.QuantizedRowBytes(format, cols);
+        int actStride = QuantizedGemm.ActivationStride(format, isa, cols);
+        byte[] xq = ArrayPool<byte>.Shared.Rent(xqRow + actStride);
+        try
+        {
+            Codec.VecDotCodec!.QuantizeRows(x.AsSpan(xOffset, cols), xq.AsSpan(0, xqRow), cols, default);
+            QuantizedGemm.PrepareActivations(format, isa, xq.AsSpan(0, xqRow), cols, xq.AsSpan(xqRow, actStride));
+            int chunkRows = par.ChunkSize(Rows, (long)Rows * cols, 16) & ~7;
+            if (chunkRows == 0) chunkRows = 8;
+            int chunks = (Rows + chunkRows - 1) / chunkRows;
+            par.For(chunks, (long)Rows * cols < MatVecSerialThreshold, c =>
+            {
+                int r0 = c * chunkRows, count = Math.Min(chunkRows, Rows - r0);
+                fixed (byte* pw = Data.Span) fixed (byte* pq = xq) fixed (float* py = y)
+                    QuantizedGemm.MultiplyRowsOneToken(format, isa, pw + r0 * _rowBytes, (int)_rowBytes, count, cols, pq + xqRow,
+                        new ReadOnlySpan<byte>(pq, xqRow), py + yOffset + r0);
+            });
+        }
+        finally { ArrayPool<byte>.Shared.Return(xq); }
+    }
+
     private void MatMulInt8(GemmFormat format, float[] x, int xOffset, int n, float[] y, int yOffset, ParallelRunner par)
     {
         GemmIsa isa = QuantizedGemm.BestIsa;

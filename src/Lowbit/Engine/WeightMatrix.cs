@@ -89,9 +89,10 @@ internal sealed unsafe partial class WeightMatrix
     /// <summary>y[r] = W[r]·x for all rows.</summary>
     public void MatVec(float[] x, int xOffset, float[] y, int yOffset, ParallelRunner par)
     {
-        if (_int8Gemm is { } gemm)
+        // Q4_0/Q8_0: the GEMM's one-token kernel, so decode == prefill (Q4_K's DotRowQuantized already is).
+        if (_int8Gemm is { } gemm && gemm != GemmFormat.Q4_K)
         {
-            MatMulInt8(gemm, x, xOffset, 1, y, yOffset, par); // the prefill kernel, so decode == prefill
+            MatVecInt8(gemm, x, xOffset, y, yOffset, par);
             return;
         }
         byte[]? xq = null;

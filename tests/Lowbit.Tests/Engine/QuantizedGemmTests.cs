@@ -120,4 +120,50 @@ public sealed unsafe class QuantizedGemmTests
             for (int r = rows; r < yStride; r++) Assert.True(float.IsNaN(y[t * yStride + r]), "wrote outside its rows");
         }
     }
+
+    [Theory]
+    [InlineData("Q4_0", "Scalar"), InlineData("Q4_0", "Avx2"), InlineData("Q4_0", "AvxVnni")]
+    [InlineData("Q8_0", "Scalar"), InlineData("Q8_0", "Avx2"), InlineData("Q8_0", "AvxVnni")]
+    public void OneTokenKernelIsBitIdenticalToScalarReference(string format, string isaName)
+    {
+        var f = Enum.Parse<GemmFormat>(format);
+        var isa = Enum.Parse<GemmIsa>(isaName);
+        if (!QuantizedGemm.IsSupported(isa)) return;
+        var rng = new Random(99 + (int)f * 5 + (int)isa);
+        int cols = 192;
+        foreach (int rows in new[] { 8, 29, 3 }) // whole 8-row groups, groups plus a scalar tail, tail only
+        {
+            byte[] w = RandomWeights(f, rows, cols, rng);
+            byte[] xq = RandomActivations(f, 1, cols, rng);
+            int rb = QuantizedGemm.WeightRowBytes(f, cols);
+            var act = new byte[QuantizedGemm.ActivationStride(f, isa, cols)];
+            QuantizedGemm.PrepareActivations(f, isa, xq, cols, act);
+            var y = new float[rows];
+            fixed (byte* pw = w) fixed (byte* pa = act) fixed (float* py = y)
+                QuantizedGemm.MultiplyRowsOneToken(f, isa, pw, rb, rows, cols, pa, xq, py);
+            for (int r = 0; r < rows; r++)
+            {
+                float expected = Reference(f, w.AsSpan(r * rb, rb), xq);
+                Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(y[r]),
+                    $"{f}/{isa} rows={rows}: y[{r}] = {y[r]:R}, reference {expected:R}");
+            }
+        }
+    }
+
+    [Fact]
+    public void VectorHalfConversionMatchesScalar()
+    {
+        var bits = new int[8];
+        for (int start = 0; start < 65536; start += 8)
+        {
+            for (int i = 0; i < 8; i++) bits[i] = start + i;
+            var v = QuantizedGemm.HalfToSingle(System.Runtime.Intrinsics.Vector256.Create(bits));
+            for (int i = 0; i < 8; i++)
+            {
+                ushort h = (ushort)(start + i);
+                float expected = LegacyKernels.F16((byte*)&h);
+                Assert.Equal(BitConverter.SingleToInt32Bits(expected), BitConverter.SingleToInt32Bits(v[i]));
+            }
+        }
+    }
 }
