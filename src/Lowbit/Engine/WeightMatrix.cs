@@ -11,7 +11,8 @@ namespace Lowbit.Engine;
 /// <see cref="MatVec"/> (decode: one activation vector; codec.DotRow, or the codec's integer dot on
 /// activations quantized once) and <see cref="MatMul"/> (prefill: many activation rows; a tile of
 /// weight rows is decoded once into an L1/L2-sized F32 buffer and multiplied against every
-/// activation row). Never dequantizes the whole tensor.
+/// activation row; Q4_0/Q8_0/Q4_K with quantized activations use the integer GEMM of
+/// WeightMatrix.Int8Gemm.cs for both). Never dequantizes the whole tensor.
 /// </summary>
 internal sealed unsafe partial class WeightMatrix
 {
