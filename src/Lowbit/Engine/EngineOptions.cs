@@ -22,6 +22,9 @@ public sealed record EngineOptions
     /// codec.DotRowQuantized per weight row), as ggml does for every batch size, so perplexity
     /// includes the same activation rounding as llama.cpp. Default false: prefill multiplies F32
     /// activations by weight tiles dequantized to F32 (faster for most codecs, more accurate).
+    /// Q4_0, Q8_0 and Q4_K ignore this: with <see cref="QuantizedActivations"/> on they always take the
+    /// register-blocked integer GEMM (<see cref="QuantizedGemm"/>) in prefill and decode alike, which is
+    /// 2.5–3× faster than the F32 tiles and gives decode's logits exactly.
     /// </summary>
     public bool QuantizedActivationsInPrefill { get; init; }
 

@@ -11,7 +11,8 @@ namespace Lowbit.Engine;
 /// <see cref="MatVec"/> (decode: one activation vector; codec.DotRow, or the codec's integer dot on
 /// activations quantized once) and <see cref="MatMul"/> (prefill: many activation rows; a tile of
 /// weight rows is decoded once into an L1/L2-sized F32 buffer and multiplied against every
-/// activation row). Never dequantizes the whole tensor.
+/// activation row; Q4_0/Q8_0/Q4_K with quantized activations use the integer GEMM of
+/// WeightMatrix.Int8Gemm.cs for both). Never dequantizes the whole tensor.
 /// </summary>
 internal sealed unsafe partial class WeightMatrix
 {
@@ -28,6 +29,7 @@ internal sealed unsafe partial class WeightMatrix
     private readonly bool _useQuantizedActivations;
 
     private readonly bool _quantizedPrefill;
+    private readonly GemmFormat? _int8Gemm; // formats with the integer GEMM: used for prefill and decode
 
     public WeightMatrix(ModelTensor tensor, bool useQuantizedActivations, bool quantizedPrefill = false)
     {
@@ -50,6 +52,7 @@ internal sealed unsafe partial class WeightMatrix
         };
         _useQuantizedActivations = useQuantizedActivations && Codec.VecDotCodec is not null && _rowBytes > 0;
         _quantizedPrefill = quantizedPrefill && _useQuantizedActivations;
+        _int8Gemm = _useQuantizedActivations ? QuantizedGemm.FormatOf(Codec) : null;
     }
 
     public string Name { get; }
@@ -87,6 +90,12 @@ internal sealed unsafe partial class WeightMatrix
     /// <summary>y[r] = W[r]·x for all rows.</summary>
     public void MatVec(float[] x, int xOffset, float[] y, int yOffset, ParallelRunner par)
     {
+        // Q4_0/Q8_0: the GEMM's one-token kernel, so decode == prefill (Q4_K's DotRowQuantized already is).
+        if (_int8Gemm is { } gemm && gemm != GemmFormat.Q4_K)
+        {
+            MatVecInt8(gemm, x, xOffset, y, yOffset, par);
+            return;
+        }
         byte[]? xq = null;
         int xqLength = 0;
         if (_useQuantizedActivations)
@@ -206,6 +215,11 @@ internal sealed unsafe partial class WeightMatrix
         if (n == 1)
         {
             MatVec(x, xOffset, y, yOffset, par);
+            return;
+        }
+        if (_int8Gemm is { } gemm)
+        {
+            MatMulInt8(gemm, x, xOffset, n, y, yOffset, par);
             return;
         }
         // W8A8 codecs quantize activations per token as part of the format, so prefill (and PPL/KLD) must too.

@@ -1,0 +1,80 @@
+using System.Buffers;
+
+namespace Lowbit.Engine;
+
+internal sealed unsafe partial class WeightMatrix
+{
+    /// <summary>
+    /// Products of Q4_0, Q8_0 and Q4_K weights with activations quantized once per token (Q8_0 / Q8_K,
+    /// as ggml does for every batch size) through <see cref="QuantizedGemm"/>: panels of 16 weight
+    /// rows are repacked and multiplied against all n tokens. Per (row, token) the result is the codec's
+    /// scalar integer-dot reference bit for bit, so one token (decode) and many (prefill) agree and
+    /// nothing depends on the thread count.
+    /// </summary>
+    /// <summary>Decode through the integer GEMM's one-token kernel (Q4_0, Q8_0): the same per-row result as prefill.</summary>
+    private void MatVecInt8(GemmFormat format, float[] x, int xOffset, float[] y, int yOffset, ParallelRunner par)
+    {
+        GemmIsa isa = QuantizedGemm.BestIsa;
+        int cols = Cols;
+        int xqRow = QuantizedGemm.QuantizedRowBytes(format, cols);
+        int actStride = QuantizedGemm.ActivationStride(format, isa, cols);
+        byte[] xq = ArrayPool<byte>.Shared.Rent(xqRow + actStride);
+        try
+        {
+            Codec.VecDotCodec!.QuantizeRows(x.AsSpan(xOffset, cols), xq.AsSpan(0, xqRow), cols, default);
+            QuantizedGemm.PrepareActivations(format, isa, xq.AsSpan(0, xqRow), cols, xq.AsSpan(xqRow, actStride));
+            int chunkRows = par.ChunkSize(Rows, (long)Rows * cols, 16) & ~7;
+            if (chunkRows == 0) chunkRows = 8;
+            int chunks = (Rows + chunkRows - 1) / chunkRows;
+            par.For(chunks, (long)Rows * cols < MatVecSerialThreshold, c =>
+            {
+                int r0 = c * chunkRows, count = Math.Min(chunkRows, Rows - r0);
+                fixed (byte* pw = Data.Span) fixed (byte* pq = xq) fixed (float* py = y)
+                    QuantizedGemm.MultiplyRowsOneToken(format, isa, pw + r0 * _rowBytes, (int)_rowBytes, count, cols, pq + xqRow,
+                        new ReadOnlySpan<byte>(pq, xqRow), py + yOffset + r0);
+            });
+        }
+        finally { ArrayPool<byte>.Shared.Return(xq); }
+    }
+
+    private void MatMulInt8(GemmFormat format, float[] x, int xOffset, int n, float[] y, int yOffset, ParallelRunner par)
+    {
+        GemmIsa isa = QuantizedGemm.BestIsa;
+        var vc = Codec.VecDotCodec!;
+        int cols = Cols, rows = Rows;
+        int xqRow = QuantizedGemm.QuantizedRowBytes(format, cols);
+        int actStride = QuantizedGemm.ActivationStride(format, isa, cols);
+        byte[] act = ArrayPool<byte>.Shared.Rent(n * actStride);
+        try
+        {
+            par.For(n, (long)n * cols < SerialWorkThreshold || n == 1, t =>
+            {
+                byte[] xq = ArrayPool<byte>.Shared.Rent(xqRow);
+                try
+                {
+                    vc.QuantizeRows(x.AsSpan(xOffset + t * cols, cols), xq.AsSpan(0, xqRow), cols, default);
+                    QuantizedGemm.PrepareActivations(format, isa, xq.AsSpan(0, xqRow), cols, act.AsSpan(t * actStride, actStride));
+                }
+                finally { ArrayPool<byte>.Shared.Return(xq); }
+            });
+            int panels = (rows + QuantizedGemm.PanelRows - 1) / QuantizedGemm.PanelRows;
+            int panelBytes = QuantizedGemm.PanelBytes(format, isa, cols);
+            long work = (long)rows * cols * n;
+            par.For(panels, n == 1 ? work < MatVecSerialThreshold : work < SerialWorkThreshold, p =>
+            {
+                int r0 = p * QuantizedGemm.PanelRows, count = Math.Min(QuantizedGemm.PanelRows, rows - r0);
+                byte[] panel = ArrayPool<byte>.Shared.Rent(panelBytes);
+                try
+                {
+                    fixed (byte* pw = Data.Span) fixed (byte* pp = panel) fixed (byte* pa = act) fixed (float* py = y)
+                    {
+                        QuantizedGemm.PackPanel(format, isa, pw + r0 * _rowBytes, (int)_rowBytes, count, cols, pp);
+                        QuantizedGemm.MultiplyPanel(format, isa, pp, count, cols, pa, actStride, n, py + yOffset + r0, rows);
+                    }
+                }
+                finally { ArrayPool<byte>.Shared.Return(panel); }
+            });
+        }
+        finally { ArrayPool<byte>.Shared.Return(act); }
+    }
+}

@@ -1,0 +1,169 @@
+using Lowbit.Engine;
+using Lowbit.Formats;
+
+namespace Lowbit.Tests.Engine;
+
+/// <summary>
+/// The integer GEMM on every instruction set this CPU has is bit-identical, per (row, token), to the
+/// codecs' scalar integer-dot references (<see cref="LegacyKernels.DotQ8Scalar{T}"/>, scalar DotQ8K).
+/// </summary>
+public sealed unsafe class QuantizedGemmTests
+{
+    public static TheoryData<string, string> Cases()
+    {
+        var data = new TheoryData<string, string>();
+        foreach (var f in new[] { "Q4_0", "Q8_0", "Q4_K" })
+            foreach (var isa in new[] { "Scalar", "Avx2", "AvxVnni" })
+                data.Add(f, isa);
+        return data;
+    }
+
+    private static TensorCodec CodecOf(GemmFormat f) => CodecRegistry.Get(f switch
+    {
+        GemmFormat.Q4_0 => GgmlType.Q4_0,
+        GemmFormat.Q8_0 => GgmlType.Q8_0,
+        _ => GgmlType.Q4_K,
+    });
+
+    /// <summary>Random encoded rows with edge values: −128 / 0 / 127 codes, zero and tiny/huge scales.</summary>
+    private static byte[] RandomWeights(GemmFormat f, int rows, int cols, Random rng)
+    {
+        int rb = QuantizedGemm.WeightRowBytes(f, cols);
+        var w = new byte[rows * rb];
+        rng.NextBytes(w);
+        int bb = f switch { GemmFormat.Q4_0 => 18, GemmFormat.Q8_0 => 34, _ => 144 };
+        for (int off = 0; off < w.Length; off += bb)
+        {
+            int kind = rng.Next(8);
+            Half d = kind == 0 ? (Half)0f : kind == 1 ? (Half)6.1e-5f : kind == 2 ? (Half)30000f : (Half)(float)(rng.NextDouble() * 0.1 - 0.05);
+            BitConverter.TryWriteBytes(w.AsSpan(off), BitConverter.HalfToUInt16Bits(d));
+            if (f == GemmFormat.Q4_K)
+                BitConverter.TryWriteBytes(w.AsSpan(off + 2), BitConverter.HalfToUInt16Bits((Half)(float)(rng.NextDouble() * 0.02)));
+            if (f == GemmFormat.Q8_0 && kind == 3) w.AsSpan(off + 2, 32).Fill(0x80);           // all −128
+            if (f == GemmFormat.Q8_0 && kind == 4) w.AsSpan(off + 2, 32).Fill(0x7F);           // all 127
+            if (f == GemmFormat.Q4_0 && kind == 3) w.AsSpan(off + 2, 16).Fill(0x00);           // all −8
+            if (f == GemmFormat.Q4_K && kind == 3) w.AsSpan(off + 4, 140).Fill(0xFF);          // max scales, mins and codes
+        }
+        return w;
+    }
+
+    /// <summary>Activations quantized by the codec's VecDotCodec, with all-zero, huge and tiny blocks.</summary>
+    private static byte[] RandomActivations(GemmFormat f, int n, int cols, Random rng)
+    {
+        var x = new float[n * cols];
+        for (int i = 0; i < x.Length; i++) x[i] = (float)(rng.NextDouble() * 2 - 1);
+        for (int b = 0; b < x.Length / 32; b++)
+        {
+            int kind = rng.Next(6);
+            for (int j = 0; j < 32; j++)
+                x[32 * b + j] = kind == 0 ? 0f : kind == 1 ? x[32 * b + j] * 1000f : kind == 2 ? x[32 * b + j] * 1e-3f : x[32 * b + j];
+        }
+        var vc = CodecOf(f).VecDotCodec!;
+        int qb = QuantizedGemm.QuantizedRowBytes(f, cols);
+        var xq = new byte[n * qb];
+        for (int t = 0; t < n; t++) vc.QuantizeRows(x.AsSpan(t * cols, cols), xq.AsSpan(t * qb, qb), cols, default);
+        return xq;
+    }
+
+    private static float Reference(GemmFormat f, ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq) => f switch
+    {
+        GemmFormat.Q4_0 => LegacyKernels.DotQ8Scalar<Q4_0Block>(row, xq),
+        GemmFormat.Q8_0 => LegacyKernels.DotQ8Scalar<Lowbit.Formats.Q8_0Block>(row, xq),
+        _ => KQuantDot.DotQ8K((KQuantCodec)CodecOf(f), row, xq, useSimd: false),
+    };
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void GemmIsBitIdenticalToScalarReference(string format, string isaName)
+    {
+        var f = Enum.Parse<GemmFormat>(format);
+        var isa = Enum.Parse<GemmIsa>(isaName);
+        if (!QuantizedGemm.IsSupported(isa)) return; // this CPU lacks the instruction set
+        var rng = new Random(1234 + (int)f * 7 + (int)isa);
+        int cols = f == GemmFormat.Q4_K ? 768 : 160;
+        // 37 rows: two full panels and a 5-row tail; 7 tokens: a 4-token tile and a 3-token tail.
+        foreach (int rows in new[] { 37, 16, 3 })
+            foreach (int n in new[] { 1, 2, 7 })
+                Check(f, isa, rows, cols, n, rng);
+    }
+
+    private static void Check(GemmFormat f, GemmIsa isa, int rows, int cols, int n, Random rng)
+    {
+        byte[] w = RandomWeights(f, rows, cols, rng);
+        byte[] xq = RandomActivations(f, n, cols, rng);
+        int rb = QuantizedGemm.WeightRowBytes(f, cols), qb = QuantizedGemm.QuantizedRowBytes(f, cols);
+        int stride = QuantizedGemm.ActivationStride(f, isa, cols);
+        var act = new byte[n * stride];
+        for (int t = 0; t < n; t++) QuantizedGemm.PrepareActivations(f, isa, xq.AsSpan(t * qb, qb), cols, act.AsSpan(t * stride, stride));
+        var panel = new byte[QuantizedGemm.PanelBytes(f, isa, cols)];
+        int yStride = rows + 3; // a row stride wider than the matrix: the kernel writes only its rows
+        var y = new float[n * yStride];
+        Array.Fill(y, float.NaN);
+        fixed (byte* pw = w) fixed (byte* pp = panel) fixed (byte* pa = act) fixed (float* py = y)
+        {
+            for (int r0 = 0; r0 < rows; r0 += QuantizedGemm.PanelRows)
+            {
+                int count = Math.Min(QuantizedGemm.PanelRows, rows - r0);
+                QuantizedGemm.PackPanel(f, isa, pw + r0 * rb, rb, count, cols, pp);
+                QuantizedGemm.MultiplyPanel(f, isa, pp, count, cols, pa, stride, n, py + r0, yStride);
+            }
+        }
+        for (int t = 0; t < n; t++)
+        {
+            for (int r = 0; r < rows; r++)
+            {
+                float expected = Reference(f, w.AsSpan(r * rb, rb), xq.AsSpan(t * qb, qb));
+                float actual = y[t * yStride + r];
+                Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(actual),
+                    $"{f}/{isa} rows={rows} n={n}: y[{t},{r}] = {actual:R}, reference {expected:R}");
+            }
+            for (int r = rows; r < yStride; r++) Assert.True(float.IsNaN(y[t * yStride + r]), "wrote outside its rows");
+        }
+    }
+
+    [Theory]
+    [InlineData("Q4_0", "Scalar"), InlineData("Q4_0", "Avx2"), InlineData("Q4_0", "AvxVnni")]
+    [InlineData("Q8_0", "Scalar"), InlineData("Q8_0", "Avx2"), InlineData("Q8_0", "AvxVnni")]
+    public void OneTokenKernelIsBitIdenticalToScalarReference(string format, string isaName)
+    {
+        var f = Enum.Parse<GemmFormat>(format);
+        var isa = Enum.Parse<GemmIsa>(isaName);
+        if (!QuantizedGemm.IsSupported(isa)) return;
+        var rng = new Random(99 + (int)f * 5 + (int)isa);
+        int cols = 192;
+        foreach (int rows in new[] { 8, 29, 3 }) // whole 8-row groups, groups plus a scalar tail, tail only
+        {
+            byte[] w = RandomWeights(f, rows, cols, rng);
+            byte[] xq = RandomActivations(f, 1, cols, rng);
+            int rb = QuantizedGemm.WeightRowBytes(f, cols);
+            var act = new byte[QuantizedGemm.ActivationStride(f, isa, cols)];
+            QuantizedGemm.PrepareActivations(f, isa, xq, cols, act);
+            var y = new float[rows];
+            fixed (byte* pw = w) fixed (byte* pa = act) fixed (float* py = y)
+                QuantizedGemm.MultiplyRowsOneToken(f, isa, pw, rb, rows, cols, pa, xq, py);
+            for (int r = 0; r < rows; r++)
+            {
+                float expected = Reference(f, w.AsSpan(r * rb, rb), xq);
+                Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(y[r]),
+                    $"{f}/{isa} rows={rows}: y[{r}] = {y[r]:R}, reference {expected:R}");
+            }
+        }
+    }
+
+    [Fact]
+    public void VectorHalfConversionMatchesScalar()
+    {
+        var bits = new int[8];
+        for (int start = 0; start < 65536; start += 8)
+        {
+            for (int i = 0; i < 8; i++) bits[i] = start + i;
+            var v = QuantizedGemm.HalfToSingle(System.Runtime.Intrinsics.Vector256.Create(bits));
+            for (int i = 0; i < 8; i++)
+            {
+                ushort h = (ushort)(start + i);
+                float expected = LegacyKernels.F16((byte*)&h);
+                Assert.Equal(BitConverter.SingleToInt32Bits(expected), BitConverter.SingleToInt32Bits(v[i]));
+            }
+        }
+    }
+}
