@@ -129,7 +129,7 @@ internal sealed unsafe partial class WeightMatrix
                 {
                     int r = r0;
                     for (; r + 4 <= r1; r += 4) MatKernels.DotF16x4((Half*)(pw + r * _rowBytes), Cols, xv, Cols, py + yOffset + r);
-                    for (; r < r1; r++) py[yOffset + r] = MatKernels.DotF16(new ReadOnlySpan<Half>(pw + r * _rowBytes, Cols), xv, Cols);
+                    for (; r < r1; r++) py[yOffset + r] = MatKernels.DotF16((Half*)(pw + r * _rowBytes), xv, Cols);
                     return;
                 }
                 case Kind.BF16:
@@ -159,8 +159,7 @@ internal sealed unsafe partial class WeightMatrix
         int rb = (int)_rowBytes;
         if (xq is not null)
         {
-            var q = xq.AsSpan(0, xqLength);
-            for (int r = r0; r < r1; r++) y[yOffset + r] = Codec.DotRowQuantized(data.Slice(r * rb, rb), q);
+            Codec.DotRowsQuantized(data.Slice(r0 * rb, (r1 - r0) * rb), r1 - r0, xq.AsSpan(0, xqLength), y.AsSpan(yOffset + r0, r1 - r0));
         }
         else
         {
