@@ -377,10 +377,15 @@ internal static unsafe class LegacyKernels
         byte* w1 = w0 + rowBytes, w2 = w1 + rowBytes, w3 = w2 + rowBytes;
         Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
         float o0 = 0, o1 = 0, o2 = 0, o3 = 0;
+        byte* next = w0 + 4L * rowBytes, prefetch = next;
         for (int b = 0, blocks = groups / T.Groups; b < blocks; b++)
         {
             long off = (long)b * T.BlockBytes;
             byte* b0 = w0 + off, b1 = w1 + off, b2 = w2 + off, b3 = w3 + off;
+            // Decode streams every weight from DRAM once, and four interleaved row streams get too few
+            // misses in flight from the hardware prefetcher alone (measured: about half the bandwidth).
+            // Prefetch the next pass's four rows (contiguous) at this pass's pace: one pass ahead.
+            for (byte* target = next + 4L * (b + 1) * T.BlockBytes; prefetch < target; prefetch += 64) Sse.Prefetch0(prefetch);
             for (int g = 0; g < T.Groups; g++, act += actBytes)
             {
                 Vector256<sbyte> a = Avx.LoadVector256((sbyte*)(act + qsOffset));
@@ -713,4 +718,5 @@ internal static unsafe class LegacyKernels
     }
 
     private const float TwoPow112 = 5.192296858534828e33f;
+
 }

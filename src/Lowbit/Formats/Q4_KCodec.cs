@@ -271,9 +271,12 @@ public sealed class Q4_KCodec : KQuantCodec
     {
         var low = Vector256.Create((byte)0x0F);
         float sum0 = 0, sum1 = 0, sum2 = 0, sum3 = 0;
+        byte* next = w0 + 4L * rowBytes, prefetch = next;
         for (int b = 0; b < blocks; b++, y += KQuantDot.Q8Bytes)
         {
             byte* x0 = w0 + 144 * b, x1 = x0 + rowBytes, x2 = x1 + rowBytes, x3 = x2 + rowBytes;
+            // One pass ahead: the next four (contiguous) rows at this pass's pace (see LegacyKernels.DotQ8Rows4).
+            for (byte* target = next + 4L * 144 * (b + 1); prefetch < target; prefetch += 64) Sse.Prefetch0(prefetch);
             float yd = *(float*)y;
             // bsum pairs (one per 32-value group), shared by the four rows: |pair| ≤ 2·16·127, no int16 overflow.
             var bs = Vector256.Load((short*)(y + Q8_KCodec.OffBsums));
