@@ -182,9 +182,11 @@ internal static unsafe class MatKernels
     {
         ushort* w1 = w0 + ldw, w2 = w1 + ldw, w3 = w2 + ldw;
         Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        byte* prefetch = (byte*)(w0 + 4L * ldw); // one pass ahead, as in DotF16x4
         int k = 0;
-        for (; k <= n - 8; k += 8)
+        for (; k <= n - 8; k += 8, prefetch += 64)
         {
+            if (Sse.IsSupported) Sse.Prefetch0(prefetch);
             var u = Vector256.Load(x + k);
             a0 = MulAdd((Vector256.WidenLower(Vector128.Load(w0 + k).ToVector256Unsafe()) << 16).AsSingle(), u, a0);
             a1 = MulAdd((Vector256.WidenLower(Vector128.Load(w1 + k).ToVector256Unsafe()) << 16).AsSingle(), u, a1);
@@ -249,6 +251,54 @@ internal static unsafe class MatKernels
             for (int t = k; t < n; t++) s += (float)w[t] * x[t];
             y[r] = s;
         }
+    }
+
+    /// <summary>
+    /// <see cref="DotF16x4"/> for rows known to hold no infinity or NaN (see <see cref="HalvesAllFinite"/>):
+    /// the same arithmetic without the per-value range tracking, so bit-identical to it on such rows.
+    /// </summary>
+    public static void DotF16x4Finite(Half* w0, int ldw, float* x, int n, float* y)
+    {
+        if (!(Avx2.IsSupported && Fma.IsSupported))
+        {
+            DotF16x4Converted(w0, ldw, x, n, y);
+            return;
+        }
+        short* p0 = (short*)w0, p1 = p0 + ldw, p2 = p1 + ldw, p3 = p2 + ldw;
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        byte* prefetch = (byte*)(p0 + 4L * ldw); // one pass ahead, as in DotF16x4
+        int k = 0;
+        for (; k <= n - 8; k += 8, prefetch += 64)
+        {
+            Sse.Prefetch0(prefetch);
+            var u = Avx.LoadVector256(x + k);
+            a0 = Fma.MultiplyAdd(HalfToSingleAvx2(p0 + k), u, a0);
+            a1 = Fma.MultiplyAdd(HalfToSingleAvx2(p1 + k), u, a1);
+            a2 = Fma.MultiplyAdd(HalfToSingleAvx2(p2 + k), u, a2);
+            a3 = Fma.MultiplyAdd(HalfToSingleAvx2(p3 + k), u, a3);
+        }
+        var sums = HSum4(a0, a1, a2, a3);
+        for (int r = 0; r < 4; r++)
+        {
+            Half* w = w0 + (long)r * ldw;
+            float s = sums.GetElement(r);
+            for (int t = k; t < n; t++) s += (float)w[t] * x[t];
+            y[r] = s;
+        }
+    }
+
+    /// <summary>True when none of the <paramref name="count"/> fp16 values is an infinity or NaN (exponent bits all ones).</summary>
+    public static bool HalvesAllFinite(ushort* h, long count)
+    {
+        var mask = Vector256.Create((ushort)0x7C00);
+        var special = Vector256<ushort>.Zero;
+        long i = 0;
+        for (; i + 16 <= count; i += 16)
+            special |= Vector256.Equals(Vector256.Load(h + i) & mask, mask);
+        if (special != Vector256<ushort>.Zero) return false;
+        for (; i < count; i++)
+            if ((h[i] & 0x7C00) == 0x7C00) return false;
+        return true;
     }
 
     /// <summary>The reference four-row F16 dot through the library conversion (see <see cref="DotF16Converted"/>).</summary>

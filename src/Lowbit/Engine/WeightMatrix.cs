@@ -28,6 +28,7 @@ internal sealed unsafe partial class WeightMatrix
     private readonly bool _useQuantizedActivations;
 
     private readonly bool _quantizedPrefill;
+    private readonly bool _f16Finite;
 
     public WeightMatrix(ModelTensor tensor, bool useQuantizedActivations, bool quantizedPrefill = false)
     {
@@ -49,6 +50,9 @@ internal sealed unsafe partial class WeightMatrix
             _ => Kind.Generic,
         };
         _useQuantizedActivations = useQuantizedActivations && Codec.VecDotCodec is not null && _rowBytes > 0;
+        // One scan at load lets decode skip the per-value infinity/NaN tracking of the fused F16 dot.
+        if (_kind == Kind.F16)
+            fixed (byte* p = Data.Span) _f16Finite = MatKernels.HalvesAllFinite((ushort*)p, Data.Length / 2);
         _quantizedPrefill = quantizedPrefill && _useQuantizedActivations;
     }
 
@@ -128,6 +132,8 @@ internal sealed unsafe partial class WeightMatrix
                 case Kind.F16:
                 {
                     int r = r0;
+                    if (_f16Finite)
+                        for (; r + 4 <= r1; r += 4) MatKernels.DotF16x4Finite((Half*)(pw + r * _rowBytes), Cols, xv, Cols, py + yOffset + r);
                     for (; r + 4 <= r1; r += 4) MatKernels.DotF16x4((Half*)(pw + r * _rowBytes), Cols, xv, Cols, py + yOffset + r);
                     for (; r < r1; r++) py[yOffset + r] = MatKernels.DotF16((Half*)(pw + r * _rowBytes), xv, Cols);
                     return;

@@ -60,8 +60,12 @@ public sealed unsafe class MatKernelF16Tests
         var yRef = new float[4];
         fixed (Half* pw = w) fixed (float* px = x) fixed (float* py = y) fixed (float* pr = yRef)
         {
+            Assert.True(MatKernels.HalvesAllFinite((ushort*)pw, 4L * n));
+            var yFinite = new float[4];
+            fixed (float* pf = yFinite) MatKernels.DotF16x4Finite(pw, n, px, n, pf);
             MatKernels.DotF16x4(pw, n, px, n, py);
             MatKernels.DotF16x4Converted(pw, n, px, n, pr);
+            Assert.Equal(y, yFinite);
             for (int r = 0; r < 4; r++)
             {
                 float reference = MatKernels.DotF16Converted(pw + r * n, px, n);
@@ -97,6 +101,9 @@ public sealed unsafe class MatKernelF16Tests
                 Assert.Equal(reference, MatKernels.DotF16(pw + r * n, px, n));
             }
             Assert.False(float.IsFinite(y[2]));
+            Assert.False(MatKernels.HalvesAllFinite((ushort*)pw, 4L * n));
+            Assert.True(MatKernels.HalvesAllFinite((ushort*)pw, 2L * n + 17)); // the special value is the next one
+            Assert.False(MatKernels.HalvesAllFinite((ushort*)pw, 2L * n + 18)); // found in the scalar tail too
         }
     }
 }
