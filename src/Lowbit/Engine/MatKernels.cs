@@ -86,8 +86,42 @@ internal static unsafe class MatKernels
         fixed (float* pa = a, pb = b) return Dot(pa, pb, Math.Min(a.Length, b.Length));
     }
 
-    /// <summary>Dot of an F16 row with x; converts in 256-value chunks (exact), same arithmetic as <see cref="Dot(float*, float*, int)"/>.</summary>
+    /// <summary>
+    /// Dot of an F16 row with x, same arithmetic as <see cref="Dot(float*, float*, int)"/> on the
+    /// exactly converted row (so decode equals prefill's convert-then-multiply bit for bit). With AVX2
+    /// the conversion is fused into the FMA loop (<see cref="HalfToSingleAvx2"/>); a row holding an
+    /// infinity or NaN, which that conversion does not model, is redone through the library conversion.
+    /// </summary>
     public static float DotF16(ReadOnlySpan<Half> w, float* x, int n)
+    {
+        fixed (Half* pw = w) return DotF16(pw, x, n);
+    }
+
+    /// <inheritdoc cref="DotF16(ReadOnlySpan{Half}, float*, int)"/>
+    public static float DotF16(Half* w, float* x, int n)
+    {
+        if (!(Avx2.IsSupported && Fma.IsSupported)) return DotF16Converted(w, x, n);
+        var acc = Vector256<float>.Zero;
+        Vector256<float> hi = default, lo = default;
+        int k = 0;
+        for (; k <= n - 8; k += 8)
+        {
+            var f = HalfToSingleAvx2((short*)(w + k));
+            hi = Avx.Max(hi, f);
+            lo = Avx.Min(lo, f);
+            acc = Fma.MultiplyAdd(f, Avx.LoadVector256(x + k), acc);
+        }
+        if (HasNonFinite(hi, lo)) return DotF16Converted(w, x, n);
+        float s = HSum(acc);
+        for (; k < n; k++) s += (float)w[k] * x[k];
+        return s;
+    }
+
+    /// <summary>
+    /// The reference F16 dot: converts in 256-value chunks with the library's (exact, special-value
+    /// aware) conversion, then <see cref="Dot(float*, float*, int)"/>'s arithmetic.
+    /// </summary>
+    public static float DotF16Converted(Half* w, float* x, int n)
     {
         float* buf = stackalloc float[256];
         var acc = Vector256<float>.Zero;
@@ -95,7 +129,7 @@ internal static unsafe class MatKernels
         while (n - k >= 8)
         {
             int chunk = Math.Min(256, (n - k) & ~7);
-            TensorPrimitives.ConvertToSingle(w.Slice(k, chunk), new Span<float>(buf, chunk));
+            TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>(w + k, chunk), new Span<float>(buf, chunk));
             for (int j = 0; j < chunk; j += 8) acc = MulAdd(Vector256.Load(buf + j), Vector256.Load(x + k + j), acc);
             k += chunk;
         }
@@ -103,6 +137,30 @@ internal static unsafe class MatKernels
         for (; k < n; k++) s += (float)w[k] * x[k];
         return s;
     }
+
+    /// <summary>
+    /// Eight F16 values → F32 in four instructions, exact for zeros, subnormals and normals:
+    /// sign-extending each 16-bit value and shifting it left by 13 puts the 15 magnitude bits at the
+    /// top of a float's exponent/mantissa (bits 27..13) and copies of the sign in bits 31..28; masking
+    /// bits 30..28 leaves a float equal to ±value·2^-112 (an F16 subnormal lands on an F32 normal or
+    /// subnormal, never rounded), so multiplying by 2^112 is exact. An F16 infinity or NaN comes out
+    /// as a finite ±[65536, 131072) — callers detect that range (no finite F16 reaches 65536) and
+    /// fall back to <see cref="DotF16Converted"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> HalfToSingleAvx2(short* p)
+    {
+        var s = Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32(p), 13);
+        var bits = Avx2.And(s, Vector256.Create(unchecked((int)0x8FFFE000)));
+        return Avx.Multiply(bits.AsSingle(), Vector256.Create(TwoPow112));
+    }
+
+    private const float TwoPow112 = 5.192296858534828e33f;
+
+    /// <summary>True when a fused F16 conversion met an infinity or NaN (see <see cref="HalfToSingleAvx2"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool HasNonFinite(Vector256<float> max, Vector256<float> min)
+        => Vector256.GreaterThanOrEqualAny(max, Vector256.Create(65536f)) || Vector256.LessThanOrEqualAny(min, Vector256.Create(-65536f));
 
     /// <summary>Dot of a BF16 row with x (bf16 → f32 is a 16-bit shift, done in registers).</summary>
     public static float DotBF16(ushort* w, float* x, int n)
@@ -124,9 +182,11 @@ internal static unsafe class MatKernels
     {
         ushort* w1 = w0 + ldw, w2 = w1 + ldw, w3 = w2 + ldw;
         Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        byte* prefetch = (byte*)(w0 + 4L * ldw); // one pass ahead, as in DotF16x4
         int k = 0;
-        for (; k <= n - 8; k += 8)
+        for (; k <= n - 8; k += 8, prefetch += 64)
         {
+            if (Sse.IsSupported) Sse.Prefetch0(prefetch);
             var u = Vector256.Load(x + k);
             a0 = MulAdd((Vector256.WidenLower(Vector128.Load(w0 + k).ToVector256Unsafe()) << 16).AsSingle(), u, a0);
             a1 = MulAdd((Vector256.WidenLower(Vector128.Load(w1 + k).ToVector256Unsafe()) << 16).AsSingle(), u, a1);
@@ -144,8 +204,105 @@ internal static unsafe class MatKernels
         return s;
     }
 
-    /// <summary>Four F16 rows (stride ldw values) dotted with x, each exactly as <see cref="DotF16"/>.</summary>
+    /// <summary>
+    /// Four F16 rows (stride ldw values) dotted with x, each exactly as <see cref="DotF16(Half*, float*, int)"/>:
+    /// four independent FMA chains share every activation load.
+    /// </summary>
     public static void DotF16x4(Half* w0, int ldw, float* x, int n, float* y)
+    {
+        if (!(Avx2.IsSupported && Fma.IsSupported))
+        {
+            DotF16x4Converted(w0, ldw, x, n, y);
+            return;
+        }
+        short* p0 = (short*)w0, p1 = p0 + ldw, p2 = p1 + ldw, p3 = p2 + ldw;
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        Vector256<float> hi = default, lo = default;
+        // Decode streams the weights from DRAM once; four interleaved row streams get too few misses
+        // in flight from the hardware prefetcher alone. Prefetch the next four rows (contiguous when
+        // ldw = n, as in decode) at this pass's pace, 64 bytes per step: one pass ahead.
+        byte* prefetch = (byte*)(p0 + 4L * ldw);
+        int k = 0;
+        for (; k <= n - 8; k += 8, prefetch += 64)
+        {
+            Sse.Prefetch0(prefetch);
+            var u = Avx.LoadVector256(x + k);
+            var f0 = HalfToSingleAvx2(p0 + k);
+            var f1 = HalfToSingleAvx2(p1 + k);
+            var f2 = HalfToSingleAvx2(p2 + k);
+            var f3 = HalfToSingleAvx2(p3 + k);
+            a0 = Fma.MultiplyAdd(f0, u, a0);
+            a1 = Fma.MultiplyAdd(f1, u, a1);
+            a2 = Fma.MultiplyAdd(f2, u, a2);
+            a3 = Fma.MultiplyAdd(f3, u, a3);
+            hi = Avx.Max(Avx.Max(hi, Avx.Max(f0, f1)), Avx.Max(f2, f3));
+            lo = Avx.Min(Avx.Min(lo, Avx.Min(f0, f1)), Avx.Min(f2, f3));
+        }
+        if (HasNonFinite(hi, lo))
+        {
+            DotF16x4Converted(w0, ldw, x, n, y);
+            return;
+        }
+        var sums = HSum4(a0, a1, a2, a3);
+        for (int r = 0; r < 4; r++)
+        {
+            Half* w = w0 + (long)r * ldw;
+            float s = sums.GetElement(r);
+            for (int t = k; t < n; t++) s += (float)w[t] * x[t];
+            y[r] = s;
+        }
+    }
+
+    /// <summary>
+    /// <see cref="DotF16x4"/> for rows known to hold no infinity or NaN (see <see cref="HalvesAllFinite"/>):
+    /// the same arithmetic without the per-value range tracking, so bit-identical to it on such rows.
+    /// </summary>
+    public static void DotF16x4Finite(Half* w0, int ldw, float* x, int n, float* y)
+    {
+        if (!(Avx2.IsSupported && Fma.IsSupported))
+        {
+            DotF16x4Converted(w0, ldw, x, n, y);
+            return;
+        }
+        short* p0 = (short*)w0, p1 = p0 + ldw, p2 = p1 + ldw, p3 = p2 + ldw;
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        byte* prefetch = (byte*)(p0 + 4L * ldw); // one pass ahead, as in DotF16x4
+        int k = 0;
+        for (; k <= n - 8; k += 8, prefetch += 64)
+        {
+            Sse.Prefetch0(prefetch);
+            var u = Avx.LoadVector256(x + k);
+            a0 = Fma.MultiplyAdd(HalfToSingleAvx2(p0 + k), u, a0);
+            a1 = Fma.MultiplyAdd(HalfToSingleAvx2(p1 + k), u, a1);
+            a2 = Fma.MultiplyAdd(HalfToSingleAvx2(p2 + k), u, a2);
+            a3 = Fma.MultiplyAdd(HalfToSingleAvx2(p3 + k), u, a3);
+        }
+        var sums = HSum4(a0, a1, a2, a3);
+        for (int r = 0; r < 4; r++)
+        {
+            Half* w = w0 + (long)r * ldw;
+            float s = sums.GetElement(r);
+            for (int t = k; t < n; t++) s += (float)w[t] * x[t];
+            y[r] = s;
+        }
+    }
+
+    /// <summary>True when none of the <paramref name="count"/> fp16 values is an infinity or NaN (exponent bits all ones).</summary>
+    public static bool HalvesAllFinite(ushort* h, long count)
+    {
+        var mask = Vector256.Create((ushort)0x7C00);
+        var special = Vector256<ushort>.Zero;
+        long i = 0;
+        for (; i + 16 <= count; i += 16)
+            special |= Vector256.Equals(Vector256.Load(h + i) & mask, mask);
+        if (special != Vector256<ushort>.Zero) return false;
+        for (; i < count; i++)
+            if ((h[i] & 0x7C00) == 0x7C00) return false;
+        return true;
+    }
+
+    /// <summary>The reference four-row F16 dot through the library conversion (see <see cref="DotF16Converted"/>).</summary>
+    public static void DotF16x4Converted(Half* w0, int ldw, float* x, int n, float* y)
     {
         const int Chunk = 256;
         float* buf = stackalloc float[4 * Chunk];

@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -23,9 +24,12 @@ internal enum GemmIsa { Scalar, Avx2, AvxVnni }
 /// add) is one vector op per 8 pairs instead of per pair.
 /// </para>
 /// <para>
-/// The result of every (row, token) pair is bit-identical to the scalar reference of the codec's
-/// integer dot (<see cref="LegacyKernels.DotQ8Scalar{T}"/>, <see cref="KQuantDot.DotQ8K(KQuantCodec, ReadOnlySpan{byte}, ReadOnlySpan{byte}, bool)"/>):
-/// same exact integer block sums, same float expression per block, same block order. So it does not
+/// The result of every (row, token) pair is bit-identical to <see cref="ReferenceDot"/> (Q4_0, Q8_0: per
+/// 32-block the exact integer sum, times (d_w · d_a), added to one float accumulator in block order) and
+/// to the scalar Q4_K integer dot (<see cref="KQuantDot.DotQ8K(KQuantCodec, ReadOnlySpan{byte}, ReadOnlySpan{byte}, bool)"/>).
+/// The codecs' own decode kernels (DotQ8&lt;T&gt;) accumulate 8 partial lanes per block instead, which a
+/// register-blocked GEMM cannot reproduce cheaply; the engine therefore runs decode of these formats
+/// through this class too. So it does not
 /// depend on tiling, thread count or instruction set, and decode (n = 1) equals prefill.
 /// </para>
 /// </summary>
@@ -313,12 +317,39 @@ internal static unsafe class QuantizedGemm
                 var row = new ReadOnlySpan<byte>(panel + (long)r * rb, rb);
                 y[(long)t * yStride + r] = f switch
                 {
-                    GemmFormat.Q4_0 => LegacyKernels.DotQ8Scalar<Q4_0Block>(row, xq),
-                    GemmFormat.Q8_0 => LegacyKernels.DotQ8Scalar<Lowbit.Formats.Q8_0Block>(row, xq),
+                    GemmFormat.Q4_0 or GemmFormat.Q8_0 => ReferenceDot(f, row, xq),
                     _ => KQuantDot.DotQ8K(k!, row, xq, useSimd: false),
                 };
             }
         }
+    }
+
+    /// <summary>
+    /// The canonical (scalar) product of a Q4_0 or Q8_0 weight row with a Q8_0 activation row: for each
+    /// 32-value block b, s_b = Σ w·a exactly in int32, then sum += (d_w · d_a) · s_b in block order, in FP32.
+    /// </summary>
+    internal static float ReferenceDot(GemmFormat f, ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq)
+    {
+        if (f is not (GemmFormat.Q4_0 or GemmFormat.Q8_0)) throw new ArgumentException($"{f} has no legacy reference dot", nameof(f));
+        int wb = f == GemmFormat.Q4_0 ? 18 : 34;
+        int blocks = xq.Length / 34;
+        if (row.Length < blocks * wb) throw new ArgumentException("weight row shorter than the activation row");
+        float sum = 0;
+        for (int b = 0; b < blocks; b++)
+        {
+            var w = row.Slice(b * wb, wb);
+            var a = xq.Slice(b * 34, 34);
+            int sumi = 0;
+            for (int j = 0; j < 32; j++)
+            {
+                int level = f == GemmFormat.Q8_0 ? (sbyte)w[2 + j] : (j < 16 ? w[2 + j] & 0xF : w[2 + j - 16] >> 4) - 8;
+                sumi += level * (sbyte)a[2 + j];
+            }
+            float dw = (float)BinaryPrimitives.ReadHalfLittleEndian(w);
+            float da = (float)BinaryPrimitives.ReadHalfLittleEndian(a);
+            sum += dw * da * sumi;
+        }
+        return sum;
     }
 
     // ---- kernels ----
@@ -535,7 +566,7 @@ internal static unsafe class QuantizedGemm
         for (; r < count; r++)
         {
             var row = new ReadOnlySpan<byte>(rows + (long)r * rowBytes, rowBytes);
-            y[r] = f == GemmFormat.Q4_0 ? LegacyKernels.DotQ8Scalar<Q4_0Block>(row, xq) : LegacyKernels.DotQ8Scalar<Lowbit.Formats.Q8_0Block>(row, xq);
+            y[r] = ReferenceDot(f, row, xq);
         }
     }
 

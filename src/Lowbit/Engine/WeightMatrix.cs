@@ -30,6 +30,7 @@ internal sealed unsafe partial class WeightMatrix
 
     private readonly bool _quantizedPrefill;
     private readonly GemmFormat? _int8Gemm; // formats with the integer GEMM: used for prefill and decode
+    private readonly bool _f16Finite;
 
     public WeightMatrix(ModelTensor tensor, bool useQuantizedActivations, bool quantizedPrefill = false)
     {
@@ -51,6 +52,9 @@ internal sealed unsafe partial class WeightMatrix
             _ => Kind.Generic,
         };
         _useQuantizedActivations = useQuantizedActivations && Codec.VecDotCodec is not null && _rowBytes > 0;
+        // One scan at load lets decode skip the per-value infinity/NaN tracking of the fused F16 dot.
+        if (_kind == Kind.F16)
+            fixed (byte* p = Data.Span) _f16Finite = MatKernels.HalvesAllFinite((ushort*)p, Data.Length / 2);
         _quantizedPrefill = quantizedPrefill && _useQuantizedActivations;
         _int8Gemm = _useQuantizedActivations ? QuantizedGemm.FormatOf(Codec) : null;
     }
@@ -137,8 +141,10 @@ internal sealed unsafe partial class WeightMatrix
                 case Kind.F16:
                 {
                     int r = r0;
+                    if (_f16Finite)
+                        for (; r + 4 <= r1; r += 4) MatKernels.DotF16x4Finite((Half*)(pw + r * _rowBytes), Cols, xv, Cols, py + yOffset + r);
                     for (; r + 4 <= r1; r += 4) MatKernels.DotF16x4((Half*)(pw + r * _rowBytes), Cols, xv, Cols, py + yOffset + r);
-                    for (; r < r1; r++) py[yOffset + r] = MatKernels.DotF16(new ReadOnlySpan<Half>(pw + r * _rowBytes, Cols), xv, Cols);
+                    for (; r < r1; r++) py[yOffset + r] = MatKernels.DotF16((Half*)(pw + r * _rowBytes), xv, Cols);
                     return;
                 }
                 case Kind.BF16:
@@ -168,8 +174,7 @@ internal sealed unsafe partial class WeightMatrix
         int rb = (int)_rowBytes;
         if (xq is not null)
         {
-            var q = xq.AsSpan(0, xqLength);
-            for (int r = r0; r < r1; r++) y[yOffset + r] = Codec.DotRowQuantized(data.Slice(r * rb, rb), q);
+            Codec.DotRowsQuantized(data.Slice(r0 * rb, (r1 - r0) * rb), r1 - r0, xq.AsSpan(0, xqLength), y.AsSpan(yOffset + r0, r1 - r0));
         }
         else
         {

@@ -41,6 +41,8 @@ public sealed class IQ4_NLCodec : TensorCodec
     public override float DotRow(ReadOnlySpan<byte> row, ReadOnlySpan<float> x) => LegacyKernels.DotF32<IQ4_NLBlock>(row, x);
 
     public override float DotRowQuantized(ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq) => LegacyKernels.DotQ8<IQ4_NLBlock>(row, xq);
+
+    public override void DotRowsQuantized(ReadOnlySpan<byte> rows, int count, ReadOnlySpan<byte> xq, Span<float> y) => LegacyKernels.DotQ8Rows<IQ4_NLBlock>(rows, count, xq, y);
 }
 
 internal readonly unsafe struct IQ4_NLBlock : ILegacyBlock
@@ -53,6 +55,7 @@ internal readonly unsafe struct IQ4_NLBlock : ILegacyBlock
         => LegacyKernels.Iq4LevelsVector128(block + 2, out first, out second);
     public static void Levels(byte* block, int group, Span<sbyte> levels) => LegacyKernels.Iq4Levels(block + 2, levels);
     public static float Scale(byte* block, int group) => LegacyKernels.F16(block);
+    public static bool ScaleIsLeadingHalf => true;
     public static float Offset(byte* block) => 0f;
 }
 

@@ -206,6 +206,33 @@ internal static class KQuantDot
         return Vector256.Sum(acc);
     }
 
+    /// <summary>acc + Σ pairs·scale per adjacent int16 pair into int32 lanes (exact for |pair| ≤ 2·15·127, scale ≤ 63).</summary>
+    internal interface IScaledPairs
+    {
+        static abstract Vector256<int> Add(Vector256<int> acc, Vector256<short> pairs, Vector256<short> scale);
+    }
+
+    /// <summary>AVX2: pmaddwd then add.</summary>
+    internal readonly struct MaddScale : IScaledPairs
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<int> Add(Vector256<int> acc, Vector256<short> pairs, Vector256<short> scale)
+            => Avx2.Add(acc, Avx2.MultiplyAddAdjacent(pairs, scale));
+    }
+
+    /// <summary>AVX-VNNI: one vpdpwssd.</summary>
+    internal readonly struct VnniScale : IScaledPairs
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<int> Add(Vector256<int> acc, Vector256<short> pairs, Vector256<short> scale)
+            => AvxVnni.MultiplyWideningAndAdd(acc, pairs, scale);
+    }
+
+    /// <summary>pshufb control that broadcasts int16 word <paramref name="word"/> of each 128-bit half to all eight words.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<byte> WordBroadcast(int word)
+        => Vector256.Create((ushort)(0x0100 * (2 * word + 1) + 2 * word)).AsByte();
+
     public const int Q8Bytes = 292;
 
     /// <summary>Checks that an encoded weight row and a Q8_K activation row hold the same number of values; returns the block count.</summary>

@@ -34,6 +34,50 @@ internal unsafe interface ILegacyBlock
 
     /// <summary>The float offset of the block (0 when <see cref="HasOffset"/> is false).</summary>
     static abstract float Offset(byte* block);
+
+    /// <summary>
+    /// When non-zero, levels are unsigned codes minus this bias and <see cref="CodesAvx2"/> returns the
+    /// codes: the integer dot then multiplies codes (unsigned) by activations directly and subtracts
+    /// Bias·Σa, computed once per activation group for all rows, instead of the sign trick per row.
+    /// </summary>
+    static virtual int Bias => 0;
+
+    /// <summary>True when <see cref="Scale"/> is the fp16 value at the start of the block (every group), read as <see cref="LegacyKernels.F16"/> does.</summary>
+    static virtual bool ScaleIsLeadingHalf => false;
+
+    /// <summary>The 32 unsigned codes (level + <see cref="Bias"/>) of a group (AVX2 decode); only called when Bias ≠ 0.</summary>
+    static virtual Vector256<byte> CodesAvx2(byte* block, int group) => throw new NotSupportedException();
+}
+
+/// <summary>
+/// Σ of u·s over each run of 4 bytes into 8 int32 lanes (plus acc), for operands where the AVX2
+/// form cannot saturate (every adjacent pair |u·s + u'·s'| ≤ 2·128·127 &lt; 2^15).
+/// </summary>
+internal interface IByteDot
+{
+    static abstract Vector256<int> Dot(Vector256<byte> u, Vector256<sbyte> s);
+    static abstract Vector256<int> Dot(Vector256<int> acc, Vector256<byte> u, Vector256<sbyte> s);
+}
+
+/// <summary>AVX2: pmaddubsw then pmaddwd with ones.</summary>
+internal readonly struct MaddDot : IByteDot
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<int> Dot(Vector256<byte> u, Vector256<sbyte> s)
+        => Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, s), Vector256.Create((short)1));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<int> Dot(Vector256<int> acc, Vector256<byte> u, Vector256<sbyte> s) => Avx2.Add(acc, Dot(u, s));
+}
+
+/// <summary>AVX-VNNI: one vpdpbusd (exact, no intermediate saturation).</summary>
+internal readonly struct VnniDot : IByteDot
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<int> Dot(Vector256<byte> u, Vector256<sbyte> s) => AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, u, s);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<int> Dot(Vector256<int> acc, Vector256<byte> u, Vector256<sbyte> s) => AvxVnni.MultiplyWideningAndAdd(acc, u, s);
 }
 
 /// <summary>
@@ -195,9 +239,49 @@ internal static unsafe class LegacyKernels
         return sum;
     }
 
+    // ---- integer dot with Q8_0 / Q8_1 activations ----
+    //
+    // Canonical arithmetic. Every path below (AVX-VNNI, AVX2, portable Vector128, scalar), single-row
+    // or four-row, computes exactly this, so DotRowQuantized is bit-identical whichever path, kernel or
+    // thread produced it; a batched (prefill) kernel that must equal it has to do the same:
+    //   for each 32-value group g of the row in order (block by block, groups within a block):
+    //     p_g[k] = Σ_{j=4k}^{4k+3} w_j·a_j            k = 0..7: int32, exact (w = the group's integer
+    //                                                  levels, a = the Q8 block's int8 values)
+    //     s_g    = Scale_w(g) · d_a(g)                 one float multiply (d_a = the Q8 block's fp16 scale)
+    //     acc[k] = fma((float)p_g[k], s_g, acc[k])     eight float lanes from +0, fused multiply-add
+    //   offset formats (Q4_1, Q5_1 against Q8_1) also: o = o + m_w(g)·s_a(g) (float multiply, then add;
+    //   o from 0, in group order), where s_a is Q8_1's stored fp16 block sum
+    //   result = (((acc[0]+acc[1]) + (acc[2]+acc[3])) + ((acc[4]+acc[5]) + (acc[6]+acc[7]))) + o
+    // The lane split p_g[k] is what pmaddubsw+pmaddwd and vpdpbusd produce natively on 32 values in order.
+
     /// <summary>Dot with activations encoded as Q8_0 (or Q8_1 for offset formats), fastest path.</summary>
     public static float DotQ8<T>(ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq) where T : struct, ILegacyBlock
-        => Avx2.IsSupported && Fma.IsSupported ? DotQ8Avx2<T>(row, xq) : DotQ8Portable<T>(row, xq);
+        => Avx2.IsSupported && Fma.IsSupported
+            ? AvxVnni.IsSupported ? DotQ8Vnni<T>(row, xq) : DotQ8Avx2<T>(row, xq)
+            : DotQ8Portable<T>(row, xq);
+
+    /// <summary>
+    /// y[i] = <see cref="DotQ8{T}"/>(row i, xq) for <paramref name="count"/> consecutive rows, bit for bit;
+    /// four rows per pass share each activation load and run four independent accumulator chains.
+    /// </summary>
+    public static void DotQ8Rows<T>(ReadOnlySpan<byte> rows, int count, ReadOnlySpan<byte> xq, Span<float> y) where T : struct, ILegacyBlock
+    {
+        if (Avx2.IsSupported && Fma.IsSupported)
+        {
+            if (AvxVnni.IsSupported) DotQ8RowsVnni<T>(rows, count, xq, y);
+            else DotQ8RowsAvx2<T>(rows, count, xq, y);
+            return;
+        }
+        int rb = CheckRows(rows, count, y);
+        for (int r = 0; r < count; r++) y[r] = DotQ8Portable<T>(rows.Slice(r * rb, rb), xq);
+    }
+
+    private static int CheckRows(ReadOnlySpan<byte> rows, int count, Span<float> y)
+    {
+        if (count <= 0 || rows.Length % count != 0 || y.Length < count)
+            throw new ArgumentException($"{rows.Length} bytes do not split into {count} rows, or {y.Length} outputs are too few.");
+        return rows.Length / count;
+    }
 
     private static int ActivationBlocks<T>(ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq) where T : struct, ILegacyBlock
     {
@@ -209,51 +293,173 @@ internal static unsafe class LegacyKernels
         return groups;
     }
 
-    /// <summary>
-    /// AVX2 integer path (ggml's scheme): |w| ⊗ sign(a, w) with maddubs gives exact int16 pair sums,
-    /// madd with ones widens to int32, one float FMA per 32 values applies d_w·d_a.
-    /// </summary>
+    /// <summary>AVX2 path: p_g from pmaddubsw (|w| ⊗ sign(a, w), or codes ⊗ a) and pmaddwd with ones.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0, which would be many times slower
     public static float DotQ8Avx2<T>(ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq) where T : struct, ILegacyBlock
     {
         int groups = ActivationBlocks<T>(row, xq);
+        fixed (byte* p0 = row) fixed (byte* a0 = xq) return DotQ8Row<T, MaddDot>(p0, a0, groups);
+    }
+
+    /// <summary>AVX-VNNI path: p_g from one vpdpbusd per group and row.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static float DotQ8Vnni<T>(ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq) where T : struct, ILegacyBlock
+    {
+        int groups = ActivationBlocks<T>(row, xq);
+        fixed (byte* p0 = row) fixed (byte* a0 = xq) return DotQ8Row<T, VnniDot>(p0, a0, groups);
+    }
+
+    /// <summary><see cref="DotQ8Rows{T}"/> on the AVX2 path.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void DotQ8RowsAvx2<T>(ReadOnlySpan<byte> rows, int count, ReadOnlySpan<byte> xq, Span<float> y) where T : struct, ILegacyBlock
+        => DotQ8Rows<T, MaddDot>(rows, count, xq, y);
+
+    /// <summary><see cref="DotQ8Rows{T}"/> on the AVX-VNNI path.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void DotQ8RowsVnni<T>(ReadOnlySpan<byte> rows, int count, ReadOnlySpan<byte> xq, Span<float> y) where T : struct, ILegacyBlock
+        => DotQ8Rows<T, VnniDot>(rows, count, xq, y);
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void DotQ8Rows<T, TDot>(ReadOnlySpan<byte> rows, int count, ReadOnlySpan<byte> xq, Span<float> y)
+        where T : struct, ILegacyBlock where TDot : struct, IByteDot
+    {
+        int rb = CheckRows(rows, count, y);
+        int groups = ActivationBlocks<T>(rows.Slice(0, rb), xq);
+        fixed (byte* p0 = rows) fixed (byte* a0 = xq) fixed (float* y0 = y)
+        {
+            int r = 0;
+            for (; r + 4 <= count; r += 4) DotQ8Rows4<T, TDot>(p0 + (long)r * rb, rb, a0, groups, y0 + r);
+            for (; r < count; r++) y0[r] = DotQ8Row<T, TDot>(p0 + (long)r * rb, a0, groups);
+        }
+    }
+
+    /// <summary>p_g of one group: codes ⊗ a minus Bias·Σa (<paramref name="biasTerm"/>), or |w| ⊗ sign(a, w).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> GroupProducts<T, TDot>(byte* block, int g, Vector256<sbyte> a, Vector256<int> biasTerm)
+        where T : struct, ILegacyBlock where TDot : struct, IByteDot
+    {
+        if (T.Bias != 0) return TDot.Dot(biasTerm, T.CodesAvx2(block, g), a);
+        Vector256<sbyte> w = T.LevelsAvx2(block, g);
+        return TDot.Dot(Avx2.Abs(w), Avx2.Sign(a, w));
+    }
+
+    /// <summary>−Bias·Σa per 4-value lane (zero when levels are decoded signed).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> BiasTerm<T, TDot>(Vector256<sbyte> a) where T : struct, ILegacyBlock where TDot : struct, IByteDot
+        => T.Bias != 0 ? Avx2.Subtract(Vector256<int>.Zero, TDot.Dot(Vector256.Create((byte)T.Bias), a)) : default;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float DotQ8Row<T, TDot>(byte* row, byte* act, int groups) where T : struct, ILegacyBlock where TDot : struct, IByteDot
+    {
         int actBytes = ActivationBlockBytes<T>();
         int qsOffset = T.HasOffset ? 4 : 2;
-        Vector256<short> ones = Vector256.Create((short)1);
-        Vector256<float> total = Vector256<float>.Zero;
-        float offsetSum = 0;
-        fixed (byte* p0 = row)
-        fixed (byte* a0 = xq)
+        Vector256<float> acc = Vector256<float>.Zero;
+        float o = 0;
+        for (int b = 0, blocks = groups / T.Groups; b < blocks; b++)
         {
-            byte* act = a0;
-            for (int b = 0, blocks = groups / T.Groups; b < blocks; b++)
+            byte* block = row + (long)b * T.BlockBytes;
+            for (int g = 0; g < T.Groups; g++, act += actBytes)
             {
-                byte* block = p0 + (long)b * T.BlockBytes;
-                for (int g = 0; g < T.Groups; g++, act += actBytes)
+                Vector256<sbyte> a = Avx.LoadVector256((sbyte*)(act + qsOffset));
+                Vector256<int> p = GroupProducts<T, TDot>(block, g, a, BiasTerm<T, TDot>(a));
+                acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p), Vector256.Create(T.Scale(block, g) * F16(act)), acc);
+                if (T.HasOffset) o += T.Offset(block) * F16(act + 2);
+            }
+        }
+        return HSum(acc) + o;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void DotQ8Rows4<T, TDot>(byte* w0, int rowBytes, byte* act, int groups, float* y) where T : struct, ILegacyBlock where TDot : struct, IByteDot
+    {
+        int actBytes = ActivationBlockBytes<T>();
+        int qsOffset = T.HasOffset ? 4 : 2;
+        byte* w1 = w0 + rowBytes, w2 = w1 + rowBytes, w3 = w2 + rowBytes;
+        Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
+        float o0 = 0, o1 = 0, o2 = 0, o3 = 0;
+        byte* next = w0 + 4L * rowBytes, prefetch = next;
+        for (int b = 0, blocks = groups / T.Groups; b < blocks; b++)
+        {
+            long off = (long)b * T.BlockBytes;
+            byte* b0 = w0 + off, b1 = w1 + off, b2 = w2 + off, b3 = w3 + off;
+            // Decode streams every weight from DRAM once, and four interleaved row streams get too few
+            // misses in flight from the hardware prefetcher alone (measured: about half the bandwidth).
+            // Prefetch the next pass's four rows (contiguous) at this pass's pace: one pass ahead.
+            for (byte* target = next + 4L * (b + 1) * T.BlockBytes; prefetch < target; prefetch += 64) Sse.Prefetch0(prefetch);
+            for (int g = 0; g < T.Groups; g++, act += actBytes)
+            {
+                Vector256<sbyte> a = Avx.LoadVector256((sbyte*)(act + qsOffset));
+                Vector256<int> bias = BiasTerm<T, TDot>(a);
+                float da = F16(act);
+                Vector256<int> p0 = GroupProducts<T, TDot>(b0, g, a, bias);
+                Vector256<int> p1 = GroupProducts<T, TDot>(b1, g, a, bias);
+                Vector256<int> p2 = GroupProducts<T, TDot>(b2, g, a, bias);
+                Vector256<int> p3 = GroupProducts<T, TDot>(b3, g, a, bias);
+                // The four s_g: the rows' scales converted side by side when they are plain leading fp16
+                // values (same floats as F16), then one multiply by d_a, each lane broadcast for its row.
+                Vector128<float> ws = T.ScaleIsLeadingHalf
+                    ? HalvesToSingle(b0, b1, b2, b3)
+                    : Vector128.Create(T.Scale(b0, g), T.Scale(b1, g), T.Scale(b2, g), T.Scale(b3, g));
+                Vector256<float> s = (ws * da).ToVector256Unsafe();
+                acc0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p0), Avx2.PermuteVar8x32(s, Vector256<int>.Zero), acc0);
+                acc1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p1), Avx2.PermuteVar8x32(s, Vector256.Create(1)), acc1);
+                acc2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p2), Avx2.PermuteVar8x32(s, Vector256.Create(2)), acc2);
+                acc3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p3), Avx2.PermuteVar8x32(s, Vector256.Create(3)), acc3);
+                if (T.HasOffset)
                 {
-                    Vector256<sbyte> w = T.LevelsAvx2(block, g);
-                    Vector256<sbyte> a = Avx.LoadVector256((sbyte*)(act + qsOffset));
-                    Vector256<short> pairs = Avx2.MultiplyAddAdjacent(Avx2.Abs(w), Avx2.Sign(a, w));
-                    Vector256<float> sums = Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(pairs, ones));
-                    float da = F16(act);
-                    total = Fma.MultiplyAdd(sums, Vector256.Create(T.Scale(block, g) * da), total);
-                    if (T.HasOffset)
-                        offsetSum += T.Offset(block) * F16(act + 2);
+                    float sa = F16(act + 2);
+                    o0 += T.Offset(b0) * sa; o1 += T.Offset(b1) * sa; o2 += T.Offset(b2) * sa; o3 += T.Offset(b3) * sa;
                 }
             }
         }
-        return Vector256.Sum(total) + offsetSum;
+        Vector128<float> sums = HSum4(acc0, acc1, acc2, acc3);
+        if (T.HasOffset) sums += Vector128.Create(o0, o1, o2, o3);
+        else sums += Vector128<float>.Zero; // the canonical "+ o" with o = 0 (turns a −0 sum into +0, as the single-row path does)
+        sums.Store(y);
     }
 
-    /// <summary>Portable integer path: int8 widened to int16 products (|w·a| ≤ 127², exact), summed in int32 lanes.</summary>
+    /// <summary>
+    /// The fp16 values at four addresses as floats, exactly as <see cref="F16"/> gives them: sign-extended
+    /// and shifted left by 13, the magnitude bits sit at the top of a float's exponent/mantissa and the
+    /// masked result is ±value·2^-112 (exact for zeros, subnormals and normals), so one multiply by 2^112
+    /// restores it. Infinities and NaNs (exponent all ones), which that misses, take the scalar route.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<float> HalvesToSingle(byte* p0, byte* p1, byte* p2, byte* p3)
+    {
+        Vector128<int> h = Vector128.Create((int)*(short*)p0, *(short*)p1, *(short*)p2, *(short*)p3);
+        if (Vector128.EqualsAny(h & Vector128.Create(0x7C00), Vector128.Create(0x7C00)))
+            return Vector128.Create(F16(p0), F16(p1), F16(p2), F16(p3));
+        Vector128<int> bits = (h << 13) & Vector128.Create(unchecked((int)0x8FFFE000));
+        return bits.AsSingle() * Vector128.Create(TwoPow112);
+    }
+
+    /// <summary>Horizontal sum in the canonical order ((v0+v1)+(v2+v3)) + ((v4+v5)+(v6+v7)).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float HSum(Vector256<float> v)
+    {
+        var t = Avx.HorizontalAdd(v, v);
+        t = Avx.HorizontalAdd(t, t);
+        return t.ToScalar() + t.GetElement(4);
+    }
+
+    /// <summary>Four horizontal sums, each in <see cref="HSum"/>'s order.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<float> HSum4(Vector256<float> a, Vector256<float> b, Vector256<float> c, Vector256<float> d)
+    {
+        var t = Avx.HorizontalAdd(Avx.HorizontalAdd(a, b), Avx.HorizontalAdd(c, d));
+        return t.GetLower() + t.GetUpper();
+    }
+
+    /// <summary>Portable path (SSE, NEON, WASM): the canonical lanes p_g[k] from widened int16 products.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0, which would be many times slower
     public static float DotQ8Portable<T>(ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq) where T : struct, ILegacyBlock
     {
         int groups = ActivationBlocks<T>(row, xq);
         int actBytes = ActivationBlockBytes<T>();
         int qsOffset = T.HasOffset ? 4 : 2;
-        Vector128<float> total = Vector128<float>.Zero;
-        float offsetSum = 0;
+        Vector128<float> acc0 = Vector128<float>.Zero, acc1 = Vector128<float>.Zero; // lanes 0..3 and 4..7
+        float o = 0;
         fixed (byte* p0 = row)
         fixed (byte* a0 = xq)
         {
@@ -264,34 +470,46 @@ internal static unsafe class LegacyKernels
                 for (int g = 0; g < T.Groups; g++, act += actBytes)
                 {
                     T.LevelsVector128(block, g, out Vector128<sbyte> w0, out Vector128<sbyte> w1);
-                    Vector128<int> sums = ProductSums(w0, Vector128.Load((sbyte*)(act + qsOffset)))
-                                        + ProductSums(w1, Vector128.Load((sbyte*)(act + qsOffset + 16)));
-                    total += Vector128.ConvertToSingle(sums) * (T.Scale(block, g) * F16(act));
-                    if (T.HasOffset) offsetSum += T.Offset(block) * F16(act + 2);
+                    Vector128<float> s = Vector128.Create(T.Scale(block, g) * F16(act));
+                    acc0 = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(QuadSums(w0, Vector128.Load((sbyte*)(act + qsOffset)))), s, acc0);
+                    acc1 = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(QuadSums(w1, Vector128.Load((sbyte*)(act + qsOffset + 16)))), s, acc1);
+                    if (T.HasOffset) o += T.Offset(block) * F16(act + 2);
                 }
             }
         }
-        return Vector128.Sum(total) + offsetSum;
+        return (((acc0[0] + acc0[1]) + (acc0[2] + acc0[3])) + ((acc1[0] + acc1[1]) + (acc1[2] + acc1[3]))) + o;
     }
 
+    /// <summary>
+    /// Σ w·a over each run of 4 consecutive values of 16 (4 int32 lanes, exact): int16 products
+    /// (|w·a| ≤ 128·127), then adjacent pairs twice, split into even/odd elements by narrowing.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector128<int> ProductSums(Vector128<sbyte> w, Vector128<sbyte> a)
+    private static Vector128<int> QuadSums(Vector128<sbyte> w, Vector128<sbyte> a)
     {
         (Vector128<short> wl, Vector128<short> wh) = Vector128.Widen(w);
         (Vector128<short> al, Vector128<short> ah) = Vector128.Widen(a);
-        (Vector128<int> p0, Vector128<int> p1) = Vector128.Widen(wl * al);
-        (Vector128<int> p2, Vector128<int> p3) = Vector128.Widen(wh * ah);
-        return (p0 + p1) + (p2 + p3);
+        Vector128<int> pl = (wl * al).AsInt32(), ph = (wh * ah).AsInt32();
+        Vector128<short> even = Vector128.Narrow(pl, ph); // truncation keeps each int32's low int16: the even products
+        Vector128<short> odd = Vector128.Narrow(Vector128.ShiftRightArithmetic(pl, 16), Vector128.ShiftRightArithmetic(ph, 16));
+        (Vector128<int> el, Vector128<int> eh) = Vector128.Widen(even);
+        (Vector128<int> ol, Vector128<int> oh) = Vector128.Widen(odd);
+        Vector128<long> pairsLo = (el + ol).AsInt64(), pairsHi = (eh + oh).AsInt64(); // pair sums of values 0..7 and 8..15
+        Vector128<int> evenPairs = Vector128.Narrow(pairsLo, pairsHi);
+        Vector128<int> oddPairs = Vector128.Narrow(Vector128.ShiftRightArithmetic(pairsLo, 32), Vector128.ShiftRightArithmetic(pairsHi, 32));
+        return evenPairs + oddPairs;
     }
 
-    /// <summary>Scalar reference of the integer path, in ggml's scalar order: Σ (d_w·d_a)·Σ w·a (+ m_w·s_a).</summary>
+    /// <summary>Scalar reference of the canonical arithmetic (see the comment above <see cref="DotQ8{T}"/>).</summary>
     public static float DotQ8Scalar<T>(ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq) where T : struct, ILegacyBlock
     {
         int groups = ActivationBlocks<T>(row, xq);
         int actBytes = ActivationBlockBytes<T>();
         int qsOffset = T.HasOffset ? 4 : 2;
         Span<sbyte> levels = stackalloc sbyte[Group];
-        float sum = 0;
+        Span<float> acc = stackalloc float[8];
+        acc.Clear();
+        float o = 0;
         fixed (byte* p0 = row)
         fixed (byte* a0 = xq)
         {
@@ -303,15 +521,18 @@ internal static unsafe class LegacyKernels
                 {
                     T.Levels(block, g, levels);
                     sbyte* a = (sbyte*)(act + qsOffset);
-                    int sumi = 0;
-                    for (int j = 0; j < Group; j++) sumi += levels[j] * a[j];
-                    float da = F16(act);
-                    sum += T.Scale(block, g) * da * sumi;
-                    if (T.HasOffset) sum += T.Offset(block) * F16(act + 2);
+                    float s = T.Scale(block, g) * F16(act);
+                    for (int k = 0; k < 8; k++)
+                    {
+                        int p = 0;
+                        for (int j = 4 * k; j < 4 * k + 4; j++) p += levels[j] * a[j];
+                        acc[k] = MathF.FusedMultiplyAdd(p, s, acc[k]);
+                    }
+                    if (T.HasOffset) o += T.Offset(block) * F16(act + 2);
                 }
             }
         }
-        return sum;
+        return (((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))) + o;
     }
 
     /// <summary>
@@ -387,8 +608,7 @@ internal static unsafe class LegacyKernels
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<byte> NibblesAvx2(byte* packed)
     {
-        Vector128<byte> raw = Sse2.LoadVector128(packed);
-        Vector256<uint> both = Vector256.Create(raw, raw).AsUInt32();
+        Vector256<uint> both = Avx2.BroadcastVector128ToVector256(packed).AsUInt32();
         Vector256<uint> shifted = Avx2.ShiftRightLogicalVariable(both, Vector256.Create(0u, 0, 0, 0, 4, 4, 4, 4));
         return Avx2.And(shifted.AsByte(), Vector256.Create((byte)0x0F));
     }
@@ -498,4 +718,5 @@ internal static unsafe class LegacyKernels
     }
 
     private const float TwoPow112 = 5.192296858534828e33f;
+
 }

@@ -77,6 +77,8 @@ public sealed class Q4_0Codec : TensorCodec
     public override float DotRow(ReadOnlySpan<byte> row, ReadOnlySpan<float> x) => LegacyKernels.DotF32<Q4_0Block>(row, x);
 
     public override float DotRowQuantized(ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq) => LegacyKernels.DotQ8<Q4_0Block>(row, xq);
+
+    public override void DotRowsQuantized(ReadOnlySpan<byte> rows, int count, ReadOnlySpan<byte> xq, Span<float> y) => LegacyKernels.DotQ8Rows<Q4_0Block>(rows, count, xq, y);
 }
 
 internal readonly unsafe struct Q4_0Block : ILegacyBlock
@@ -94,5 +96,8 @@ internal readonly unsafe struct Q4_0Block : ILegacyBlock
     }
     public static void Levels(byte* block, int group, Span<sbyte> levels) => LegacyKernels.Nibbles(block + 2, levels, 8);
     public static float Scale(byte* block, int group) => LegacyKernels.F16(block);
+    public static bool ScaleIsLeadingHalf => true;
     public static float Offset(byte* block) => 0f;
+    public static int Bias => 8;
+    public static Vector256<byte> CodesAvx2(byte* block, int group) => LegacyKernels.NibblesAvx2(block + 2);
 }

@@ -79,6 +79,8 @@ public sealed class Q4_1Codec : TensorCodec
     public override float DotRow(ReadOnlySpan<byte> row, ReadOnlySpan<float> x) => LegacyKernels.DotF32<Q4_1Block>(row, x);
 
     public override float DotRowQuantized(ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq) => LegacyKernels.DotQ8<Q4_1Block>(row, xq);
+
+    public override void DotRowsQuantized(ReadOnlySpan<byte> rows, int count, ReadOnlySpan<byte> xq, Span<float> y) => LegacyKernels.DotQ8Rows<Q4_1Block>(rows, count, xq, y);
 }
 
 internal readonly unsafe struct Q4_1Block : ILegacyBlock
@@ -95,5 +97,6 @@ internal readonly unsafe struct Q4_1Block : ILegacyBlock
     }
     public static void Levels(byte* block, int group, Span<sbyte> levels) => LegacyKernels.Nibbles(block + 4, levels, 0);
     public static float Scale(byte* block, int group) => LegacyKernels.F16(block);
+    public static bool ScaleIsLeadingHalf => true;
     public static float Offset(byte* block) => LegacyKernels.F16(block + 2);
 }

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
@@ -182,7 +183,7 @@ public sealed class Q4_KCodec : KQuantCodec
     /// expression as <see cref="KQuantDot.DotQ8K(KQuantCodec, ReadOnlySpan{byte}, ReadOnlySpan{byte}, bool)"/>,
     /// so the result is bit-identical to the scalar reference.
     /// </summary>
-    private unsafe float DotQ8KAvx2(ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq)
+    internal unsafe float DotQ8KAvx2(ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq)
     {
         int blocks = KQuantDot.CheckQ8Pair(this, row, xq);
         var low = Vector256.Create((byte)0x0F);
@@ -225,6 +226,117 @@ public sealed class Q4_KCodec : KQuantCodec
             }
         }
         return sum;
+    }
+
+    public override void DotRowsQuantized(ReadOnlySpan<byte> rows, int count, ReadOnlySpan<byte> xq, Span<float> y)
+    {
+        if (!(Avx2.IsSupported && BitConverter.IsLittleEndian))
+        {
+            base.DotRowsQuantized(rows, count, xq, y);
+            return;
+        }
+        if (AvxVnni.IsSupported) DotQ8KRowsVnni(rows, count, xq, y);
+        else DotQ8KRowsAvx2(rows, count, xq, y);
+    }
+
+    /// <summary><see cref="DotRowsQuantized"/> with pmaddwd for the group scales (AVX2).</summary>
+    internal void DotQ8KRowsAvx2(ReadOnlySpan<byte> rows, int count, ReadOnlySpan<byte> xq, Span<float> y) => DotQ8KRows<KQuantDot.MaddScale>(rows, count, xq, y);
+
+    /// <summary><see cref="DotRowsQuantized"/> with vpdpwssd for the group scales (AVX-VNNI).</summary>
+    internal void DotQ8KRowsVnni(ReadOnlySpan<byte> rows, int count, ReadOnlySpan<byte> xq, Span<float> y) => DotQ8KRows<KQuantDot.VnniScale>(rows, count, xq, y);
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private unsafe void DotQ8KRows<TScale>(ReadOnlySpan<byte> rows, int count, ReadOnlySpan<byte> xq, Span<float> y) where TScale : struct, KQuantDot.IScaledPairs
+    {
+        if (count <= 0 || rows.Length % count != 0 || y.Length < count)
+            throw new ArgumentException($"{rows.Length} bytes do not split into {count} rows, or {y.Length} outputs are too few.");
+        int rb = rows.Length / count;
+        int blocks = KQuantDot.CheckQ8Pair(this, rows.Slice(0, rb), xq);
+        fixed (byte* pr = rows) fixed (byte* py = xq) fixed (float* out0 = y)
+        {
+            int r = 0;
+            for (; r + 4 <= count; r += 4) DotQ8KRows4<TScale>(pr + (long)r * rb, rb, py, blocks, out0 + r);
+            for (; r < count; r++) out0[r] = DotQ8KAvx2(new ReadOnlySpan<byte>(pr + (long)r * rb, rb), xq);
+        }
+    }
+
+    /// <summary>
+    /// Four rows of <see cref="DotQ8KAvx2"/> at once, bit-identical to it: the same exact integers
+    /// sumi = Σ_g sc_g·Σ u·q and summ = Σ_g m_g·(bsum_2g + bsum_2g+1) per super-block (computed with
+    /// shared activation loads, in-register scale broadcasts and one pmaddwd for the mins), then the
+    /// same float expression sum += d·yd·sumi − dmin·yd·summ per row, super-block by super-block.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void DotQ8KRows4<TScale>(byte* w0, int rowBytes, byte* y, int blocks, float* output) where TScale : struct, KQuantDot.IScaledPairs
+    {
+        var low = Vector256.Create((byte)0x0F);
+        float sum0 = 0, sum1 = 0, sum2 = 0, sum3 = 0;
+        byte* next = w0 + 4L * rowBytes, prefetch = next;
+        for (int b = 0; b < blocks; b++, y += KQuantDot.Q8Bytes)
+        {
+            byte* x0 = w0 + 144 * b, x1 = x0 + rowBytes, x2 = x1 + rowBytes, x3 = x2 + rowBytes;
+            // One pass ahead: the next four (contiguous) rows at this pass's pace (see LegacyKernels.DotQ8Rows4).
+            for (byte* target = next + 4L * 144 * (b + 1); prefetch < target; prefetch += 64) Sse.Prefetch0(prefetch);
+            float yd = *(float*)y;
+            // bsum pairs (one per 32-value group), shared by the four rows: |pair| ≤ 2·16·127, no int16 overflow.
+            var bs = Vector256.Load((short*)(y + Q8_KCodec.OffBsums));
+            var bsumPairs = Ssse3.HorizontalAdd(bs.GetLower(), bs.GetUpper());
+            Vector256<short> sc0 = ScaleWords(x0, bsumPairs, out Vector128<int> m0);
+            Vector256<short> sc1 = ScaleWords(x1, bsumPairs, out Vector128<int> m1);
+            Vector256<short> sc2 = ScaleWords(x2, bsumPairs, out Vector128<int> m2);
+            Vector256<short> sc3 = ScaleWords(x3, bsumPairs, out Vector128<int> m3);
+            Vector256<int> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
+            sbyte* q = (sbyte*)y + Q8_KCodec.OffQs;
+            for (int c = 0; c < 4; c++)
+            {
+                var qa = Avx.LoadVector256(q + 64 * c);
+                var qb = Avx.LoadVector256(q + 64 * c + 32);
+                var selA = KQuantDot.WordBroadcast(2 * c);
+                var selB = KQuantDot.WordBroadcast(2 * c + 1);
+                acc0 = Chunk<TScale>(x0 + OffQs + 32 * c, qa, qb, sc0, selA, selB, low, acc0);
+                acc1 = Chunk<TScale>(x1 + OffQs + 32 * c, qa, qb, sc1, selA, selB, low, acc1);
+                acc2 = Chunk<TScale>(x2 + OffQs + 32 * c, qa, qb, sc2, selA, selB, low, acc2);
+                acc3 = Chunk<TScale>(x3 + OffQs + 32 * c, qa, qb, sc3, selA, selB, low, acc3);
+            }
+            // Four integer horizontal sums at once (integer addition: any order is exact).
+            var h = Avx2.HorizontalAdd(Avx2.HorizontalAdd(acc0, acc1), Avx2.HorizontalAdd(acc2, acc3));
+            Vector128<int> sumi = Sse2.Add(h.GetLower(), h.GetUpper());
+            Vector128<int> summ = Ssse3.HorizontalAdd(Ssse3.HorizontalAdd(m0, m1), Ssse3.HorizontalAdd(m2, m3));
+            sum0 += KQuantMath.FromHalfBits(*(ushort*)x0) * yd * sumi.GetElement(0) - KQuantMath.FromHalfBits(*(ushort*)(x0 + 2)) * yd * summ.GetElement(0);
+            sum1 += KQuantMath.FromHalfBits(*(ushort*)x1) * yd * sumi.GetElement(1) - KQuantMath.FromHalfBits(*(ushort*)(x1 + 2)) * yd * summ.GetElement(1);
+            sum2 += KQuantMath.FromHalfBits(*(ushort*)x2) * yd * sumi.GetElement(2) - KQuantMath.FromHalfBits(*(ushort*)(x2 + 2)) * yd * summ.GetElement(2);
+            sum3 += KQuantMath.FromHalfBits(*(ushort*)x3) * yd * sumi.GetElement(3) - KQuantMath.FromHalfBits(*(ushort*)(x3 + 2)) * yd * summ.GetElement(3);
+        }
+        output[0] = sum0; output[1] = sum1; output[2] = sum2; output[3] = sum3;
+    }
+
+    /// <summary>
+    /// The 8 group scales of a block as int16 words in both 128-bit halves (for in-register broadcasts),
+    /// and the mins dotted with the bsum pairs as 4 int32 partial sums (their total is summ).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe Vector256<short> ScaleWords(byte* x, Vector128<short> bsumPairs, out Vector128<int> minTerms)
+    {
+        uint u0 = *(uint*)(x + 4), u1 = *(uint*)(x + 8), u2 = *(uint*)(x + 12);
+        ulong scales = (u0 & 0x3f3f3f3fu) | (ulong)((u2 & 0x0f0f0f0fu) | (((u0 >> 6) & 0x03030303u) << 4)) << 32;
+        ulong mins = (u1 & 0x3f3f3f3fu) | (ulong)(((u2 >> 4) & 0x0f0f0f0fu) | (((u1 >> 6) & 0x03030303u) << 4)) << 32;
+        minTerms = Sse2.MultiplyAddAdjacent(Sse41.ConvertToVector128Int16(Vector128.CreateScalar(mins).AsByte()), bsumPairs);
+        Vector128<short> s = Sse41.ConvertToVector128Int16(Vector128.CreateScalar(scales).AsByte());
+        return Vector256.Create(s, s);
+    }
+
+    /// <summary>acc + sc_A·(low nibbles · qa) + sc_B·(high nibbles · qb) over one 32-byte run (two groups), as int32 lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe Vector256<int> Chunk<TScale>(byte* packed, Vector256<sbyte> qa, Vector256<sbyte> qb, Vector256<short> scaleWords,
+        Vector256<byte> selA, Vector256<byte> selB, Vector256<byte> low, Vector256<int> acc) where TScale : struct, KQuantDot.IScaledPairs
+    {
+        var v = Avx.LoadVector256(packed);
+        var lo = Avx2.And(v, low);
+        var hi = Avx2.And(Avx2.ShiftRightLogical(v.AsUInt16(), 4).AsByte(), low);
+        var sA = Avx2.Shuffle(scaleWords.AsByte(), selA).AsInt16();
+        var sB = Avx2.Shuffle(scaleWords.AsByte(), selB).AsInt16();
+        acc = TScale.Add(acc, Avx2.MultiplyAddAdjacent(lo, qa), sA);
+        return TScale.Add(acc, Avx2.MultiplyAddAdjacent(hi, qb), sB);
     }
 
     public override float DotRow(ReadOnlySpan<byte> row, ReadOnlySpan<float> x) =>

@@ -89,6 +89,8 @@ public sealed class Q5_0Codec : TensorCodec
     public override float DotRow(ReadOnlySpan<byte> row, ReadOnlySpan<float> x) => LegacyKernels.DotF32<Q5_0Block>(row, x);
 
     public override float DotRowQuantized(ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq) => LegacyKernels.DotQ8<Q5_0Block>(row, xq);
+
+    public override void DotRowsQuantized(ReadOnlySpan<byte> rows, int count, ReadOnlySpan<byte> xq, Span<float> y) => LegacyKernels.DotQ8Rows<Q5_0Block>(rows, count, xq, y);
 }
 
 internal readonly unsafe struct Q5_0Block : ILegacyBlock
@@ -110,5 +112,9 @@ internal readonly unsafe struct Q5_0Block : ILegacyBlock
     }
     public static void Levels(byte* block, int group, Span<sbyte> levels) => LegacyKernels.FiveBitLevels(block + 2, levels, 16);
     public static float Scale(byte* block, int group) => LegacyKernels.F16(block);
+    public static bool ScaleIsLeadingHalf => true;
     public static float Offset(byte* block) => 0f;
+    public static int Bias => 16;
+    public static Vector256<byte> CodesAvx2(byte* block, int group)
+        => Avx2.Or(LegacyKernels.NibblesAvx2(block + 6), LegacyKernels.HighBitsAvx2(Unsafe.ReadUnaligned<uint>(block + 2)));
 }

@@ -79,6 +79,8 @@ public sealed class Q5_1Codec : TensorCodec
     public override float DotRow(ReadOnlySpan<byte> row, ReadOnlySpan<float> x) => LegacyKernels.DotF32<Q5_1Block>(row, x);
 
     public override float DotRowQuantized(ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq) => LegacyKernels.DotQ8<Q5_1Block>(row, xq);
+
+    public override void DotRowsQuantized(ReadOnlySpan<byte> rows, int count, ReadOnlySpan<byte> xq, Span<float> y) => LegacyKernels.DotQ8Rows<Q5_1Block>(rows, count, xq, y);
 }
 
 internal readonly unsafe struct Q5_1Block : ILegacyBlock
@@ -97,5 +99,6 @@ internal readonly unsafe struct Q5_1Block : ILegacyBlock
     }
     public static void Levels(byte* block, int group, Span<sbyte> levels) => LegacyKernels.FiveBitLevels(block + 4, levels, 0);
     public static float Scale(byte* block, int group) => LegacyKernels.F16(block);
+    public static bool ScaleIsLeadingHalf => true;
     public static float Offset(byte* block) => LegacyKernels.F16(block + 2);
 }

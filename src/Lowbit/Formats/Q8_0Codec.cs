@@ -52,6 +52,8 @@ public sealed class Q8_0Codec : TensorCodec
     public override float DotRow(ReadOnlySpan<byte> row, ReadOnlySpan<float> x) => LegacyKernels.DotF32<Q8_0Block>(row, x);
 
     public override float DotRowQuantized(ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq) => LegacyKernels.DotQ8<Q8_0Block>(row, xq);
+
+    public override void DotRowsQuantized(ReadOnlySpan<byte> rows, int count, ReadOnlySpan<byte> xq, Span<float> y) => LegacyKernels.DotQ8Rows<Q8_0Block>(rows, count, xq, y);
 }
 
 internal readonly unsafe struct Q8_0Block : ILegacyBlock
@@ -67,5 +69,6 @@ internal readonly unsafe struct Q8_0Block : ILegacyBlock
     }
     public static void Levels(byte* block, int group, Span<sbyte> levels) => new ReadOnlySpan<sbyte>(block + 2, 32).CopyTo(levels);
     public static float Scale(byte* block, int group) => LegacyKernels.F16(block);
+    public static bool ScaleIsLeadingHalf => true;
     public static float Offset(byte* block) => 0f;
 }

@@ -91,6 +91,20 @@ public abstract class TensorCodec
     public virtual float DotRowQuantized(ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq)
         => throw new NotSupportedException($"{Name} has no quantized-activation dot product.");
 
+    /// <summary>
+    /// <paramref name="count"/> consecutive encoded rows (<paramref name="rows"/> holds exactly count rows)
+    /// dotted with one activation row encoded in <see cref="VecDotCodec"/>: y[i] must equal
+    /// <see cref="DotRowQuantized"/> of row i bit for bit. Codecs override it with multi-row kernels
+    /// that share activation loads across rows (the decode hot path).
+    /// </summary>
+    public virtual void DotRowsQuantized(ReadOnlySpan<byte> rows, int count, ReadOnlySpan<byte> xq, Span<float> y)
+    {
+        if (count <= 0 || rows.Length % count != 0 || y.Length < count)
+            throw new ArgumentException($"{rows.Length} bytes do not split into {count} rows, or {y.Length} outputs are too few.");
+        int rb = rows.Length / count;
+        for (int r = 0; r < count; r++) y[r] = DotRowQuantized(rows.Slice(r * rb, rb), xq);
+    }
+
     /// <summary>Quantizes a whole tensor. Tensor-level codecs (with headers) override this.</summary>
     public virtual void QuantizeTensor(ReadOnlySpan<float> src, Span<byte> dst, long rows, int cols, ReadOnlySpan<float> importance)
         => QuantizeRows(src, dst.Slice(0, checked((int)(rows * RowBytes(cols)))), cols, importance);

@@ -5,7 +5,8 @@ namespace Lowbit.Tests.Engine;
 
 /// <summary>
 /// The integer GEMM on every instruction set this CPU has is bit-identical, per (row, token), to the
-/// codecs' scalar integer-dot references (<see cref="LegacyKernels.DotQ8Scalar{T}"/>, scalar DotQ8K).
+/// scalar references (<see cref="QuantizedGemm.ReferenceDot"/> for Q4_0/Q8_0, scalar DotQ8K for Q4_K), and
+/// those references agree with dequantize-both-and-dot.
 /// </summary>
 public sealed unsafe class QuantizedGemmTests
 {
@@ -67,10 +68,37 @@ public sealed unsafe class QuantizedGemmTests
 
     private static float Reference(GemmFormat f, ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq) => f switch
     {
-        GemmFormat.Q4_0 => LegacyKernels.DotQ8Scalar<Q4_0Block>(row, xq),
-        GemmFormat.Q8_0 => LegacyKernels.DotQ8Scalar<Lowbit.Formats.Q8_0Block>(row, xq),
+        GemmFormat.Q4_0 or GemmFormat.Q8_0 => QuantizedGemm.ReferenceDot(f, row, xq),
         _ => KQuantDot.DotQ8K((KQuantCodec)CodecOf(f), row, xq, useSimd: false),
     };
+
+    [Theory]
+    [InlineData("Q4_0")]
+    [InlineData("Q8_0")]
+    public void Legacy_reference_dot_equals_dequantize_both_and_dot(string format)
+    {
+        var f = Enum.Parse<GemmFormat>(format);
+        var codec = CodecOf(f);
+        var vc = codec.VecDotCodec!;
+        var rng = new Random(17);
+        foreach (int cols in new[] { 32, 96, 2048 })
+        {
+            var w = Enumerable.Range(0, cols).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+            var x = Enumerable.Range(0, cols).Select(_ => (float)(rng.NextDouble() * 6 - 3)).ToArray();
+            var wq = new byte[codec.RowBytes(cols)];
+            var xq = new byte[vc.RowBytes(cols)];
+            codec.QuantizeRows(w, wq, cols, default);
+            vc.QuantizeRows(x, xq, cols, default);
+            var wd = new float[cols];
+            var xd = new float[cols];
+            codec.DequantizeRows(wq, wd, cols);
+            vc.DequantizeRows(xq, xd, cols);
+            double expected = wd.Zip(xd).Sum(p => (double)p.First * p.Second);
+            double magnitude = wd.Zip(xd).Sum(p => Math.Abs((double)p.First * p.Second));
+            Assert.Equal(expected, QuantizedGemm.ReferenceDot(f, wq, xq), 1e-5 * magnitude);
+            Assert.Equal(expected, codec.DotRowQuantized(wq, xq), 1e-5 * magnitude);
+        }
+    }
 
     [Theory]
     [MemberData(nameof(Cases))]
