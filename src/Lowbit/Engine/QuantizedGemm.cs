@@ -577,8 +577,13 @@ internal static unsafe class QuantizedGemm
         float* da = (float*)(act + cols);
         int* corr = (int*)(act + cols + 4 * blocks);
         Vector256<float> acc = default;
+        // Decode streams every weight from DRAM once; eight interleaved row streams defeat the hardware
+        // prefetcher, so fetch the next eight rows (contiguous) one pass ahead, at this pass's pace.
+        byte* next = rows + 8L * rowBytes;
+        byte* prefetch = next;
         for (int b = 0; b < blocks; b++)
         {
+            for (byte* target = next + 8L * (b + 1) * bb; prefetch < target; prefetch += 64) Sse.Prefetch0(prefetch);
             byte* w = rows + b * bb;
             var a = Vector256.Load(act + 32 * b);
             var v0 = RowDot<V>(w, a); var v1 = RowDot<V>(w + rowBytes, a);
