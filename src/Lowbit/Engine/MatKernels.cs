@@ -208,7 +208,21 @@ internal static unsafe class MatKernels
     /// Four F16 rows (stride ldw values) dotted with x, each exactly as <see cref="DotF16(Half*, float*, int)"/>:
     /// four independent FMA chains share every activation load.
     /// </summary>
-    public static void DotF16x4(Half* w0, int ldw, float* x, int n, float* y)
+    public static void DotF16x4(Half* w0, int ldw, float* x, int n, float* y) => DotF16x4<TrackRange>(w0, ldw, x, n, y);
+
+    /// <summary>
+    /// <see cref="DotF16x4"/> for rows known to hold no infinity or NaN (see <see cref="HalvesAllFinite"/>):
+    /// the same arithmetic without the per-value range tracking, so bit-identical to it on such rows.
+    /// </summary>
+    public static void DotF16x4Finite(Half* w0, int ldw, float* x, int n, float* y) => DotF16x4<KnownFinite>(w0, ldw, x, n, y);
+
+    /// <summary>Whether the fused F16 dot must watch for infinities/NaN (which its conversion does not handle).</summary>
+    private interface IRangeCheck { static abstract bool Track { get; } }
+    private readonly struct TrackRange : IRangeCheck { public static bool Track => true; }
+    private readonly struct KnownFinite : IRangeCheck { public static bool Track => false; }
+
+    // A struct type parameter: the JIT compiles one body per variant, so the finite path carries no range code.
+    private static void DotF16x4<TCheck>(Half* w0, int ldw, float* x, int n, float* y) where TCheck : struct, IRangeCheck
     {
         if (!(Avx2.IsSupported && Fma.IsSupported))
         {
@@ -235,47 +249,16 @@ internal static unsafe class MatKernels
             a1 = Fma.MultiplyAdd(f1, u, a1);
             a2 = Fma.MultiplyAdd(f2, u, a2);
             a3 = Fma.MultiplyAdd(f3, u, a3);
-            hi = Avx.Max(Avx.Max(hi, Avx.Max(f0, f1)), Avx.Max(f2, f3));
-            lo = Avx.Min(Avx.Min(lo, Avx.Min(f0, f1)), Avx.Min(f2, f3));
+            if (TCheck.Track)
+            {
+                hi = Avx.Max(Avx.Max(hi, Avx.Max(f0, f1)), Avx.Max(f2, f3));
+                lo = Avx.Min(Avx.Min(lo, Avx.Min(f0, f1)), Avx.Min(f2, f3));
+            }
         }
-        if (HasNonFinite(hi, lo))
+        if (TCheck.Track && HasNonFinite(hi, lo))
         {
             DotF16x4Converted(w0, ldw, x, n, y);
             return;
-        }
-        var sums = HSum4(a0, a1, a2, a3);
-        for (int r = 0; r < 4; r++)
-        {
-            Half* w = w0 + (long)r * ldw;
-            float s = sums.GetElement(r);
-            for (int t = k; t < n; t++) s += (float)w[t] * x[t];
-            y[r] = s;
-        }
-    }
-
-    /// <summary>
-    /// <see cref="DotF16x4"/> for rows known to hold no infinity or NaN (see <see cref="HalvesAllFinite"/>):
-    /// the same arithmetic without the per-value range tracking, so bit-identical to it on such rows.
-    /// </summary>
-    public static void DotF16x4Finite(Half* w0, int ldw, float* x, int n, float* y)
-    {
-        if (!(Avx2.IsSupported && Fma.IsSupported))
-        {
-            DotF16x4Converted(w0, ldw, x, n, y);
-            return;
-        }
-        short* p0 = (short*)w0, p1 = p0 + ldw, p2 = p1 + ldw, p3 = p2 + ldw;
-        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
-        byte* prefetch = (byte*)(p0 + 4L * ldw); // one pass ahead, as in DotF16x4
-        int k = 0;
-        for (; k <= n - 8; k += 8, prefetch += 64)
-        {
-            Sse.Prefetch0(prefetch);
-            var u = Avx.LoadVector256(x + k);
-            a0 = Fma.MultiplyAdd(HalfToSingleAvx2(p0 + k), u, a0);
-            a1 = Fma.MultiplyAdd(HalfToSingleAvx2(p1 + k), u, a1);
-            a2 = Fma.MultiplyAdd(HalfToSingleAvx2(p2 + k), u, a2);
-            a3 = Fma.MultiplyAdd(HalfToSingleAvx2(p3 + k), u, a3);
         }
         var sums = HSum4(a0, a1, a2, a3);
         for (int r = 0; r < 4; r++)

@@ -19,7 +19,7 @@ namespace Lowbit.Formats;
 /// the other tokens' (small) values in INT8, where they are represented to within half a step anyway.
 /// </para>
 /// </summary>
-public sealed class LlmInt8Codec : W8A8Codec
+public sealed class LlmInt8Codec : Int8RowCodec
 {
     public const float DefaultThreshold = 6f;
 
@@ -42,14 +42,6 @@ public sealed class LlmInt8Codec : W8A8Codec
         : "llm-int8-t" + Threshold.ToString("0.###", CultureInfo.InvariantCulture);
 
     public override TensorCodec? VecDotCodec => Activations;
-
-    protected override float MaxCode => 127f;
-
-    protected override void EncodeRow(ReadOnlySpan<float> x, float inverseScale, Span<byte> codes) =>
-        W8A8Kernels.EncodeInt8(x, inverseScale, codes);
-
-    protected override void DecodeRow(ReadOnlySpan<byte> codes, float scale, Span<float> dst) =>
-        W8A8Kernels.DecodeInt8(codes, scale, dst);
 
     /// <summary>
     /// w_scale · (x_scale · Σ w·x over the INT8 part + Σ outlier · w over the F16 part). Outlier columns

@@ -91,21 +91,26 @@ public abstract class W8A8Codec : TensorCodec, IQuantizedActivationCodec
     protected static float Scale(ReadOnlySpan<byte> row) => BinaryPrimitives.ReadSingleLittleEndian(row);
 }
 
+/// <summary>The symmetric INT8 row (codes in [−127, 127], max |x| → 127) shared by w8a8-int8 and llm-int8 weights.</summary>
+public abstract class Int8RowCodec : W8A8Codec
+{
+    protected sealed override float MaxCode => 127f;
+
+    protected sealed override void EncodeRow(ReadOnlySpan<float> x, float inverseScale, Span<byte> codes) =>
+        W8A8Kernels.EncodeInt8(x, inverseScale, codes);
+
+    protected sealed override void DecodeRow(ReadOnlySpan<byte> codes, float scale, Span<float> dst) =>
+        W8A8Kernels.DecodeInt8(codes, scale, dst);
+}
+
 /// <summary>
 /// "w8a8-int8": INT8 weights with one symmetric scale per output channel, INT8 activations with one
 /// dynamic symmetric scale per token (SmoothQuant's W8A8 per-channel/per-token setting). Codes are
 /// in [−127, 127]; the product is an exact integer dot times the two scales.
 /// </summary>
-public sealed class W8A8Int8Codec : W8A8Codec
+public sealed class W8A8Int8Codec : Int8RowCodec
 {
     public override string Name => "w8a8-int8";
-    protected override float MaxCode => 127f;
-
-    protected override void EncodeRow(ReadOnlySpan<float> x, float inverseScale, Span<byte> codes) =>
-        W8A8Kernels.EncodeInt8(x, inverseScale, codes);
-
-    protected override void DecodeRow(ReadOnlySpan<byte> codes, float scale, Span<float> dst) =>
-        W8A8Kernels.DecodeInt8(codes, scale, dst);
 
     public override float DotRowQuantized(ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq)
     {
