@@ -260,7 +260,12 @@ internal static unsafe class MatKernels
             DotF16x4Converted(w0, ldw, x, n, y);
             return;
         }
-        var sums = HSum4(a0, a1, a2, a3);
+        FinishF16x4(HSum4(a0, a1, a2, a3), w0, ldw, x, k, n, y);
+    }
+
+    /// <summary>Adds each row's scalar tail (values k..n) to its vector sum, in order: shared by the four-row F16 dots.</summary>
+    private static void FinishF16x4(Vector128<float> sums, Half* w0, int ldw, float* x, int k, int n, float* y)
+    {
         for (int r = 0; r < 4; r++)
         {
             Half* w = w0 + (long)r * ldw;
@@ -306,14 +311,7 @@ internal static unsafe class MatKernels
             }
             k += chunk;
         }
-        var sums = HSum4(a0, a1, a2, a3);
-        for (int r = 0; r < 4; r++)
-        {
-            Half* w = w0 + (long)r * ldw;
-            float s = sums.GetElement(r);
-            for (int t = k; t < n; t++) s += (float)w[t] * x[t];
-            y[r] = s;
-        }
+        FinishF16x4(HSum4(a0, a1, a2, a3), w0, ldw, x, k, n, y);
     }
 
     /// <summary>BF16 → F32 (exact), SIMD.</summary>
