@@ -109,9 +109,9 @@ public sealed unsafe class QuantizedGemmTests
         if (!QuantizedGemm.IsSupported(isa)) return; // this CPU lacks the instruction set
         var rng = new Random(1234 + (int)f * 7 + (int)isa);
         int cols = f == GemmFormat.Q4_K ? 768 : 160;
-        // 37 rows: two full panels and a 5-row tail; 7 tokens: a 4-token tile and a 3-token tail.
+        // 37 rows: two full panels and a 5-row tail; 1–11 tokens: 4-token tiles and every tail width.
         foreach (int rows in new[] { 37, 16, 3 })
-            foreach (int n in new[] { 1, 2, 7 })
+            foreach (int n in new[] { 1, 2, 4, 5, 7, 10, 11 })
                 Check(f, isa, rows, cols, n, rng);
     }
 
