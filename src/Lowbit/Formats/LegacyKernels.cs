@@ -272,15 +272,8 @@ internal static unsafe class LegacyKernels
             else DotQ8RowsAvx2<T>(rows, count, xq, y);
             return;
         }
-        int rb = CheckRows(rows, count, y);
+        int rb = TensorCodec.RowsBytesPerRow(rows, count, y);
         for (int r = 0; r < count; r++) y[r] = DotQ8Portable<T>(rows.Slice(r * rb, rb), xq);
-    }
-
-    private static int CheckRows(ReadOnlySpan<byte> rows, int count, Span<float> y)
-    {
-        if (count <= 0 || rows.Length % count != 0 || y.Length < count)
-            throw new ArgumentException($"{rows.Length} bytes do not split into {count} rows, or {y.Length} outputs are too few.");
-        return rows.Length / count;
     }
 
     private static int ActivationBlocks<T>(ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq) where T : struct, ILegacyBlock
@@ -323,7 +316,7 @@ internal static unsafe class LegacyKernels
     private static void DotQ8Rows<T, TDot>(ReadOnlySpan<byte> rows, int count, ReadOnlySpan<byte> xq, Span<float> y)
         where T : struct, ILegacyBlock where TDot : struct, IByteDot
     {
-        int rb = CheckRows(rows, count, y);
+        int rb = TensorCodec.RowsBytesPerRow(rows, count, y);
         int groups = ActivationBlocks<T>(rows.Slice(0, rb), xq);
         fixed (byte* p0 = rows) fixed (byte* a0 = xq) fixed (float* y0 = y)
         {

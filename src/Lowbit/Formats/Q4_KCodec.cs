@@ -248,9 +248,7 @@ public sealed class Q4_KCodec : KQuantCodec
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private unsafe void DotQ8KRows<TScale>(ReadOnlySpan<byte> rows, int count, ReadOnlySpan<byte> xq, Span<float> y) where TScale : struct, KQuantDot.IScaledPairs
     {
-        if (count <= 0 || rows.Length % count != 0 || y.Length < count)
-            throw new ArgumentException($"{rows.Length} bytes do not split into {count} rows, or {y.Length} outputs are too few.");
-        int rb = rows.Length / count;
+        int rb = RowsBytesPerRow(rows, count, y);
         int blocks = KQuantDot.CheckQ8Pair(this, rows.Slice(0, rb), xq);
         fixed (byte* pr = rows) fixed (byte* py = xq) fixed (float* out0 = y)
         {

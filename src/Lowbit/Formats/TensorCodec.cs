@@ -99,10 +99,16 @@ public abstract class TensorCodec
     /// </summary>
     public virtual void DotRowsQuantized(ReadOnlySpan<byte> rows, int count, ReadOnlySpan<byte> xq, Span<float> y)
     {
+        int rb = RowsBytesPerRow(rows, count, y);
+        for (int r = 0; r < count; r++) y[r] = DotRowQuantized(rows.Slice(r * rb, rb), xq);
+    }
+
+    /// <summary>The argument check of every <see cref="DotRowsQuantized"/> kernel: the bytes of one row.</summary>
+    internal static int RowsBytesPerRow(ReadOnlySpan<byte> rows, int count, Span<float> y)
+    {
         if (count <= 0 || rows.Length % count != 0 || y.Length < count)
             throw new ArgumentException($"{rows.Length} bytes do not split into {count} rows, or {y.Length} outputs are too few.");
-        int rb = rows.Length / count;
-        for (int r = 0; r < count; r++) y[r] = DotRowQuantized(rows.Slice(r * rb, rb), xq);
+        return rows.Length / count;
     }
 
     /// <summary>Quantizes a whole tensor. Tensor-level codecs (with headers) override this.</summary>
