@@ -22,17 +22,29 @@ public static class BenchCommand
         var tg = new Option<int>("-n", "--n-gen") { Description = "Generated tokens (tg test).", DefaultValueFactory = _ => 128 };
         var reps = new Option<int>("-r", "--repetitions") { Description = "Repetitions per test.", DefaultValueFactory = _ => 5 };
         var noLimits = new Option<bool>("--no-limits") { Description = "Skip measuring memory bandwidth and FLOP peak." };
+        var kernels = new Option<string?>("--kernels")
+        {
+            Description = "Benchmark the matrix kernels alone instead of a model: comma-separated formats (e.g. q4_0,q4_K,q8_0,f16); " +
+                          "decode = matrix-vector over 512 MiB of distinct matrices (GB/s, share of read bandwidth), prefill = -p tokens (GOP/s, share of FLOP peak).",
+        };
+        var kernelShapes = new Option<string>("--kernel-shapes")
+        {
+            Description = "Matrix shapes for --kernels, ROWSxCOLS comma-separated.", DefaultValueFactory = _ => "8192x2048,2048x8192",
+        };
         var json = CliOptions.Json();
         var eng = new EngineCliOptions();
         var cmd = new Command("bench", "Prompt-processing and generation speed (like llama-bench), as fractions of measured bandwidth and FLOP peak.")
         {
-            model, synthetic, format, pp, tg, reps, noLimits, json,
+            model, synthetic, format, pp, tg, reps, noLimits, kernels, kernelShapes, json,
         };
         eng.AddTo(cmd);
         cmd.SetAction((pr, ct) =>
         {
             var console = CliRunner.Human(pr.GetValue(json));
             int threads = pr.GetValue(eng.Threads);
+            if (pr.GetValue(kernels) is { } kernelFormats)
+                return Task.FromResult(RunKernels(console, kernelFormats, pr.GetValue(kernelShapes)!, pr.GetValue(pp), threads,
+                    !pr.GetValue(noLimits), pr.GetValue(json), ct));
             LoadedModel m;
             LoadedModel? owner = null;
             string label;
@@ -87,5 +99,39 @@ public static class BenchCommand
             return Task.FromResult(0);
         });
         return cmd;
+    }
+
+    private static int RunKernels(IAnsiConsole console, string formats, string shapes, int prefillTokens, int threads, bool measureLimits, bool json, CancellationToken ct)
+    {
+        var parsedShapes = shapes.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(ParseShape).ToArray();
+        var codecs = formats.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(CodecRegistry.Get).ToArray();
+        MachineLimits? limits = measureLimits ? Bench.MeasureMachine(threads) : null;
+        var results = new List<KernelSpeed>();
+        var table = new Table().AddColumns("format", "shape", "decode GB/s", "of bandwidth", $"prefill pp{prefillTokens} GOP/s", "of FLOP peak");
+        foreach (var codec in codecs)
+            foreach (var (rows, cols) in parsedShapes)
+            {
+                console.MarkupLine($"[grey]{Markup.Escape($"{codec.Name} {rows}x{cols} ...")}[/]");
+                var r = KernelBench.Measure(codec, rows, cols, threads, prefillTokens: prefillTokens, cancel: ct);
+                results.Add(r);
+                table.AddTextRow(codec.Name, $"{rows}x{cols}", $"{r.DecodeBytesPerSecond / 1e9:F1}",
+                    limits is null ? "-" : $"{100 * r.DecodeFractionOfBandwidth(limits.ReadBytesPerSecond):F1}%",
+                    prefillTokens > 0 ? $"{2 * r.PrefillMultiplyAddsPerSecond / 1e9:F1}" : "-",
+                    limits is null || prefillTokens <= 0 ? "-" : $"{100 * r.PrefillFractionOfPeak(limits.FlopsPerSecond):F1}%");
+            }
+        console.Write(table);
+        if (limits is not null)
+            console.WriteLine($"machine: read bandwidth {limits.ReadBytesPerSecond / 1e9:F1} GB/s, FMA peak {limits.FlopsPerSecond / 1e9:F1} GFLOP/s ({limits.Threads} threads); " +
+                              "GOP = 2 × multiply-adds (integer kernels can exceed the float FMA peak)");
+        if (json) Console.WriteLine(JsonSerializer.Serialize(new { kernels = results, limits }, JsonOutput.Options));
+        return 0;
+    }
+
+    private static (int Rows, int Cols) ParseShape(string s)
+    {
+        var parts = s.Split('x');
+        if (parts.Length != 2 || !int.TryParse(parts[0], out int r) || !int.TryParse(parts[1], out int c) || r <= 0 || c <= 0)
+            throw new LowbitException($"--kernel-shapes: '{s}' is not ROWSxCOLS (e.g. 8192x2048)");
+        return (r, c);
     }
 }

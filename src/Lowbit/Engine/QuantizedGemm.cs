@@ -281,16 +281,18 @@ internal static unsafe class QuantizedGemm
             return;
         }
         int t = 0;
-        for (; t + MaxTokens <= n; t += MaxTokens) Tile<T4>(f, isa, panel, count, cols, act + (long)t * actStride, actStride, y + (long)t * yStride, yStride);
+        byte* scratch = stackalloc byte[512 + 32];
+        scratch = (byte*)(((nint)scratch + 31) & ~(nint)31);
+        for (; t + MaxTokens <= n; t += MaxTokens) Tile<T4>(f, isa, panel, count, cols, act + (long)t * actStride, actStride, y + (long)t * yStride, yStride, scratch);
         switch (n - t)
         {
-            case 1: Tile<T1>(f, isa, panel, count, cols, act + (long)t * actStride, actStride, y + (long)t * yStride, yStride); break;
-            case 2: Tile<T2>(f, isa, panel, count, cols, act + (long)t * actStride, actStride, y + (long)t * yStride, yStride); break;
-            case 3: Tile<T3>(f, isa, panel, count, cols, act + (long)t * actStride, actStride, y + (long)t * yStride, yStride); break;
+            case 1: Tile<T1>(f, isa, panel, count, cols, act + (long)t * actStride, actStride, y + (long)t * yStride, yStride, scratch); break;
+            case 2: Tile<T2>(f, isa, panel, count, cols, act + (long)t * actStride, actStride, y + (long)t * yStride, yStride, scratch); break;
+            case 3: Tile<T3>(f, isa, panel, count, cols, act + (long)t * actStride, actStride, y + (long)t * yStride, yStride, scratch); break;
         }
     }
 
-    private static void Tile<TT>(GemmFormat f, GemmIsa isa, byte* panel, int count, int cols, byte* act, int actStride, float* y, int yStride) where TT : struct, ITokens
+    private static void Tile<TT>(GemmFormat f, GemmIsa isa, byte* panel, int count, int cols, byte* act, int actStride, float* y, int yStride, byte* scratch) where TT : struct, ITokens
     {
         bool vnni = isa == GemmIsa.AvxVnni;
         switch (f)
@@ -299,8 +301,8 @@ internal static unsafe class QuantizedGemm
             case GemmFormat.Q4_0: LegacyTile<Q40Avx2, TT>(panel, count, cols, act, actStride, y, yStride); break;
             case GemmFormat.Q8_0 when vnni: LegacyTile<Q80Vnni, TT>(panel, count, cols, act, actStride, y, yStride); break;
             case GemmFormat.Q8_0: LegacyTile<Q80Avx2, TT>(panel, count, cols, act, actStride, y, yStride); break;
-            case GemmFormat.Q4_K when vnni: KTile<Q4KVnni, TT>(panel, count, cols, act, actStride, y, yStride); break;
-            default: KTile<Q4KAvx2, TT>(panel, count, cols, act, actStride, y, yStride); break;
+            case GemmFormat.Q4_K when vnni: KTile<Q4KVnni, TT>(panel, count, cols, act, actStride, y, yStride, scratch); break;
+            default: KTile<Q4KAvx2, TT>(panel, count, cols, act, actStride, y, yStride, scratch); break;
         }
     }
 
@@ -477,31 +479,41 @@ internal static unsafe class QuantizedGemm
             for (int r = 0; r < count; r++) y[(long)t * yStride + r] = tmp[PanelRows * t + r];
     }
 
+    /// <summary>
+    /// Up to 4 tokens × 16 rows of Q4_K: per 32-value group the exact code·activation sums (as in
+    /// <see cref="LegacyTile"/>, pointer-walking), times the group's 6-bit scale, summed over the
+    /// super-block in int32; then the float fold with d, dmin and the mins.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void KTile<V, TT>(byte* panel, int count, int cols, byte* act, int actStride, float* y, int yStride)
+    private static void KTile<V, TT>(byte* panel, int count, int cols, byte* act, int actStride, float* y, int yStride, byte* scratch)
         where V : struct, IVariant where TT : struct, ITokens
     {
         int blocks = cols / 256;
-        byte* a0 = act, a1 = act + (TT.N > 1 ? actStride : 0), a2 = act + (TT.N > 2 ? 2 * actStride : 0), a3 = act + (TT.N > 3 ? 3 * actStride : 0);
+        nint st = actStride;
+        byte* a0 = act, a1 = act + (TT.N > 1 ? st : 0), a2 = act + (TT.N > 2 ? 2 * st : 0), a3 = act + (TT.N > 3 ? 3 * st : 0);
         int ydOff = cols, pairOff = cols + 4 * blocks;
-        Vector256<float> f00 = default, f01 = default, f02 = default, f03 = default;
-        Vector256<float> f10 = default, f11 = default, f12 = default, f13 = default;
-        for (int b = 0; b < blocks; b++)
+        // The float accumulators (touched once per super-block) and the scaled group sums (once per group) live
+        // in memory: held in registers they pushed vpdpbusd's accumulators, which the JIT keeps in ymm0–15,
+        // into ymm16–31 and cost two register moves per vpdpbusd.
+        // (A stackalloc here gets promoted back to registers; the caller's scratch does not.)
+        Vector256<float>* facc = (Vector256<float>*)scratch;
+        Vector256<int>* sacc = (Vector256<int>*)(scratch + 256);
+        for (int k = 0; k < 8; k++) facc[k] = default;
+        byte* wb = panel;
+        nint o = 0;
+        for (int b = 0; b < blocks; b++, wb += KStride)
         {
-            byte* wb = panel + (long)b * KStride;
-            Vector256<int> s00 = default, s01 = default, s02 = default, s03 = default;
-            Vector256<int> s10 = default, s11 = default, s12 = default, s13 = default;
-            for (int g = 0; g < 8; g++)
+            for (int k = 0; k < 8; k++) sacc[k] = default;
+            byte* wj = wb;
+            int* sc = (int*)(wb + KSc);
+            for (int g = 0; g < 8; g++, sc += 16)
             {
-                byte* wg = wb + 512 * g;
                 Vector256<int> i00 = default, i01 = default, i02 = default, i03 = default;
                 Vector256<int> i10 = default, i11 = default, i12 = default, i13 = default;
-                int off = 256 * b + 32 * g;
-                for (int j = 0; j < 8; j++)
+                for (nint oEnd = o + 32; o < oEnd; o += 4, wj += 64)
                 {
-                    var w0 = Vector256.Load(wg + 64 * j);
-                    var w1 = Vector256.Load(wg + 64 * j + 32);
-                    int o = off + 4 * j;
+                    var w0 = Vector256.Load(wj);
+                    var w1 = Vector256.Load(wj + 32);
                     var x0 = Bcast(a0 + o);
                     i00 = Step<V>(i00, w0, default, x0); i10 = Step<V>(i10, w1, default, x0);
                     if (TT.N > 1) { var x1 = Bcast(a1 + o); i01 = Step<V>(i01, w0, default, x1); i11 = Step<V>(i11, w1, default, x1); }
@@ -509,24 +521,27 @@ internal static unsafe class QuantizedGemm
                     if (TT.N > 3) { var x3 = Bcast(a3 + o); i03 = Step<V>(i03, w0, default, x3); i13 = Step<V>(i13, w1, default, x3); }
                 }
                 // Σ_g sc_g·(group dot): exact in int32 (≤ 8·63·32·15·128 < 2^31).
-                var sc0 = Vector256.Load((int*)(wb + KSc + 64 * g));
-                var sc1 = Vector256.Load((int*)(wb + KSc + 64 * g + 32));
-                s00 = Avx2.Add(s00, Avx2.MultiplyLow(i00, sc0)); s10 = Avx2.Add(s10, Avx2.MultiplyLow(i10, sc1));
-                if (TT.N > 1) { s01 = Avx2.Add(s01, Avx2.MultiplyLow(i01, sc0)); s11 = Avx2.Add(s11, Avx2.MultiplyLow(i11, sc1)); }
-                if (TT.N > 2) { s02 = Avx2.Add(s02, Avx2.MultiplyLow(i02, sc0)); s12 = Avx2.Add(s12, Avx2.MultiplyLow(i12, sc1)); }
-                if (TT.N > 3) { s03 = Avx2.Add(s03, Avx2.MultiplyLow(i03, sc0)); s13 = Avx2.Add(s13, Avx2.MultiplyLow(i13, sc1)); }
+                var sc0 = Vector256.Load(sc);
+                var sc1 = Vector256.Load(sc + 8);
+                sacc[0] = Avx2.Add(sacc[0], Avx2.MultiplyLow(i00, sc0)); sacc[4] = Avx2.Add(sacc[4], Avx2.MultiplyLow(i10, sc1));
+                if (TT.N > 1) { sacc[1] = Avx2.Add(sacc[1], Avx2.MultiplyLow(i01, sc0)); sacc[5] = Avx2.Add(sacc[5], Avx2.MultiplyLow(i11, sc1)); }
+                if (TT.N > 2) { sacc[2] = Avx2.Add(sacc[2], Avx2.MultiplyLow(i02, sc0)); sacc[6] = Avx2.Add(sacc[6], Avx2.MultiplyLow(i12, sc1)); }
+                if (TT.N > 3) { sacc[3] = Avx2.Add(sacc[3], Avx2.MultiplyLow(i03, sc0)); sacc[7] = Avx2.Add(sacc[7], Avx2.MultiplyLow(i13, sc1)); }
             }
             var d0 = Vector256.Load((float*)(wb + KD)); var d1 = Vector256.Load((float*)(wb + KD + 32));
             var m0 = Vector256.Load((float*)(wb + KDmin)); var m1 = Vector256.Load((float*)(wb + KDmin + 32));
-            KFold<V>(ref f00, ref f10, wb, a0, ydOff, pairOff, b, s00, s10, d0, d1, m0, m1);
-            if (TT.N > 1) KFold<V>(ref f01, ref f11, wb, a1, ydOff, pairOff, b, s01, s11, d0, d1, m0, m1);
-            if (TT.N > 2) KFold<V>(ref f02, ref f12, wb, a2, ydOff, pairOff, b, s02, s12, d0, d1, m0, m1);
-            if (TT.N > 3) KFold<V>(ref f03, ref f13, wb, a3, ydOff, pairOff, b, s03, s13, d0, d1, m0, m1);
+            KFold<V>(ref facc[0], ref facc[4], wb, a0, ydOff, pairOff, b, sacc[0], sacc[4], d0, d1, m0, m1);
+            if (TT.N > 1) KFold<V>(ref facc[1], ref facc[5], wb, a1, ydOff, pairOff, b, sacc[1], sacc[5], d0, d1, m0, m1);
+            if (TT.N > 2) KFold<V>(ref facc[2], ref facc[6], wb, a2, ydOff, pairOff, b, sacc[2], sacc[6], d0, d1, m0, m1);
+            if (TT.N > 3) KFold<V>(ref facc[3], ref facc[7], wb, a3, ydOff, pairOff, b, sacc[3], sacc[7], d0, d1, m0, m1);
         }
-        Store(y, count, f00, f10);
-        if (TT.N > 1) Store(y + yStride, count, f01, f11);
-        if (TT.N > 2) Store(y + 2L * yStride, count, f02, f12);
-        if (TT.N > 3) Store(y + 3L * yStride, count, f03, f13);
+        // A full panel stores straight into Y; a partial one goes through a buffer.
+        float* tmp = stackalloc float[PanelRows * MaxTokens];
+        bool full = count == PanelRows;
+        float* dst = full ? y : tmp;
+        nint ds = full ? yStride : PanelRows;
+        for (int t = 0; t < TT.N; t++) { facc[t].Store(dst + t * ds); facc[4 + t].Store(dst + t * ds + 8); }
+        if (!full) CopyPartial(tmp, TT.N, count, y, yStride);
     }
 
     /// <summary>
@@ -661,21 +676,5 @@ internal static unsafe class QuantizedGemm
         var isSpecial = Vector256.Equals(h & Vector256.Create(0x7C00u), Vector256.Create(0x7C00u));
         var magnitude = Vector256.ConditionalSelect(isSpecial, special, normal);
         return (magnitude | Vector256.ShiftLeft(h & Vector256.Create(0x8000u), 16)).AsSingle();
-    }
-
-    // Q4_K's tile still stores through this call; storing without it (as LegacyTile does) measured no faster.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Store(float* y, int count, Vector256<float> lo, Vector256<float> hi)
-    {
-        if (count == PanelRows)
-        {
-            lo.Store(y);
-            hi.Store(y + 8);
-            return;
-        }
-        float* tmp = stackalloc float[PanelRows];
-        lo.Store(tmp);
-        hi.Store(tmp + 8);
-        for (int r = 0; r < count; r++) y[r] = tmp[r];
     }
 }
