@@ -424,7 +424,7 @@ internal static unsafe class LegacyKernels
         if (Vector128.EqualsAny(h & Vector128.Create(0x7C00), Vector128.Create(0x7C00)))
             return Vector128.Create(F16(p0), F16(p1), F16(p2), F16(p3));
         Vector128<int> bits = (h << 13) & Vector128.Create(unchecked((int)0x8FFFE000));
-        return bits.AsSingle() * Vector128.Create(TwoPow112);
+        return bits.AsSingle() * Vector128.Create(KQuantMath.TwoPow112);
     }
 
     /// <summary>Horizontal sum in the canonical order ((v0+v1)+(v2+v3)) + ((v4+v5)+(v6+v7)).</summary>
@@ -693,23 +693,8 @@ internal static unsafe class LegacyKernels
         }
     }
 
-    /// <summary>
-    /// Reads an fp16 value. Inlined bit conversion (System.Half's operator is an out-of-line call
-    /// that makes the kernels spill their accumulators): placing the 15 magnitude bits at the top of
-    /// a float's exponent/mantissa gives the value times 2^-112 for normals and subnormals alike, so
-    /// one exact multiply restores it. Infinities and NaNs get the all-ones exponent directly.
-    /// </summary>
+    /// <summary>Reads an fp16 value (inlined exact conversion, see <see cref="KQuantMath.FromHalfBits"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static float F16(byte* p)
-    {
-        uint h = Unsafe.ReadUnaligned<ushort>(p);
-        uint shifted = (h & 0x7FFF) << 13;
-        uint magnitude = (h & 0x7C00) == 0x7C00
-            ? shifted | 0x7F800000 | ((h & 0x3FF) != 0 ? 0x00400000u : 0u) // infinity, or NaN made quiet as conversions do
-            : BitConverter.SingleToUInt32Bits(BitConverter.UInt32BitsToSingle(shifted) * TwoPow112);
-        return BitConverter.UInt32BitsToSingle(magnitude | ((h & 0x8000) << 16));
-    }
-
-    private const float TwoPow112 = 5.192296858534828e33f;
+    public static float F16(byte* p) => KQuantMath.FromHalfBits(Unsafe.ReadUnaligned<ushort>(p));
 
 }

@@ -259,7 +259,7 @@ public sealed class LegacyKernelTests
     }
 }
 
-/// <summary>The kernels' inlined fp16 reader agrees with System.Half on every bit pattern.</summary>
+/// <summary>The kernels' inlined fp16 readers agree with System.Half on every bit pattern.</summary>
 public sealed class LegacyHalfTests
 {
     [Fact]
@@ -270,8 +270,11 @@ public sealed class LegacyHalfTests
             ushort h = (ushort)bits;
             float expected = (float)BitConverter.UInt16BitsToHalf(h);
             float actual = Lowbit.Formats.LegacyKernels.F16((byte*)&h);
+            float kquant = Lowbit.Formats.KQuantMath.FromHalfBits(h);
             Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(actual),
                 $"0x{bits:x4}: expected {expected:R}, got {actual:R}");
+            Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(kquant),
+                $"KQuantMath 0x{bits:x4}: expected {expected:R}, got {kquant:R}");
         }
     }
 }
