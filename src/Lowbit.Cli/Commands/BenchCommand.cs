@@ -31,11 +31,16 @@ public static class BenchCommand
         {
             Description = "Matrix shapes for --kernels, ROWSxCOLS comma-separated.", DefaultValueFactory = _ => "8192x2048,2048x8192",
         };
+        var kernelMiB = new Option<int>("--kernel-mib")
+        {
+            Description = "MiB of distinct matrices the --kernels decode test streams (default 512: far beyond the caches; a few MiB measures in-cache speed).",
+            DefaultValueFactory = _ => 512,
+        };
         var json = CliOptions.Json();
         var eng = new EngineCliOptions();
         var cmd = new Command("bench", "Prompt-processing and generation speed (like llama-bench), as fractions of measured bandwidth and FLOP peak.")
         {
-            model, synthetic, format, pp, tg, reps, noLimits, kernels, kernelShapes, json,
+            model, synthetic, format, pp, tg, reps, noLimits, kernels, kernelShapes, kernelMiB, json,
         };
         eng.AddTo(cmd);
         cmd.SetAction((pr, ct) =>
@@ -43,8 +48,8 @@ public static class BenchCommand
             var console = CliRunner.Human(pr.GetValue(json));
             int threads = pr.GetValue(eng.Threads);
             if (pr.GetValue(kernels) is { } kernelFormats)
-                return Task.FromResult(RunKernels(console, kernelFormats, pr.GetValue(kernelShapes)!, pr.GetValue(pp), threads,
-                    !pr.GetValue(noLimits), pr.GetValue(json), ct));
+                return Task.FromResult(RunKernels(console, kernelFormats, pr.GetValue(kernelShapes)!, pr.GetValue(kernelMiB), pr.GetValue(pp), threads,
+                    !pr.GetValue(noLimits), !pr.GetValue(eng.NoInterleave), pr.GetValue(json), ct));
             LoadedModel m;
             LoadedModel? owner = null;
             string label;
@@ -74,6 +79,7 @@ public static class BenchCommand
                 Threads = threads,
                 ContextLength = Math.Min(m.Config.MaxPositions, Math.Max(pr.GetValue(pp), pr.GetValue(tg)) + 1),
                 KvCache = EngineCliOptions.ParseKv(pr.GetValue(eng.KvCache)!),
+                InterleavedDecode = !pr.GetValue(eng.NoInterleave),
             });
             var result = Bench.Run(engine, new BenchOptions
             {
@@ -101,7 +107,7 @@ public static class BenchCommand
         return cmd;
     }
 
-    private static int RunKernels(IAnsiConsole console, string formats, string shapes, int prefillTokens, int threads, bool measureLimits, bool json, CancellationToken ct)
+    private static int RunKernels(IAnsiConsole console, string formats, string shapes, int mib, int prefillTokens, int threads, bool measureLimits, bool interleave, bool json, CancellationToken ct)
     {
         var parsedShapes = shapes.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(ParseShape).ToArray();
         var codecs = formats.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(CodecRegistry.Get).ToArray();
@@ -112,7 +118,8 @@ public static class BenchCommand
             foreach (var (rows, cols) in parsedShapes)
             {
                 console.MarkupLine($"[grey]{Markup.Escape($"{codec.Name} {rows}x{cols} ...")}[/]");
-                var r = KernelBench.Measure(codec, rows, cols, threads, prefillTokens: prefillTokens, cancel: ct);
+                var r = KernelBench.Measure(codec, rows, cols, threads, decodeBytes: Math.Max(1, mib) * (1L << 20), prefillTokens: prefillTokens,
+                    interleave: interleave, cancel: ct);
                 results.Add(r);
                 table.AddTextRow(codec.Name, $"{rows}x{cols}", $"{r.DecodeBytesPerSecond / 1e9:F1}",
                     limits is null ? "-" : $"{100 * r.DecodeFractionOfBandwidth(limits.ReadBytesPerSecond):F1}%",

@@ -71,6 +71,7 @@ public static class ReportCommand
             var engineOptions = new EngineOptions
             {
                 Threads = pr.GetValue(eng.Threads), ContextLength = eng.EffectiveContext(pr, m.Config), KvCache = EngineCliOptions.ParseKv(pr.GetValue(eng.KvCache)!),
+                InterleavedDecode = !pr.GetValue(eng.NoInterleave),
             };
             var tokens = SensitivityCommand.EncodePrefix(tok, textContent, (long)pr.GetValue(chunks) * engineOptions.ContextLength);
             var baseline = SensitivityBaseline.Capture(new InferenceEngine(m, engineOptions), tokens,

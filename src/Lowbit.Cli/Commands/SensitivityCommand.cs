@@ -40,7 +40,7 @@ public static class SensitivityCommand
             var codecs = ParseFormats(pr.GetValue(format)!);
             using var m = ModelLoader.Open(path);
             var report = Run(console, m, QuantizeCommand.ModelName(path), codecs, pr.GetValue(chunks), ModelSession.ReadText(pr.GetValue(text)),
-                new EngineOptions { Threads = pr.GetValue(eng.Threads), ContextLength = eng.EffectiveContext(pr, m.Config), KvCache = EngineCliOptions.ParseKv(pr.GetValue(eng.KvCache)!) }, ct);
+                new EngineOptions { Threads = pr.GetValue(eng.Threads), ContextLength = eng.EffectiveContext(pr, m.Config), KvCache = EngineCliOptions.ParseKv(pr.GetValue(eng.KvCache)!), InterleavedDecode = !pr.GetValue(eng.NoInterleave) }, ct);
             Print(console, report, m.Config.NumLayers, pr.GetValue(top));
             if (pr.GetValue(output) is { } o)
             {

@@ -28,6 +28,14 @@ public sealed record EngineOptions
     /// </summary>
     public bool QuantizedActivationsInPrefill { get; init; }
 
+    /// <summary>
+    /// Give Q4_0 and Q4_K matrices a decode copy with 8 rows interleaved (<see cref="InterleavedRows"/>),
+    /// made once at load: one sequential weight stream per thread, no horizontal sums, 1.2–2× faster decode.
+    /// Results are unchanged (bit for bit); the cost is a second copy of those weights in memory
+    /// (false: decode from the file's layout, no extra memory).
+    /// </summary>
+    public bool InterleavedDecode { get; init; } = true;
+
     /// <summary>Largest number of tokens processed in one forward batch (longer inputs are split).</summary>
     public int MaxBatch { get; init; } = 512;
 }

@@ -44,14 +44,14 @@ public sealed unsafe class InferenceEngine
         _par = new ParallelRunner(options.Threads);
         _maxBatch = Math.Max(1, options.MaxBatch);
         ContextLength = options.ContextLength > 0 ? options.ContextLength : Math.Min(c.MaxPositions > 0 ? c.MaxPositions : 4096, 4096);
-        bool qa = options.QuantizedActivations, qaPrefill = options.QuantizedActivationsInPrefill;
+        bool qa = options.QuantizedActivations, qaPrefill = options.QuantizedActivationsInPrefill, interleave = options.InterleavedDecode;
 
         WeightMatrix Matrix(string name, long rows, long cols)
         {
             var t = model.Get(name);
             if (t.Rows != rows || t.Cols != cols)
                 throw new InvalidModelFileException(model.SourcePath, $"tensor '{name}' has shape [{string.Join(", ", t.Shape)}], expected [{rows}, {cols}]");
-            return new WeightMatrix(t, qa, qaPrefill);
+            return new WeightMatrix(t, qa, qaPrefill, interleave);
         }
         float[] Vector(string name, int length)
         {
@@ -66,7 +66,9 @@ public sealed unsafe class InferenceEngine
         _embedding = new WeightMatrix(model.Get(TensorNames.TokenEmbedding) is var e && e.Cols == h ? e
             : throw new InvalidModelFileException(model.SourcePath, $"'{TensorNames.TokenEmbedding}' must have {h} columns"), false);
         var output = model.TryGet(TensorNames.Output);
-        _lmHead = output is null ? _embedding : Matrix(TensorNames.Output, output.Rows, h);
+        // Tied embeddings: the head is its own matrix over the same tensor (the lookup table never multiplies),
+        // so it gets quantized activations and the interleaved copy as an untied head would, as in llama.cpp.
+        _lmHead = output is null ? new WeightMatrix(_embedding.Tensor, qa, qaPrefill, interleave) : Matrix(TensorNames.Output, output.Rows, h);
         VocabSize = _lmHead.Rows;
         _outputNorm = Vector(TensorNames.OutputNorm, h);
         _layers = new Layer[c.NumLayers];

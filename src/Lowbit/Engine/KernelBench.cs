@@ -30,8 +30,9 @@ public static class KernelBench
     /// <param name="decodeBytes">Encoded bytes of the matrix set streamed by the decode test (≥ 4× the LLC).</param>
     /// <param name="prefillTokens">Tokens per matrix-matrix product (0: skip the prefill test).</param>
     /// <param name="minSeconds">Each test repeats until this much time has passed (after one warm-up pass).</param>
+    /// <param name="interleave">Decode through the 8-row interleaved copy where the format has one (as the engine does by default).</param>
     public static KernelSpeed Measure(TensorCodec codec, int rows, int cols, int threads, long decodeBytes = 512L << 20,
-        int prefillTokens = 128, double minSeconds = 1.0, CancellationToken cancel = default)
+        int prefillTokens = 128, double minSeconds = 1.0, bool interleave = true, CancellationToken cancel = default)
     {
         ArgumentNullException.ThrowIfNull(codec);
         if (!codec.CanEncodeRow(cols))
@@ -54,7 +55,8 @@ public static class KernelBench
         {
             var copy = GC.AllocateUninitializedArray<byte>(encoded.Length, pinned: true);
             encoded.CopyTo(copy, 0);
-            set[i] = new WeightMatrix(new ModelTensor($"m{i}", [rows, cols], codec, copy), quantizedActivations, quantizedPrefill: true);
+            set[i] = new WeightMatrix(new ModelTensor($"m{i}", [rows, cols], codec, copy), quantizedActivations, quantizedPrefill: true,
+                interleave: interleave);
         }
         var par = new ParallelRunner(threads);
         var x = new float[cols];

@@ -247,7 +247,7 @@ internal static unsafe class QuantizedGemm
 
     /// <summary>8×8 transpose of int32: output vector j (dword j of every row) goes to dst + j·stride.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Transpose8(Span<Vector256<byte>> r, byte* dst, int stride)
+    internal static void Transpose8(Span<Vector256<byte>> r, byte* dst, int stride)
     {
         var r0 = r[0].AsInt32(); var r1 = r[1].AsInt32(); var r2 = r[2].AsInt32(); var r3 = r[3].AsInt32();
         var r4 = r[4].AsInt32(); var r5 = r[5].AsInt32(); var r6 = r[6].AsInt32(); var r7 = r[7].AsInt32();
@@ -369,8 +369,8 @@ internal static unsafe class QuantizedGemm
         /// <summary>Signed int8 weights (Q8_0); otherwise unsigned 4-bit codes.</summary>
         static abstract bool SignedWeights { get; }
     }
-    private readonly struct Q40Vnni : IVariant { public static bool Vnni => true; public static bool SignedWeights => false; }
-    private readonly struct Q40Avx2 : IVariant { public static bool Vnni => false; public static bool SignedWeights => false; }
+    internal readonly struct Q40Vnni : IVariant { public static bool Vnni => true; public static bool SignedWeights => false; }
+    internal readonly struct Q40Avx2 : IVariant { public static bool Vnni => false; public static bool SignedWeights => false; }
     private readonly struct Q80Vnni : IVariant { public static bool Vnni => true; public static bool SignedWeights => true; }
     private readonly struct Q80Avx2 : IVariant { public static bool Vnni => false; public static bool SignedWeights => true; }
     private readonly struct Q4KVnni : IVariant { public static bool Vnni => true; public static bool SignedWeights => false; }
@@ -383,7 +383,7 @@ internal static unsafe class QuantizedGemm
     /// the unsigned operand (a + 128), corrected by the panel's −128·Σw.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Step<V>(Vector256<int> acc, Vector256<byte> w, Vector256<byte> wAbs, Vector256<int> a) where V : struct, IVariant
+    internal static Vector256<int> Step<V>(Vector256<int> acc, Vector256<byte> w, Vector256<byte> wAbs, Vector256<int> a) where V : struct, IVariant
     {
         if (V.Vnni)
             return V.SignedWeights ? AvxVnni.MultiplyWideningAndAdd(acc, a.AsByte(), w.AsSByte())
@@ -394,7 +394,7 @@ internal static unsafe class QuantizedGemm
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Bcast(byte* p) => Vector256.Create(Unsafe.ReadUnaligned<int>(p));
+    internal static Vector256<int> Bcast(byte* p) => Vector256.Create(Unsafe.ReadUnaligned<int>(p));
 
     /// <summary>acc + (scale · (float)isum), the reference's <c>sum += d_w·d_a·sumi</c> for 8 rows at once.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

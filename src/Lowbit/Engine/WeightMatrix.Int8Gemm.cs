@@ -37,6 +37,46 @@ internal sealed unsafe partial class WeightMatrix
         finally { ArrayPool<byte>.Shared.Return(xq); }
     }
 
+    /// <summary>Decode through the interleaved copy (<see cref="InterleavedRows"/>); the last Rows mod 8 rows through the row kernels.</summary>
+    private void MatVecInterleaved(GemmFormat format, float[] x, int xOffset, float[] y, int yOffset, ParallelRunner par)
+    {
+        GemmIsa isa = QuantizedGemm.BestIsa;
+        int cols = Cols;
+        int xqRow = QuantizedGemm.QuantizedRowBytes(format, cols);
+        int actStride = QuantizedGemm.ActivationStride(format, isa, cols);
+        byte[] xq = ArrayPool<byte>.Shared.Rent(xqRow + actStride);
+        try
+        {
+            Codec.VecDotCodec!.QuantizeRows(x.AsSpan(xOffset, cols), xq.AsSpan(0, xqRow), cols, default);
+            QuantizedGemm.PrepareActivations(format, isa, xq.AsSpan(0, xqRow), cols, xq.AsSpan(xqRow, actStride));
+            int groups = Rows / InterleavedRows.GroupRows, tail = Rows - groups * InterleavedRows.GroupRows;
+            int gb = InterleavedRows.GroupBytes(format, cols);
+            int perChunk = Math.Max(1, par.ChunkSize(Rows, (long)Rows * cols, 16) / InterleavedRows.GroupRows);
+            int chunks = (groups + perChunk - 1) / perChunk;
+            par.For(chunks + (tail > 0 ? 1 : 0), (long)Rows * cols < MatVecSerialThreshold, c =>
+            {
+                byte* pi = _interleaved!.Pointer;
+                fixed (byte* pw = Data.Span) fixed (byte* pq = xq) fixed (float* py = y)
+                {
+                    if (c == chunks)
+                    {
+                        int r0 = groups * InterleavedRows.GroupRows;
+                        if (format == GemmFormat.Q4_K)
+                            Codec.DotRowsQuantized(new ReadOnlySpan<byte>(pw + r0 * _rowBytes, tail * (int)_rowBytes), tail,
+                                new ReadOnlySpan<byte>(pq, xqRow), new Span<float>(py + yOffset + r0, tail));
+                        else
+                            QuantizedGemm.MultiplyRowsOneToken(format, isa, pw + r0 * _rowBytes, (int)_rowBytes, tail, cols, pq + xqRow,
+                                new ReadOnlySpan<byte>(pq, xqRow), py + yOffset + r0);
+                        return;
+                    }
+                    int g0 = c * perChunk, count = Math.Min(perChunk, groups - g0);
+                    InterleavedRows.Multiply(format, isa, pi + (long)g0 * gb, count, cols, pq + xqRow, py + yOffset + g0 * InterleavedRows.GroupRows);
+                }
+            });
+        }
+        finally { ArrayPool<byte>.Shared.Return(xq); }
+    }
+
     private void MatMulInt8(GemmFormat format, float[] x, int xOffset, int n, float[] y, int yOffset, ParallelRunner par)
     {
         GemmIsa isa = QuantizedGemm.BestIsa;

@@ -31,9 +31,11 @@ internal sealed unsafe partial class WeightMatrix
     private readonly bool _quantizedPrefill;
     private readonly GemmFormat? _int8Gemm; // formats with the integer GEMM: used for prefill and decode
     private readonly bool _f16Finite;
+    private readonly NativeBuffer? _interleaved; // decode copy, 8 rows interleaved (InterleavedRows), or null
 
-    public WeightMatrix(ModelTensor tensor, bool useQuantizedActivations, bool quantizedPrefill = false)
+    public WeightMatrix(ModelTensor tensor, bool useQuantizedActivations, bool quantizedPrefill = false, bool interleave = false)
     {
+        Tensor = tensor;
         Name = tensor.Name;
         Codec = tensor.Codec;
         if (tensor.Shape.Length != 2)
@@ -57,8 +59,29 @@ internal sealed unsafe partial class WeightMatrix
             fixed (byte* p = Data.Span) _f16Finite = MatKernels.HalvesAllFinite((ushort*)p, Data.Length / 2);
         _quantizedPrefill = quantizedPrefill && _useQuantizedActivations;
         _int8Gemm = _useQuantizedActivations ? QuantizedGemm.FormatOf(Codec) : null;
+        if (interleave && _int8Gemm is { } f && InterleavedRows.IsSupported(f) && Rows >= InterleavedRows.GroupRows)
+            _interleaved = Interleave(f);
     }
 
+    /// <summary>Bytes of the interleaved decode copy (0 without one).</summary>
+    public long InterleavedBytes => _interleaved?.Length ?? 0;
+
+    private NativeBuffer Interleave(GemmFormat f)
+    {
+        int groups = Rows / InterleavedRows.GroupRows, gb = InterleavedRows.GroupBytes(f, Cols);
+        var copy = new NativeBuffer((long)groups * gb);
+        int perItem = Math.Max(1, (1 << 20) / gb);
+        Parallel.For(0, (groups + perItem - 1) / perItem, item =>
+        {
+            byte* pc = copy.Pointer;
+            fixed (byte* pw = Data.Span)
+                for (int g = item * perItem, end = Math.Min(groups, g + perItem); g < end; g++)
+                    InterleavedRows.PackGroup(f, pw + (long)g * InterleavedRows.GroupRows * _rowBytes, (int)_rowBytes, Cols, pc + (long)g * gb);
+        });
+        return copy;
+    }
+
+    public ModelTensor Tensor { get; }
     public string Name { get; }
     public TensorCodec Codec { get; }
     public int Rows { get; }
@@ -95,6 +118,11 @@ internal sealed unsafe partial class WeightMatrix
     public void MatVec(float[] x, int xOffset, float[] y, int yOffset, ParallelRunner par)
     {
         // Q4_0/Q8_0: the GEMM's one-token kernel, so decode == prefill (Q4_K's DotRowQuantized already is).
+        if (_interleaved is not null)
+        {
+            MatVecInterleaved(_int8Gemm!.Value, x, xOffset, y, yOffset, par);
+            return;
+        }
         if (_int8Gemm is { } gemm && gemm != GemmFormat.Q4_K)
         {
             MatVecInt8(gemm, x, xOffset, y, yOffset, par);

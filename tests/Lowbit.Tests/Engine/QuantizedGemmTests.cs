@@ -178,6 +178,79 @@ public sealed unsafe class QuantizedGemmTests
         }
     }
 
+    [Theory]
+    [InlineData("Q4_0", "Avx2"), InlineData("Q4_0", "AvxVnni")]
+    [InlineData("Q4_K", "Avx2"), InlineData("Q4_K", "AvxVnni")]
+    public void InterleavedDecodeKernelIsBitIdenticalToScalarReference(string format, string isaName)
+    {
+        var f = Enum.Parse<GemmFormat>(format);
+        var isa = Enum.Parse<GemmIsa>(isaName);
+        if (!QuantizedGemm.IsSupported(isa) || !InterleavedRows.IsSupported(f)) return;
+        var rng = new Random(4242 + (int)f * 5 + (int)isa);
+        foreach (int cols in f == GemmFormat.Q4_K ? new[] { 256, 1024 } : new[] { 32, 192 })
+        {
+            int rows = 3 * InterleavedRows.GroupRows;
+            byte[] w = RandomWeights(f, rows, cols, rng);
+            byte[] xq = RandomActivations(f, 1, cols, rng);
+            int rb = QuantizedGemm.WeightRowBytes(f, cols);
+            var act = new byte[QuantizedGemm.ActivationStride(f, isa, cols)];
+            QuantizedGemm.PrepareActivations(f, isa, xq, cols, act);
+            int gb = InterleavedRows.GroupBytes(f, cols);
+            var packed = new byte[3 * gb];
+            var y = new float[rows];
+            fixed (byte* pw = w) fixed (byte* pp = packed) fixed (byte* pa = act) fixed (float* py = y)
+            {
+                for (int g = 0; g < 3; g++) InterleavedRows.PackGroup(f, pw + g * InterleavedRows.GroupRows * rb, rb, cols, pp + g * gb);
+                InterleavedRows.Multiply(f, isa, pp, 3, cols, pa, py);
+            }
+            for (int r = 0; r < rows; r++)
+            {
+                float expected = Reference(f, w.AsSpan(r * rb, rb), xq);
+                Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(y[r]),
+                    $"{f}/{isa} cols={cols}: y[{r}] = {y[r]:R}, reference {expected:R}");
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData("Q4_0")]
+    [InlineData("Q4_K")]
+    public void WeightMatrixDecodeThroughInterleavedCopyEqualsPrefillAndRowKernels(string format)
+    {
+        var f = Enum.Parse<GemmFormat>(format);
+        var codec = CodecOf(f);
+        var rng = new Random(77 + (int)f);
+        int cols = f == GemmFormat.Q4_K ? 512 : 96;
+        foreach (int rows in new[] { 8, 45, 3 }) // whole groups, groups plus a tail, tail only
+        {
+            var values = new float[rows * cols];
+            for (int i = 0; i < values.Length; i++) values[i] = (float)(rng.NextDouble() * 2 - 1);
+            var data = new byte[codec.TensorBytes(rows, cols)];
+            codec.QuantizeTensor(values, data, rows, cols, default);
+            var tensor = new Lowbit.Model.ModelTensor("w", [rows, cols], codec, data);
+            var interleaved = new WeightMatrix(tensor, useQuantizedActivations: true, interleave: true);
+            var plain = new WeightMatrix(tensor, useQuantizedActivations: true);
+            Assert.Equal(InterleavedRows.IsSupported(f) && rows >= 8, interleaved.InterleavedBytes > 0);
+            var x = new float[3 * cols];
+            for (int i = 0; i < x.Length; i++) x[i] = (float)(rng.NextDouble() * 4 - 2);
+            var par = new ParallelRunner(2);
+            var batch = new float[3 * rows];
+            plain.MatMul(x, 0, 3, batch, 0, par);
+            for (int t = 0; t < 3; t++)
+            {
+                var a = new float[rows];
+                var b = new float[rows];
+                interleaved.MatVec(x, t * cols, a, 0, par);
+                plain.MatVec(x, t * cols, b, 0, par);
+                for (int r = 0; r < rows; r++)
+                {
+                    Assert.Equal(BitConverter.SingleToInt32Bits(b[r]), BitConverter.SingleToInt32Bits(a[r]));
+                    Assert.Equal(BitConverter.SingleToInt32Bits(batch[t * rows + r]), BitConverter.SingleToInt32Bits(a[r]));
+                }
+            }
+        }
+    }
+
     [Fact]
     public void VectorHalfConversionMatchesScalar()
     {

@@ -1,0 +1,192 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Lowbit.Engine;
+
+/// <summary>
+/// A decode copy of Q4_0 / Q4_K weights with 8 rows interleaved, made once when the model loads
+/// (as llama.cpp's CPU "repack" buffers do). Decode reads every weight once per token, so it is bound
+/// by how fast memory streams in and how little work each byte costs:
+/// <list type="bullet">
+/// <item>one sequential stream per thread (GGUF rows are read 4–8 at a time, so 4–8 streams that the
+/// hardware prefetcher follows badly);</item>
+/// <item>per 4-value slice, one 32-byte load holds that slice for all 8 rows, one int32 lane per row:
+/// vpdpbusd with the slice's 4 activation bytes broadcast leaves each row's exact block sum in its
+/// own lane, so no horizontal reduction and no gathering of per-row scales (they are stored 8 together).</item>
+/// </list>
+/// Per row the arithmetic is the canonical one (Q4_0: <see cref="QuantizedGemm.ReferenceDot"/>; Q4_K:
+/// the scalar Q8_K integer dot): exact int32 sums per block, then one float fold per block in block
+/// order, so decode through this copy equals the GEMM (prefill) and the scalar references bit for bit.
+/// </summary>
+internal static unsafe class InterleavedRows
+{
+    public const int GroupRows = 8;
+
+    // Q4_0, per 32-value block of a group: d[row:8] f16, then codes [s:4][row:8][4 bytes] (bytes 4s..4s+3 of
+    // each row's 16 nibble bytes: low nibbles = values 4s..4s+3, high nibbles = values 16+4s..16+4s+3).
+    private const int Q40Block = 144, Q40Codes = 16;
+
+    // Q4_K, per 256-value super-block of a group: d[row:8] f16, dmin[row:8] f16, scales [g:8][row:8] u8,
+    // mins [k:4][row:8][m_2k, m_2k+1] u8, codes [c:4][s:8][row:8][4 bytes] (bytes 32c+4s.. of each row's
+    // 128 nibble bytes: low nibbles = group 2c, high nibbles = group 2c+1).
+    private const int KBlock = 1184, KDmin = 16, KSc = 32, KMins = 96, KCodes = 160;
+
+    /// <summary>Formats with an interleaved decode kernel on this CPU.</summary>
+    public static bool IsSupported(GemmFormat f) => f is GemmFormat.Q4_0 or GemmFormat.Q4_K && QuantizedGemm.BestIsa != GemmIsa.Scalar;
+
+    /// <summary>Bytes of one interleaved group of 8 rows.</summary>
+    public static int GroupBytes(GemmFormat f, int cols) => f switch
+    {
+        GemmFormat.Q4_0 => cols / 32 * Q40Block,
+        GemmFormat.Q4_K => cols / 256 * KBlock,
+        _ => throw new ArgumentException($"{f} has no interleaved layout", nameof(f)),
+    };
+
+    /// <summary>Packs 8 consecutive encoded rows (<paramref name="rowBytes"/> apart) into one group.</summary>
+    public static void PackGroup(GemmFormat f, byte* rows, int rowBytes, int cols, byte* dst)
+    {
+        if (f == GemmFormat.Q4_0)
+        {
+            for (int b = 0; b < cols / 32; b++)
+            {
+                byte* o = dst + b * Q40Block;
+                for (int r = 0; r < GroupRows; r++)
+                {
+                    byte* blk = rows + (long)r * rowBytes + b * 18;
+                    ((ushort*)o)[r] = Unsafe.ReadUnaligned<ushort>(blk);
+                    for (int s = 0; s < 4; s++) Unsafe.WriteUnaligned(o + Q40Codes + 32 * s + 4 * r, Unsafe.ReadUnaligned<uint>(blk + 2 + 4 * s));
+                }
+            }
+            return;
+        }
+        if (f != GemmFormat.Q4_K) throw new ArgumentException($"{f} has no interleaved layout", nameof(f));
+        for (int b = 0; b < cols / 256; b++)
+        {
+            byte* o = dst + b * KBlock;
+            for (int r = 0; r < GroupRows; r++)
+            {
+                byte* x = rows + (long)r * rowBytes + b * 144;
+                ((ushort*)o)[r] = Unsafe.ReadUnaligned<ushort>(x);
+                ((ushort*)(o + KDmin))[r] = Unsafe.ReadUnaligned<ushort>(x + 2);
+                // The 12 packed bytes → 8 six-bit scales and 8 six-bit mins (get_scale_min_k4).
+                uint u0 = Unsafe.ReadUnaligned<uint>(x + 4), u1 = Unsafe.ReadUnaligned<uint>(x + 8), u2 = Unsafe.ReadUnaligned<uint>(x + 12);
+                ulong scales = (u0 & 0x3f3f3f3fu) | (ulong)((u2 & 0x0f0f0f0fu) | (((u0 >> 6) & 0x03030303u) << 4)) << 32;
+                ulong mins = (u1 & 0x3f3f3f3fu) | (ulong)(((u2 >> 4) & 0x0f0f0f0fu) | (((u1 >> 6) & 0x03030303u) << 4)) << 32;
+                for (int g = 0; g < 8; g++)
+                {
+                    o[KSc + 8 * g + r] = (byte)(scales >> (8 * g));
+                    o[KMins + 16 * (g / 2) + 2 * r + (g & 1)] = (byte)(mins >> (8 * g));
+                }
+                for (int c = 0; c < 4; c++)
+                    for (int s = 0; s < 8; s++)
+                        Unsafe.WriteUnaligned(o + KCodes + 256 * c + 32 * s + 4 * r, Unsafe.ReadUnaligned<uint>(x + 16 + 32 * c + 4 * s));
+            }
+        }
+    }
+
+    /// <summary>
+    /// y[8g + r] = row (8g + r) · x for <paramref name="groupCount"/> groups, x prepared by
+    /// <see cref="QuantizedGemm.PrepareActivations"/> for the same format and instruction set.
+    /// </summary>
+    public static void Multiply(GemmFormat f, GemmIsa isa, byte* groups, int groupCount, int cols, byte* act, float* y)
+    {
+        if (!IsSupported(f) || isa == GemmIsa.Scalar || !QuantizedGemm.IsSupported(isa))
+            throw new ArgumentException($"no interleaved {f} kernel for {isa}");
+        int gb = GroupBytes(f, cols);
+        for (int g = 0; g < groupCount; g++)
+        {
+            byte* w = groups + (long)g * gb;
+            switch (f)
+            {
+                case GemmFormat.Q4_0 when isa == GemmIsa.AvxVnni: Q40Group<QuantizedGemm.Q40Vnni>(w, cols, act, y + GroupRows * g); break;
+                case GemmFormat.Q4_0: Q40Group<QuantizedGemm.Q40Avx2>(w, cols, act, y + GroupRows * g); break;
+                case GemmFormat.Q4_K when isa == GemmIsa.AvxVnni: Q4KGroup<QuantizedGemm.Q40Vnni>(w, cols, act, y + GroupRows * g); break;
+                default: Q4KGroup<QuantizedGemm.Q40Avx2>(w, cols, act, y + GroupRows * g); break;
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Q40Group<V>(byte* w, int cols, byte* act, float* y) where V : struct, QuantizedGemm.IVariant
+    {
+        int blocks = cols / 32;
+        float* da = (float*)(act + cols);
+        int* corr = (int*)(act + cols + 4 * blocks);
+        var low = Vector256.Create((byte)0x0F);
+        Vector256<float> acc = default;
+        byte* a = act;
+        for (int b = 0; b < blocks; b++, w += Q40Block, a += 32)
+        {
+            var v0 = Vector256.Load(w + Q40Codes);
+            var v1 = Vector256.Load(w + Q40Codes + 32);
+            var v2 = Vector256.Load(w + Q40Codes + 64);
+            var v3 = Vector256.Load(w + Q40Codes + 96);
+            // Two chains (low / high nibbles); −8·Σa makes the unsigned codes stand for q − 8.
+            var i0 = Vector256.Create(corr[b]);
+            var i1 = Vector256<int>.Zero;
+            i0 = QuantizedGemm.Step<V>(i0, v0 & low, default, QuantizedGemm.Bcast(a));
+            i1 = QuantizedGemm.Step<V>(i1, Vector256.ShiftRightLogical(v0.AsUInt16(), 4).AsByte() & low, default, QuantizedGemm.Bcast(a + 16));
+            i0 = QuantizedGemm.Step<V>(i0, v1 & low, default, QuantizedGemm.Bcast(a + 4));
+            i1 = QuantizedGemm.Step<V>(i1, Vector256.ShiftRightLogical(v1.AsUInt16(), 4).AsByte() & low, default, QuantizedGemm.Bcast(a + 20));
+            i0 = QuantizedGemm.Step<V>(i0, v2 & low, default, QuantizedGemm.Bcast(a + 8));
+            i1 = QuantizedGemm.Step<V>(i1, Vector256.ShiftRightLogical(v2.AsUInt16(), 4).AsByte() & low, default, QuantizedGemm.Bcast(a + 24));
+            i0 = QuantizedGemm.Step<V>(i0, v3 & low, default, QuantizedGemm.Bcast(a + 12));
+            i1 = QuantizedGemm.Step<V>(i1, Vector256.ShiftRightLogical(v3.AsUInt16(), 4).AsByte() & low, default, QuantizedGemm.Bcast(a + 28));
+            var dw = QuantizedGemm.HalfToSingle(Avx2.ConvertToVector256Int32((ushort*)w));
+            // The reference's sum += d_w·d_a·sumi, eight rows at once.
+            acc = Avx.Add(acc, Avx.Multiply(Avx.Multiply(dw, Vector256.Create(da[b])), Avx.ConvertToVector256Single(Avx2.Add(i0, i1))));
+        }
+        acc.Store(y);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Q4KGroup<V>(byte* w, int cols, byte* act, float* y) where V : struct, QuantizedGemm.IVariant
+    {
+        int blocks = cols / 256;
+        float* yd = (float*)(act + cols);
+        int* pairs = (int*)(act + cols + 4 * blocks);
+        var low = Vector256.Create((byte)0x0F);
+        Vector256<float> acc = default;
+        byte* a = act;
+        for (int b = 0; b < blocks; b++, w += KBlock, a += 256)
+        {
+            Vector256<int> sumi = default;
+            byte* codes = w + KCodes;
+            byte* ac = a;
+            for (int c = 0; c < 4; c++, codes += 256, ac += 64)
+            {
+                // Group 2c (low nibbles) and 2c + 1 (high nibbles), two chains each.
+                Vector256<int> a0 = default, a1 = default, b0 = default, b1 = default;
+                for (int s = 0; s < 8; s += 2)
+                {
+                    var v0 = Vector256.Load(codes + 32 * s);
+                    var v1 = Vector256.Load(codes + 32 * s + 32);
+                    a0 = QuantizedGemm.Step<V>(a0, v0 & low, default, QuantizedGemm.Bcast(ac + 4 * s));
+                    b0 = QuantizedGemm.Step<V>(b0, Vector256.ShiftRightLogical(v0.AsUInt16(), 4).AsByte() & low, default, QuantizedGemm.Bcast(ac + 32 + 4 * s));
+                    a1 = QuantizedGemm.Step<V>(a1, v1 & low, default, QuantizedGemm.Bcast(ac + 4 * s + 4));
+                    b1 = QuantizedGemm.Step<V>(b1, Vector256.ShiftRightLogical(v1.AsUInt16(), 4).AsByte() & low, default, QuantizedGemm.Bcast(ac + 36 + 4 * s));
+                }
+                // Σ_g sc_g·(group dot), exact in int32 (≤ 8·63·32·15·128 < 2^31).
+                var scA = Avx2.ConvertToVector256Int32(w + KSc + 16 * c);
+                var scB = Avx2.ConvertToVector256Int32(w + KSc + 16 * c + 8);
+                sumi = Avx2.Add(sumi, Avx2.Add(Avx2.MultiplyLow(Avx2.Add(a0, a1), scA), Avx2.MultiplyLow(Avx2.Add(b0, b1), scB)));
+            }
+            // Σ_g m_g·(32-value activation sum) from (m_2k, m_2k+1) × (bsum_2k, bsum_2k+1) int16 pairs.
+            Vector256<int> summ = default;
+            for (int k = 0; k < 4; k++)
+            {
+                var m = Avx2.ConvertToVector256Int16(w + KMins + 16 * k);
+                var p = Vector256.Create(pairs[4 * b + k]).AsInt16();
+                summ = V.Vnni ? AvxVnni.MultiplyWideningAndAdd(summ, m, p) : Avx2.Add(summ, Avx2.MultiplyAddAdjacent(m, p));
+            }
+            var d = QuantizedGemm.HalfToSingle(Avx2.ConvertToVector256Int32((ushort*)w));
+            var dmin = QuantizedGemm.HalfToSingle(Avx2.ConvertToVector256Int32((ushort*)(w + KDmin)));
+            var ydv = Vector256.Create(yd[b]);
+            // The reference's sum += d·yd·sumi − dmin·yd·summ, eight rows at once.
+            acc = Avx.Add(acc, Avx.Subtract(Avx.Multiply(Avx.Multiply(d, ydv), Avx.ConvertToVector256Single(sumi)),
+                                            Avx.Multiply(Avx.Multiply(dmin, ydv), Avx.ConvertToVector256Single(summ))));
+        }
+        acc.Store(y);
+    }
+}
