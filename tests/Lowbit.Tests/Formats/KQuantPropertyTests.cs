@@ -132,3 +132,38 @@ public sealed class KQuantPropertyTests
 
     public static TheoryData<string> Codecs() => new(KQuantTestData.WeightCodecs);
 }
+
+/// <summary>The vectorized Q8_K activation quantizer writes exactly the scalar reference's bytes.</summary>
+public sealed class Q8KQuantizeSimdTests
+{
+    [Fact]
+    public void Simd_block_equals_scalar_block_on_random_and_edge_inputs()
+    {
+        var rng = new Random(5);
+        var x = new float[256];
+        var expected = new byte[292];
+        var actual = new byte[292];
+        for (int trial = 0; trial < 400; trial++)
+        {
+            int kind = trial % 8;
+            for (int j = 0; j < 256; j++)
+                x[j] = kind switch
+                {
+                    0 => 0f,                                                     // all zero
+                    1 => (float)(rng.NextDouble() * 2 - 1) * 1e-30f,             // tiny
+                    2 => rng.Next(-3, 4) * 0.5f,                                 // ties, repeated maxima of both signs
+                    3 => j == 17 ? -5f : (float)(rng.NextDouble() * 2 - 1),     // negative unique maximum
+                    4 => (float)(rng.NextDouble() * 2 - 1) * 1e4f,
+                    5 => j % 3 == 0 ? -0f : (float)rng.NextDouble(),
+                    6 => j == 200 ? float.PositiveInfinity : (float)rng.NextDouble(),
+                    _ => (float)(rng.NextDouble() * 2 - 1),
+                };
+            if (trial == 7) x[3] = float.NaN;
+            Array.Fill(expected, (byte)0xAA);
+            Array.Fill(actual, (byte)0x55);
+            Lowbit.Formats.Q8_KCodec.QuantizeBlock(x, expected);
+            Lowbit.Formats.Q8_KCodec.QuantizeBlockSimd(x, actual);
+            Assert.True(expected.AsSpan().SequenceEqual(actual), $"trial {trial} (kind {kind}) differs");
+        }
+    }
+}
