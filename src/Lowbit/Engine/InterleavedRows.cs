@@ -94,7 +94,18 @@ internal static unsafe class InterleavedRows
         if (!IsSupported(f) || isa == GemmIsa.Scalar || !QuantizedGemm.IsSupported(isa))
             throw new ArgumentException($"no interleaved {f} kernel for {isa}");
         int gb = GroupBytes(f, cols);
-        for (int g = 0; g < groupCount; g++)
+        int g0 = 0;
+        if (f == GemmFormat.Q4_K)
+        {
+            // Two groups per pass: each activation load feeds 16 rows (long rows evict the activation from L1).
+            for (; g0 + 2 <= groupCount; g0 += 2)
+            {
+                byte* w = groups + (long)g0 * gb;
+                if (isa == GemmIsa.AvxVnni) Q4KGroupPair<QuantizedGemm.Q40Vnni>(w, gb, cols, act, y + GroupRows * g0);
+                else Q4KGroupPair<QuantizedGemm.Q40Avx2>(w, gb, cols, act, y + GroupRows * g0);
+            }
+        }
+        for (int g = g0; g < groupCount; g++)
         {
             byte* w = groups + (long)g * gb;
             switch (f)
@@ -188,5 +199,111 @@ internal static unsafe class InterleavedRows
                                             Avx.Multiply(Avx.Multiply(dmin, ydv), Avx.ConvertToVector256Single(summ))));
         }
         acc.Store(y);
+    }
+
+    /// <summary><see cref="Q4KGroup{V}"/> for two groups (<paramref name="gb"/> bytes apart) sharing every activation load.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Q4KGroupPair<V>(byte* w, int gb, int cols, byte* act, float* y) where V : struct, QuantizedGemm.IVariant
+    {
+        int blocks = cols / 256;
+        float* yd = (float*)(act + cols);
+        int* pairs = (int*)(act + cols + 4 * blocks);
+        var low = Vector256.Create((byte)0x0F);
+        Vector256<float> acc0 = default, acc1 = default;
+        byte* a = act;
+        for (int b = 0; b < blocks; b++, w += KBlock, a += 256)
+        {
+            Vector256<int> sumi0 = default, sumi1 = default;
+            byte* codes = w + KCodes;
+            byte* ac = a;
+            for (int c = 0; c < 4; c++, codes += 256, ac += 64)
+            {
+                Vector256<int> a0 = default, b0 = default, a1 = default, b1 = default;
+                for (int s = 0; s < 8; s++)
+                {
+                    var xa = QuantizedGemm.Bcast(ac + 4 * s);
+                    var xb = QuantizedGemm.Bcast(ac + 32 + 4 * s);
+                    var v0 = Vector256.Load(codes + 32 * s);
+                    var v1 = Vector256.Load(codes + gb + 32 * s);
+                    a0 = QuantizedGemm.Step<V>(a0, v0 & low, default, xa);
+                    b0 = QuantizedGemm.Step<V>(b0, Vector256.ShiftRightLogical(v0.AsUInt16(), 4).AsByte() & low, default, xb);
+                    a1 = QuantizedGemm.Step<V>(a1, v1 & low, default, xa);
+                    b1 = QuantizedGemm.Step<V>(b1, Vector256.ShiftRightLogical(v1.AsUInt16(), 4).AsByte() & low, default, xb);
+                }
+                sumi0 = Avx2.Add(sumi0, Avx2.Add(Avx2.MultiplyLow(a0, Avx2.ConvertToVector256Int32(w + KSc + 16 * c)),
+                                                 Avx2.MultiplyLow(b0, Avx2.ConvertToVector256Int32(w + KSc + 16 * c + 8))));
+                sumi1 = Avx2.Add(sumi1, Avx2.Add(Avx2.MultiplyLow(a1, Avx2.ConvertToVector256Int32(w + gb + KSc + 16 * c)),
+                                                 Avx2.MultiplyLow(b1, Avx2.ConvertToVector256Int32(w + gb + KSc + 16 * c + 8))));
+            }
+            var ydv = Vector256.Create(yd[b]);
+            acc0 = FoldK<V>(acc0, w, pairs + 4 * b, ydv, sumi0);
+            acc1 = FoldK<V>(acc1, w + gb, pairs + 4 * b, ydv, sumi1);
+        }
+        acc0.Store(y);
+        acc1.Store(y + GroupRows);
+    }
+
+    /// <summary>The mins term and the reference's <c>sum += d·yd·sumi − dmin·yd·summ</c> for one group's super-block.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> FoldK<V>(Vector256<float> acc, byte* w, int* pairs, Vector256<float> ydv, Vector256<int> sumi) where V : struct, QuantizedGemm.IVariant
+    {
+        Vector256<int> summ = default;
+        for (int k = 0; k < 4; k++)
+        {
+            var m = Avx2.ConvertToVector256Int16(w + KMins + 16 * k);
+            var p = Vector256.Create(pairs[k]).AsInt16();
+            summ = V.Vnni ? AvxVnni.MultiplyWideningAndAdd(summ, m, p) : Avx2.Add(summ, Avx2.MultiplyAddAdjacent(m, p));
+        }
+        var d = QuantizedGemm.HalfToSingle(Avx2.ConvertToVector256Int32((ushort*)w));
+        var dmin = QuantizedGemm.HalfToSingle(Avx2.ConvertToVector256Int32((ushort*)(w + KDmin)));
+        return Avx.Add(acc, Avx.Subtract(Avx.Multiply(Avx.Multiply(d, ydv), Avx.ConvertToVector256Single(sumi)),
+                                         Avx.Multiply(Avx.Multiply(dmin, ydv), Avx.ConvertToVector256Single(summ))));
+    }
+
+    // ---- F16 (float activations) ----
+
+    /// <summary>Bytes of one interleaved F16 group: [k-slice: cols/8][row:8][8 halves].</summary>
+    public static int F16GroupBytes(int cols) => cols * GroupRows * 2;
+
+    /// <summary>Whether an F16 matrix with rows of <paramref name="cols"/> values can be interleaved on this CPU.</summary>
+    public static bool F16Supported(int cols) => cols % 8 == 0 && Avx2.IsSupported && Fma.IsSupported && BitConverter.IsLittleEndian;
+
+    /// <summary>Packs 8 consecutive F16 rows (<paramref name="rowBytes"/> apart) into one group.</summary>
+    public static void PackF16Group(byte* rows, int rowBytes, int cols, byte* dst)
+    {
+        for (int k = 0; k < cols / 8; k++)
+            for (int r = 0; r < GroupRows; r++)
+                Unsafe.CopyBlockUnaligned(dst + 128L * k + 16 * r, rows + (long)r * rowBytes + 16L * k, 16);
+    }
+
+    /// <summary>
+    /// y[8g + r] = row (8g + r) · x for F16 rows holding no infinity or NaN, each with exactly the
+    /// arithmetic of <see cref="MatKernels.DotF16x4Finite"/> (one 8-lane FMA chain over the row, then the
+    /// fixed horizontal sum), so bit-identical to it.
+    /// </summary>
+    public static void MultiplyF16(byte* groups, int groupCount, int cols, float* x, float* y)
+    {
+        if (!F16Supported(cols)) throw new ArgumentException($"no interleaved F16 kernel for rows of {cols} values");
+        for (int g = 0; g < groupCount; g++) F16Group((short*)(groups + (long)g * F16GroupBytes(cols)), cols, x, y + GroupRows * g);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void F16Group(short* w, int cols, float* x, float* y)
+    {
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+        for (int k = 0; k < cols; k += 8, w += 64)
+        {
+            var u = Avx.LoadVector256(x + k);
+            a0 = Fma.MultiplyAdd(MatKernels.HalfToSingleAvx2(w), u, a0);
+            a1 = Fma.MultiplyAdd(MatKernels.HalfToSingleAvx2(w + 8), u, a1);
+            a2 = Fma.MultiplyAdd(MatKernels.HalfToSingleAvx2(w + 16), u, a2);
+            a3 = Fma.MultiplyAdd(MatKernels.HalfToSingleAvx2(w + 24), u, a3);
+            a4 = Fma.MultiplyAdd(MatKernels.HalfToSingleAvx2(w + 32), u, a4);
+            a5 = Fma.MultiplyAdd(MatKernels.HalfToSingleAvx2(w + 40), u, a5);
+            a6 = Fma.MultiplyAdd(MatKernels.HalfToSingleAvx2(w + 48), u, a6);
+            a7 = Fma.MultiplyAdd(MatKernels.HalfToSingleAvx2(w + 56), u, a7);
+        }
+        MatKernels.HSum4(a0, a1, a2, a3).Store(y);
+        MatKernels.HSum4(a4, a5, a6, a7).Store(y + 4);
     }
 }

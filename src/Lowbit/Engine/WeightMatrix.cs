@@ -59,16 +59,21 @@ internal sealed unsafe partial class WeightMatrix
             fixed (byte* p = Data.Span) _f16Finite = MatKernels.HalvesAllFinite((ushort*)p, Data.Length / 2);
         _quantizedPrefill = quantizedPrefill && _useQuantizedActivations;
         _int8Gemm = _useQuantizedActivations ? QuantizedGemm.FormatOf(Codec) : null;
-        if (interleave && _int8Gemm is { } f && InterleavedRows.IsSupported(f) && Rows >= InterleavedRows.GroupRows)
-            _interleaved = Interleave(f);
+        if (interleave && Rows >= InterleavedRows.GroupRows)
+        {
+            if (_int8Gemm is { } f && InterleavedRows.IsSupported(f)) _interleaved = Interleave(f);
+            else if (_kind == Kind.F16 && _f16Finite && InterleavedRows.F16Supported(Cols)) _interleaved = Interleave(null);
+        }
     }
 
     /// <summary>Bytes of the interleaved decode copy (0 without one).</summary>
     public long InterleavedBytes => _interleaved?.Length ?? 0;
 
-    private NativeBuffer Interleave(GemmFormat f)
+    /// <summary>The interleaved decode copy of the whole groups of 8 rows (format null: F16).</summary>
+    private NativeBuffer Interleave(GemmFormat? f)
     {
-        int groups = Rows / InterleavedRows.GroupRows, gb = InterleavedRows.GroupBytes(f, Cols);
+        int groups = Rows / InterleavedRows.GroupRows;
+        int gb = f is { } q ? InterleavedRows.GroupBytes(q, Cols) : InterleavedRows.F16GroupBytes(Cols);
         var copy = new NativeBuffer((long)groups * gb);
         int perItem = Math.Max(1, (1 << 20) / gb);
         Parallel.For(0, (groups + perItem - 1) / perItem, item =>
@@ -76,7 +81,11 @@ internal sealed unsafe partial class WeightMatrix
             byte* pc = copy.Pointer;
             fixed (byte* pw = Data.Span)
                 for (int g = item * perItem, end = Math.Min(groups, g + perItem); g < end; g++)
-                    InterleavedRows.PackGroup(f, pw + (long)g * InterleavedRows.GroupRows * _rowBytes, (int)_rowBytes, Cols, pc + (long)g * gb);
+                {
+                    byte* src = pw + (long)g * InterleavedRows.GroupRows * _rowBytes;
+                    if (f is { } q) InterleavedRows.PackGroup(q, src, (int)_rowBytes, Cols, pc + (long)g * gb);
+                    else InterleavedRows.PackF16Group(src, (int)_rowBytes, Cols, pc + (long)g * gb);
+                }
         });
         return copy;
     }
@@ -117,10 +126,11 @@ internal sealed unsafe partial class WeightMatrix
     /// <summary>y[r] = W[r]·x for all rows.</summary>
     public void MatVec(float[] x, int xOffset, float[] y, int yOffset, ParallelRunner par)
     {
-        // Q4_0/Q8_0: the GEMM's one-token kernel, so decode == prefill (Q4_K's DotRowQuantized already is).
-        if (_interleaved is not null)
+        // Q4_0/Q4_K with an interleaved copy: its kernels. Otherwise Q4_0/Q8_0: the GEMM's one-token kernel, so
+        // decode == prefill (Q4_K's DotRowQuantized already is).
+        if (_interleaved is not null && _int8Gemm is { } interleavedFormat)
         {
-            MatVecInterleaved(_int8Gemm!.Value, x, xOffset, y, yOffset, par);
+            MatVecInterleaved(interleavedFormat, x, xOffset, y, yOffset, par);
             return;
         }
         if (_int8Gemm is { } gemm && gemm != GemmFormat.Q4_K)
@@ -140,6 +150,7 @@ internal sealed unsafe partial class WeightMatrix
         try
         {
             int chunkRows = par.ChunkSize(Rows, (long)Rows * Cols, 16);
+            if (_interleaved is not null) chunkRows = (chunkRows + InterleavedRows.GroupRows - 1) & ~(InterleavedRows.GroupRows - 1); // whole groups
             int chunks = (Rows + chunkRows - 1) / chunkRows;
             par.For(chunks, (long)Rows * Cols < MatVecSerialThreshold, c =>
             {
@@ -169,6 +180,17 @@ internal sealed unsafe partial class WeightMatrix
                 case Kind.F16:
                 {
                     int r = r0;
+                    if (_interleaved is not null)
+                    {
+                        // Whole groups of 8 through the interleaved copy (chunks are whole groups, see MatVec).
+                        int groups = Math.Min(r1, Rows / InterleavedRows.GroupRows * InterleavedRows.GroupRows) - r0;
+                        if (groups > 0)
+                        {
+                            InterleavedRows.MultiplyF16(_interleaved.Pointer + (long)(r0 / InterleavedRows.GroupRows) * InterleavedRows.F16GroupBytes(Cols),
+                                groups / InterleavedRows.GroupRows, Cols, xv, py + yOffset + r0);
+                            r += groups;
+                        }
+                    }
                     if (_f16Finite)
                         for (; r + 4 <= r1; r += 4) MatKernels.DotF16x4Finite((Half*)(pw + r * _rowBytes), Cols, xv, Cols, py + yOffset + r);
                     for (; r + 4 <= r1; r += 4) MatKernels.DotF16x4((Half*)(pw + r * _rowBytes), Cols, xv, Cols, py + yOffset + r);

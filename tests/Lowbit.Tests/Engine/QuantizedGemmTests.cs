@@ -189,19 +189,19 @@ public sealed unsafe class QuantizedGemmTests
         var rng = new Random(4242 + (int)f * 5 + (int)isa);
         foreach (int cols in f == GemmFormat.Q4_K ? new[] { 256, 1024 } : new[] { 32, 192 })
         {
-            int rows = 3 * InterleavedRows.GroupRows;
+            int rows = 5 * InterleavedRows.GroupRows; // two pairs of groups and a single one (Q4_K)
             byte[] w = RandomWeights(f, rows, cols, rng);
             byte[] xq = RandomActivations(f, 1, cols, rng);
             int rb = QuantizedGemm.WeightRowBytes(f, cols);
             var act = new byte[QuantizedGemm.ActivationStride(f, isa, cols)];
             QuantizedGemm.PrepareActivations(f, isa, xq, cols, act);
             int gb = InterleavedRows.GroupBytes(f, cols);
-            var packed = new byte[3 * gb];
+            var packed = new byte[5 * gb];
             var y = new float[rows];
             fixed (byte* pw = w) fixed (byte* pp = packed) fixed (byte* pa = act) fixed (float* py = y)
             {
-                for (int g = 0; g < 3; g++) InterleavedRows.PackGroup(f, pw + g * InterleavedRows.GroupRows * rb, rb, cols, pp + g * gb);
-                InterleavedRows.Multiply(f, isa, pp, 3, cols, pa, py);
+                for (int g = 0; g < 5; g++) InterleavedRows.PackGroup(f, pw + g * InterleavedRows.GroupRows * rb, rb, cols, pp + g * gb);
+                InterleavedRows.Multiply(f, isa, pp, 5, cols, pa, py);
             }
             for (int r = 0; r < rows; r++)
             {
@@ -221,7 +221,7 @@ public sealed unsafe class QuantizedGemmTests
         var codec = CodecOf(f);
         var rng = new Random(77 + (int)f);
         int cols = f == GemmFormat.Q4_K ? 512 : 96;
-        foreach (int rows in new[] { 8, 45, 3 }) // whole groups, groups plus a tail, tail only
+        foreach (int rows in new[] { 8, 45, 3, 32 }) // whole groups, groups plus a tail, tail only, group pairs
         {
             var values = new float[rows * cols];
             for (int i = 0; i < values.Length; i++) values[i] = (float)(rng.NextDouble() * 2 - 1);
@@ -264,6 +264,45 @@ public sealed unsafe class QuantizedGemmTests
                 ushort h = (ushort)(start + i);
                 float expected = LegacyKernels.F16((byte*)&h);
                 Assert.Equal(BitConverter.SingleToInt32Bits(expected), BitConverter.SingleToInt32Bits(v[i]));
+            }
+        }
+    }
+}
+
+/// <summary>The interleaved F16 decode copy: the same floats as the four-row F16 kernels.</summary>
+public sealed class InterleavedF16Tests
+{
+    [Fact]
+    public void F16_decode_through_the_interleaved_copy_equals_the_row_kernels_and_prefill()
+    {
+        var codec = Lowbit.Formats.CodecRegistry.Get("f16");
+        var rng = new Random(3);
+        foreach (var (rows, cols) in new[] { (8, 64), (45, 200), (5, 64), (16, 36) }) // groups, groups + tail, tail only, cols % 8 ≠ 0
+        {
+            var values = new float[rows * cols];
+            for (int i = 0; i < values.Length; i++) values[i] = (float)(rng.NextDouble() * 2 - 1);
+            var data = new byte[codec.TensorBytes(rows, cols)];
+            codec.QuantizeTensor(values, data, rows, cols, default);
+            var tensor = new Lowbit.Model.ModelTensor("w", [rows, cols], codec, data);
+            var interleaved = new WeightMatrix(tensor, useQuantizedActivations: true, interleave: true);
+            var plain = new WeightMatrix(tensor, useQuantizedActivations: true);
+            Assert.Equal(rows >= 8 && cols % 8 == 0 && InterleavedRows.F16Supported(cols), interleaved.InterleavedBytes > 0);
+            var x = new float[2 * cols];
+            for (int i = 0; i < x.Length; i++) x[i] = (float)(rng.NextDouble() * 4 - 2);
+            var par = new ParallelRunner(2);
+            var batch = new float[2 * rows];
+            plain.MatMul(x, 0, 2, batch, 0, par);
+            for (int t = 0; t < 2; t++)
+            {
+                var a = new float[rows];
+                var b = new float[rows];
+                interleaved.MatVec(x, t * cols, a, 0, par);
+                plain.MatVec(x, t * cols, b, 0, par);
+                for (int r = 0; r < rows; r++)
+                {
+                    Assert.Equal(BitConverter.SingleToInt32Bits(b[r]), BitConverter.SingleToInt32Bits(a[r]));
+                    Assert.Equal(BitConverter.SingleToInt32Bits(batch[t * rows + r]), BitConverter.SingleToInt32Bits(a[r]));
+                }
             }
         }
     }
