@@ -5,7 +5,7 @@ using System.Runtime.Intrinsics.X86;
 namespace Lowbit.Engine;
 
 /// <summary>
-/// A decode copy of Q4_0 / Q4_K weights with 8 rows interleaved, made once when the model loads
+/// A decode copy of Q4_0 / Q8_0 / Q4_K (and F16) weights with 8 rows interleaved, made once when the model loads
 /// (as llama.cpp's CPU "repack" buffers do). Decode reads every weight once per token, so it is bound
 /// by how fast memory streams in and how little work each byte costs:
 /// <list type="bullet">
@@ -27,18 +27,22 @@ internal static unsafe class InterleavedRows
     // each row's 16 nibble bytes: low nibbles = values 4s..4s+3, high nibbles = values 16+4s..16+4s+3).
     private const int Q40Block = 144, Q40Codes = 16;
 
+    // Q8_0, per 32-value block of a group: d[row:8] f16, then codes [s:8][row:8][4 bytes] (int8 values 4s..4s+3).
+    private const int Q80Block = 272, Q80Codes = 16;
+
     // Q4_K, per 256-value super-block of a group: d[row:8] f16, dmin[row:8] f16, scales [g:8][row:8] u8,
     // mins [k:4][row:8][m_2k, m_2k+1] u8, codes [c:4][s:8][row:8][4 bytes] (bytes 32c+4s.. of each row's
     // 128 nibble bytes: low nibbles = group 2c, high nibbles = group 2c+1).
     private const int KBlock = 1184, KDmin = 16, KSc = 32, KMins = 96, KCodes = 160;
 
     /// <summary>Formats with an interleaved decode kernel on this CPU.</summary>
-    public static bool IsSupported(GemmFormat f) => f is GemmFormat.Q4_0 or GemmFormat.Q4_K && QuantizedGemm.BestIsa != GemmIsa.Scalar;
+    public static bool IsSupported(GemmFormat f) => QuantizedGemm.BestIsa != GemmIsa.Scalar;
 
     /// <summary>Bytes of one interleaved group of 8 rows.</summary>
     public static int GroupBytes(GemmFormat f, int cols) => f switch
     {
         GemmFormat.Q4_0 => cols / 32 * Q40Block,
+        GemmFormat.Q8_0 => cols / 32 * Q80Block,
         GemmFormat.Q4_K => cols / 256 * KBlock,
         _ => throw new ArgumentException($"{f} has no interleaved layout", nameof(f)),
     };
@@ -56,6 +60,20 @@ internal static unsafe class InterleavedRows
                     byte* blk = rows + (long)r * rowBytes + b * 18;
                     ((ushort*)o)[r] = Unsafe.ReadUnaligned<ushort>(blk);
                     for (int s = 0; s < 4; s++) Unsafe.WriteUnaligned(o + Q40Codes + 32 * s + 4 * r, Unsafe.ReadUnaligned<uint>(blk + 2 + 4 * s));
+                }
+            }
+            return;
+        }
+        if (f == GemmFormat.Q8_0)
+        {
+            for (int b = 0; b < cols / 32; b++)
+            {
+                byte* o = dst + b * Q80Block;
+                for (int r = 0; r < GroupRows; r++)
+                {
+                    byte* blk = rows + (long)r * rowBytes + b * 34;
+                    ((ushort*)o)[r] = Unsafe.ReadUnaligned<ushort>(blk);
+                    for (int s = 0; s < 8; s++) Unsafe.WriteUnaligned(o + Q80Codes + 32 * s + 4 * r, Unsafe.ReadUnaligned<uint>(blk + 2 + 4 * s));
                 }
             }
             return;
@@ -112,6 +130,8 @@ internal static unsafe class InterleavedRows
             {
                 case GemmFormat.Q4_0 when isa == GemmIsa.AvxVnni: Q40Group<QuantizedGemm.Q40Vnni>(w, cols, act, y + GroupRows * g); break;
                 case GemmFormat.Q4_0: Q40Group<QuantizedGemm.Q40Avx2>(w, cols, act, y + GroupRows * g); break;
+                case GemmFormat.Q8_0 when isa == GemmIsa.AvxVnni: Q80Group<QuantizedGemm.Q80Vnni>(w, cols, act, y + GroupRows * g); break;
+                case GemmFormat.Q8_0: Q80Group<QuantizedGemm.Q80Avx2>(w, cols, act, y + GroupRows * g); break;
                 case GemmFormat.Q4_K when isa == GemmIsa.AvxVnni: Q4KGroup<QuantizedGemm.Q40Vnni>(w, cols, act, y + GroupRows * g); break;
                 default: Q4KGroup<QuantizedGemm.Q40Avx2>(w, cols, act, y + GroupRows * g); break;
             }
@@ -147,6 +167,46 @@ internal static unsafe class InterleavedRows
             var dw = QuantizedGemm.HalfToSingle(Avx2.ConvertToVector256Int32((ushort*)w));
             // The reference's sum += d_w·d_a·sumi, eight rows at once.
             acc = Avx.Add(acc, Avx.Multiply(Avx.Multiply(dw, Vector256.Create(da[b])), Avx.ConvertToVector256Single(Avx2.Add(i0, i1))));
+        }
+        acc.Store(y);
+    }
+
+    /// <summary>
+    /// Q8_0: signed codes. VNNI multiplies the activation biased by +128 (unsigned, as prepared) with the
+    /// codes and subtracts 128·Σw, itself one vpdpbusd of 0x80 bytes with the codes; AVX2 uses |w| ⊗ sign(a, w).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Q80Group<V>(byte* w, int cols, byte* act, float* y) where V : struct, QuantizedGemm.IVariant
+    {
+        int blocks = cols / 32;
+        float* da = (float*)(act + cols);
+        var bias = Vector256.Create((byte)0x80);
+        Vector256<float> acc = default;
+        byte* a = act;
+        for (int b = 0; b < blocks; b++, w += Q80Block, a += 32)
+        {
+            Vector256<int> i0 = default, i1 = default, c0 = default, c1 = default;
+            for (int s = 0; s < 8; s += 2)
+            {
+                var v0 = Vector256.Load(w + Q80Codes + 32 * s);
+                var v1 = Vector256.Load(w + Q80Codes + 32 * s + 32);
+                if (V.Vnni)
+                {
+                    i0 = QuantizedGemm.Step<V>(i0, v0, default, QuantizedGemm.Bcast(a + 4 * s));
+                    i1 = QuantizedGemm.Step<V>(i1, v1, default, QuantizedGemm.Bcast(a + 4 * s + 4));
+                    c0 = AvxVnni.MultiplyWideningAndAdd(c0, bias, v0.AsSByte());
+                    c1 = AvxVnni.MultiplyWideningAndAdd(c1, bias, v1.AsSByte());
+                }
+                else
+                {
+                    i0 = QuantizedGemm.Step<V>(i0, v0, Avx2.Abs(v0.AsSByte()), QuantizedGemm.Bcast(a + 4 * s));
+                    i1 = QuantizedGemm.Step<V>(i1, v1, Avx2.Abs(v1.AsSByte()), QuantizedGemm.Bcast(a + 4 * s + 4));
+                }
+            }
+            var isum = Avx2.Add(i0, i1);
+            if (V.Vnni) isum = Avx2.Subtract(isum, Avx2.Add(c0, c1));
+            var dw = QuantizedGemm.HalfToSingle(Avx2.ConvertToVector256Int32((ushort*)w));
+            acc = Avx.Add(acc, Avx.Multiply(Avx.Multiply(dw, Vector256.Create(da[b])), Avx.ConvertToVector256Single(isum)));
         }
         acc.Store(y);
     }

@@ -371,8 +371,8 @@ internal static unsafe class QuantizedGemm
     }
     internal readonly struct Q40Vnni : IVariant { public static bool Vnni => true; public static bool SignedWeights => false; }
     internal readonly struct Q40Avx2 : IVariant { public static bool Vnni => false; public static bool SignedWeights => false; }
-    private readonly struct Q80Vnni : IVariant { public static bool Vnni => true; public static bool SignedWeights => true; }
-    private readonly struct Q80Avx2 : IVariant { public static bool Vnni => false; public static bool SignedWeights => true; }
+    internal readonly struct Q80Vnni : IVariant { public static bool Vnni => true; public static bool SignedWeights => true; }
+    internal readonly struct Q80Avx2 : IVariant { public static bool Vnni => false; public static bool SignedWeights => true; }
     private readonly struct Q4KVnni : IVariant { public static bool Vnni => true; public static bool SignedWeights => false; }
     private readonly struct Q4KAvx2 : IVariant { public static bool Vnni => false; public static bool SignedWeights => false; }
 

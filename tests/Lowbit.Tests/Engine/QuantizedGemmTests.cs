@@ -180,6 +180,7 @@ public sealed unsafe class QuantizedGemmTests
 
     [Theory]
     [InlineData("Q4_0", "Avx2"), InlineData("Q4_0", "AvxVnni")]
+    [InlineData("Q8_0", "Avx2"), InlineData("Q8_0", "AvxVnni")]
     [InlineData("Q4_K", "Avx2"), InlineData("Q4_K", "AvxVnni")]
     public void InterleavedDecodeKernelIsBitIdenticalToScalarReference(string format, string isaName)
     {
@@ -214,6 +215,7 @@ public sealed unsafe class QuantizedGemmTests
 
     [Theory]
     [InlineData("Q4_0")]
+    [InlineData("Q8_0")]
     [InlineData("Q4_K")]
     public void WeightMatrixDecodeThroughInterleavedCopyEqualsPrefillAndRowKernels(string format)
     {
