@@ -44,7 +44,13 @@ public sealed unsafe class InferenceEngine
         _par = new ParallelRunner(options.Threads);
         _maxBatch = Math.Max(1, options.MaxBatch);
         ContextLength = options.ContextLength > 0 ? options.ContextLength : Math.Min(c.MaxPositions > 0 ? c.MaxPositions : 4096, 4096);
-        bool qa = options.QuantizedActivations, qaPrefill = options.QuantizedActivationsInPrefill, interleave = options.InterleavedDecode;
+        var output = model.TryGet(TensorNames.Output);
+        bool qa = options.QuantizedActivations, qaPrefill = options.QuantizedActivationsInPrefill;
+        // The interleaved decode copies double the memory of those matrices: skip them when that would take
+        // more than half of the memory this process may use (a model near the machine's size still runs).
+        bool interleave = options.InterleavedDecode
+            && model.Tensors.Where(t => t.Shape.Length == 2 && t.Name != TensorNames.TokenEmbedding || output is null && t.Name == TensorNames.TokenEmbedding)
+                            .Sum(t => t.ByteCount) <= GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 2;
 
         WeightMatrix Matrix(string name, long rows, long cols)
         {
@@ -65,7 +71,6 @@ public sealed unsafe class InferenceEngine
         int h = c.HiddenSize, qd = c.QDim, kvd = c.KvDim, ff = c.IntermediateSize;
         _embedding = new WeightMatrix(model.Get(TensorNames.TokenEmbedding) is var e && e.Cols == h ? e
             : throw new InvalidModelFileException(model.SourcePath, $"'{TensorNames.TokenEmbedding}' must have {h} columns"), false);
-        var output = model.TryGet(TensorNames.Output);
         // Tied embeddings: the head is its own matrix over the same tensor (the lookup table never multiplies),
         // so it gets quantized activations and the interleaved copy as an untied head would, as in llama.cpp.
         _lmHead = output is null ? new WeightMatrix(_embedding.Tensor, qa, qaPrefill, interleave) : Matrix(TensorNames.Output, output.Rows, h);
@@ -104,6 +109,10 @@ public sealed unsafe class InferenceEngine
     }
 
     /// <summary>A second engine over the same weights (shared, read-only) with its own cache and buffers.</summary>
+    /// <summary>Bytes of the interleaved decode copies this engine made (see <see cref="EngineOptions.InterleavedDecode"/>).</summary>
+    public long InterleavedBytes => _layers.Sum(l => l.Wq.InterleavedBytes + l.Wk.InterleavedBytes + l.Wv.InterleavedBytes + l.Wo.InterleavedBytes
+                                                     + l.Gate.InterleavedBytes + l.Up.InterleavedBytes + l.Down.InterleavedBytes) + _lmHead.InterleavedBytes;
+
     private InferenceEngine(InferenceEngine source, int threads)
     {
         _cfg = source._cfg;
