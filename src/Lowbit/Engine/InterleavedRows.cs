@@ -112,18 +112,7 @@ internal static unsafe class InterleavedRows
         if (!IsSupported(f) || isa == GemmIsa.Scalar || !QuantizedGemm.IsSupported(isa))
             throw new ArgumentException($"no interleaved {f} kernel for {isa}");
         int gb = GroupBytes(f, cols);
-        int g0 = 0;
-        if (f == GemmFormat.Q4_K)
-        {
-            // Two groups per pass: each activation load feeds 16 rows (long rows evict the activation from L1).
-            for (; g0 + 2 <= groupCount; g0 += 2)
-            {
-                byte* w = groups + (long)g0 * gb;
-                if (isa == GemmIsa.AvxVnni) Q4KGroupPair<QuantizedGemm.Q40Vnni>(w, gb, cols, act, y + GroupRows * g0);
-                else Q4KGroupPair<QuantizedGemm.Q40Avx2>(w, gb, cols, act, y + GroupRows * g0);
-            }
-        }
-        for (int g = g0; g < groupCount; g++)
+        for (int g = 0; g < groupCount; g++)
         {
             byte* w = groups + (long)g * gb;
             switch (f)
@@ -259,65 +248,6 @@ internal static unsafe class InterleavedRows
                                             Avx.Multiply(Avx.Multiply(dmin, ydv), Avx.ConvertToVector256Single(summ))));
         }
         acc.Store(y);
-    }
-
-    /// <summary><see cref="Q4KGroup{V}"/> for two groups (<paramref name="gb"/> bytes apart) sharing every activation load.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Q4KGroupPair<V>(byte* w, int gb, int cols, byte* act, float* y) where V : struct, QuantizedGemm.IVariant
-    {
-        int blocks = cols / 256;
-        float* yd = (float*)(act + cols);
-        int* pairs = (int*)(act + cols + 4 * blocks);
-        var low = Vector256.Create((byte)0x0F);
-        Vector256<float> acc0 = default, acc1 = default;
-        byte* a = act;
-        for (int b = 0; b < blocks; b++, w += KBlock, a += 256)
-        {
-            Vector256<int> sumi0 = default, sumi1 = default;
-            byte* codes = w + KCodes;
-            byte* ac = a;
-            for (int c = 0; c < 4; c++, codes += 256, ac += 64)
-            {
-                Vector256<int> a0 = default, b0 = default, a1 = default, b1 = default;
-                for (int s = 0; s < 8; s++)
-                {
-                    var xa = QuantizedGemm.Bcast(ac + 4 * s);
-                    var xb = QuantizedGemm.Bcast(ac + 32 + 4 * s);
-                    var v0 = Vector256.Load(codes + 32 * s);
-                    var v1 = Vector256.Load(codes + gb + 32 * s);
-                    a0 = QuantizedGemm.Step<V>(a0, v0 & low, default, xa);
-                    b0 = QuantizedGemm.Step<V>(b0, Vector256.ShiftRightLogical(v0.AsUInt16(), 4).AsByte() & low, default, xb);
-                    a1 = QuantizedGemm.Step<V>(a1, v1 & low, default, xa);
-                    b1 = QuantizedGemm.Step<V>(b1, Vector256.ShiftRightLogical(v1.AsUInt16(), 4).AsByte() & low, default, xb);
-                }
-                sumi0 = Avx2.Add(sumi0, Avx2.Add(Avx2.MultiplyLow(a0, Avx2.ConvertToVector256Int32(w + KSc + 16 * c)),
-                                                 Avx2.MultiplyLow(b0, Avx2.ConvertToVector256Int32(w + KSc + 16 * c + 8))));
-                sumi1 = Avx2.Add(sumi1, Avx2.Add(Avx2.MultiplyLow(a1, Avx2.ConvertToVector256Int32(w + gb + KSc + 16 * c)),
-                                                 Avx2.MultiplyLow(b1, Avx2.ConvertToVector256Int32(w + gb + KSc + 16 * c + 8))));
-            }
-            var ydv = Vector256.Create(yd[b]);
-            acc0 = FoldK<V>(acc0, w, pairs + 4 * b, ydv, sumi0);
-            acc1 = FoldK<V>(acc1, w + gb, pairs + 4 * b, ydv, sumi1);
-        }
-        acc0.Store(y);
-        acc1.Store(y + GroupRows);
-    }
-
-    /// <summary>The mins term and the reference's <c>sum += d·yd·sumi − dmin·yd·summ</c> for one group's super-block.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> FoldK<V>(Vector256<float> acc, byte* w, int* pairs, Vector256<float> ydv, Vector256<int> sumi) where V : struct, QuantizedGemm.IVariant
-    {
-        Vector256<int> summ = default;
-        for (int k = 0; k < 4; k++)
-        {
-            var m = Avx2.ConvertToVector256Int16(w + KMins + 16 * k);
-            var p = Vector256.Create(pairs[k]).AsInt16();
-            summ = V.Vnni ? AvxVnni.MultiplyWideningAndAdd(summ, m, p) : Avx2.Add(summ, Avx2.MultiplyAddAdjacent(m, p));
-        }
-        var d = QuantizedGemm.HalfToSingle(Avx2.ConvertToVector256Int32((ushort*)w));
-        var dmin = QuantizedGemm.HalfToSingle(Avx2.ConvertToVector256Int32((ushort*)(w + KDmin)));
-        return Avx.Add(acc, Avx.Subtract(Avx.Multiply(Avx.Multiply(d, ydv), Avx.ConvertToVector256Single(sumi)),
-                                         Avx.Multiply(Avx.Multiply(dmin, ydv), Avx.ConvertToVector256Single(summ))));
     }
 
     // ---- F16 (float activations) ----

@@ -12,7 +12,9 @@ namespace Lowbit.Engine;
 /// activations quantized once) and <see cref="MatMul"/> (prefill: many activation rows; a tile of
 /// weight rows is decoded once into an L1/L2-sized F32 buffer and multiplied against every
 /// activation row; Q4_0/Q8_0/Q4_K with quantized activations use the integer GEMM of
-/// WeightMatrix.Int8Gemm.cs for both). Never dequantizes the whole tensor.
+/// WeightMatrix.Int8Gemm.cs for both). Never dequantizes the whole tensor. With interleaving on, Q4_0,
+/// Q8_0, Q4_K and (finite) F16 matrices also hold an 8-row interleaved decode copy (<see cref="InterleavedRows"/>)
+/// that MatVec streams instead of the file's rows, with bit-identical results.
 /// </summary>
 internal sealed unsafe partial class WeightMatrix
 {

@@ -190,7 +190,7 @@ public sealed unsafe class QuantizedGemmTests
         var rng = new Random(4242 + (int)f * 5 + (int)isa);
         foreach (int cols in f == GemmFormat.Q4_K ? new[] { 256, 1024 } : new[] { 32, 192 })
         {
-            int rows = 5 * InterleavedRows.GroupRows; // two pairs of groups and a single one (Q4_K)
+            int rows = 5 * InterleavedRows.GroupRows;
             byte[] w = RandomWeights(f, rows, cols, rng);
             byte[] xq = RandomActivations(f, 1, cols, rng);
             int rb = QuantizedGemm.WeightRowBytes(f, cols);
@@ -223,7 +223,7 @@ public sealed unsafe class QuantizedGemmTests
         var codec = CodecOf(f);
         var rng = new Random(77 + (int)f);
         int cols = f == GemmFormat.Q4_K ? 512 : 96;
-        foreach (int rows in new[] { 8, 45, 3, 32 }) // whole groups, groups plus a tail, tail only, group pairs
+        foreach (int rows in new[] { 8, 45, 3, 32 }) // whole groups, groups plus a tail, tail only
         {
             var values = new float[rows * cols];
             for (int i = 0; i < values.Length; i++) values[i] = (float)(rng.NextDouble() * 2 - 1);
