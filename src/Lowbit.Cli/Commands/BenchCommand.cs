@@ -81,11 +81,12 @@ public static class BenchCommand
                 KvCache = EngineCliOptions.ParseKv(pr.GetValue(eng.KvCache)!),
                 InterleavedDecode = !pr.GetValue(eng.NoInterleave),
             });
+            MachineLimits? before = pr.GetValue(noLimits) ? null : Bench.MeasureMachine(threads);
             var result = Bench.Run(engine, new BenchOptions
             {
                 PromptTokens = pr.GetValue(pp), GenerateTokens = pr.GetValue(tg), Repetitions = pr.GetValue(reps),
             }, new SyncProgress<string>(s => console.MarkupLine($"[grey]{Markup.Escape(s)}[/]")), ct);
-            MachineLimits? limits = pr.GetValue(noLimits) ? null : Bench.MeasureMachine(threads);
+            MachineLimits? limits = before is null ? null : MachineLimits.Around(before, Bench.MeasureMachine(threads));
             long bytes = m.Tensors.Sum(t => t.ByteCount), parameters = m.Tensors.Sum(t => t.ElementCount);
 
             var table = new Table().AddColumns("model", "size", "params", "backend", "threads", "test", "t/s", "of limit");
@@ -97,7 +98,7 @@ public static class BenchCommand
                 result.GenerateTokensPerSecond.ToString(), tgFrac);
             console.Write(table);
             if (limits is not null)
-                console.WriteLine($"machine: read bandwidth {limits.ReadBytesPerSecond / 1e9:F1} GB/s, triad {limits.TriadBytesPerSecond / 1e9:F1} GB/s, " +
+                console.WriteLine($"machine: read bandwidth {limits.ReadBandwidthText}, triad {limits.TriadBytesPerSecond / 1e9:F1} GB/s, " +
                                   $"FMA peak {limits.FlopsPerSecond / 1e9:F1} GFLOP/s ({limits.Threads} threads); decode reads {result.DecodeBytesPerToken / 1e6:F2} MB/token, " +
                                   $"prefill {result.PromptFlopsPerToken / 1e6:F1} MFLOP/token");
             if (pr.GetValue(json))
@@ -111,24 +112,25 @@ public static class BenchCommand
     {
         var parsedShapes = shapes.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(ParseShape).ToArray();
         var codecs = formats.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(CodecRegistry.Get).ToArray();
-        MachineLimits? limits = measureLimits ? Bench.MeasureMachine(threads) : null;
+        MachineLimits? before = measureLimits ? Bench.MeasureMachine(threads) : null;
         var results = new List<KernelSpeed>();
-        var table = new Table().AddColumns("format", "shape", "decode GB/s", "of bandwidth", $"prefill pp{prefillTokens} GOP/s", "of FLOP peak");
         foreach (var codec in codecs)
             foreach (var (rows, cols) in parsedShapes)
             {
                 console.MarkupLine($"[grey]{Markup.Escape($"{codec.Name} {rows}x{cols} ...")}[/]");
-                var r = KernelBench.Measure(codec, rows, cols, threads, decodeBytes: Math.Max(1, mib) * (1L << 20), prefillTokens: prefillTokens,
-                    interleave: interleave, cancel: ct);
-                results.Add(r);
-                table.AddTextRow(codec.Name, $"{rows}x{cols}", $"{r.DecodeBytesPerSecond / 1e9:F1}",
-                    limits is null ? "-" : $"{100 * r.DecodeFractionOfBandwidth(limits.ReadBytesPerSecond):F1}%",
-                    prefillTokens > 0 ? $"{2 * r.PrefillMultiplyAddsPerSecond / 1e9:F1}" : "-",
-                    limits is null || prefillTokens <= 0 ? "-" : $"{100 * r.PrefillFractionOfPeak(limits.FlopsPerSecond):F1}%");
+                results.Add(KernelBench.Measure(codec, rows, cols, threads, decodeBytes: Math.Max(1, mib) * (1L << 20), prefillTokens: prefillTokens,
+                    interleave: interleave, cancel: ct));
             }
+        MachineLimits? limits = before is null ? null : MachineLimits.Around(before, Bench.MeasureMachine(threads));
+        var table = new Table().AddColumns("format", "shape", "decode GB/s", "of bandwidth", $"prefill pp{prefillTokens} GOP/s", "of FLOP peak");
+        foreach (var r in results)
+            table.AddTextRow(r.Format, $"{r.Rows}x{r.Cols}", $"{r.DecodeBytesPerSecond / 1e9:F1}",
+                limits is null ? "-" : $"{100 * r.DecodeFractionOfBandwidth(limits.ReadBytesPerSecond):F1}%",
+                prefillTokens > 0 ? $"{2 * r.PrefillMultiplyAddsPerSecond / 1e9:F1}" : "-",
+                limits is null || prefillTokens <= 0 ? "-" : $"{100 * r.PrefillFractionOfPeak(limits.FlopsPerSecond):F1}%");
         console.Write(table);
         if (limits is not null)
-            console.WriteLine($"machine: read bandwidth {limits.ReadBytesPerSecond / 1e9:F1} GB/s, FMA peak {limits.FlopsPerSecond / 1e9:F1} GFLOP/s ({limits.Threads} threads); " +
+            console.WriteLine($"machine: read bandwidth {limits.ReadBandwidthText}, FMA peak {limits.FlopsPerSecond / 1e9:F1} GFLOP/s ({limits.Threads} threads); " +
                               "GOP = 2 × multiply-adds (integer kernels can exceed the float FMA peak)");
         if (json) Console.WriteLine(JsonSerializer.Serialize(new { kernels = results, limits }, JsonOutput.Options));
         return 0;

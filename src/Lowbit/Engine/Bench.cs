@@ -57,7 +57,30 @@ public sealed record BenchResult
 }
 
 /// <summary>Machine limits measured on this host.</summary>
-public sealed record MachineLimits(double ReadBytesPerSecond, double TriadBytesPerSecond, double FlopsPerSecond, int Threads, long BufferBytes);
+public sealed record MachineLimits(double ReadBytesPerSecond, double TriadBytesPerSecond, double FlopsPerSecond, int Threads, long BufferBytes)
+{
+    /// <summary>Read bandwidth of the two measurements averaged (0 when not an average).</summary>
+    public double ReadBytesPerSecondBefore { get; init; }
+    public double ReadBytesPerSecondAfter { get; init; }
+
+    /// <summary>
+    /// The mean of a measurement taken before a benchmark and one taken after it: on a shared machine the
+    /// bandwidth available moves by tens of percent within minutes, so a fraction is only meaningful
+    /// against limits measured around the run itself.
+    /// </summary>
+    public static MachineLimits Around(MachineLimits before, MachineLimits after) =>
+        new((before.ReadBytesPerSecond + after.ReadBytesPerSecond) / 2, (before.TriadBytesPerSecond + after.TriadBytesPerSecond) / 2,
+            (before.FlopsPerSecond + after.FlopsPerSecond) / 2, before.Threads, before.BufferBytes)
+        {
+            ReadBytesPerSecondBefore = before.ReadBytesPerSecond,
+            ReadBytesPerSecondAfter = after.ReadBytesPerSecond,
+        };
+
+    /// <summary>"47.1 GB/s" or, around a run, "47.1 GB/s (before 45.0, after 49.2)".</summary>
+    public string ReadBandwidthText => ReadBytesPerSecondBefore > 0
+        ? $"{ReadBytesPerSecond / 1e9:F1} GB/s (before {ReadBytesPerSecondBefore / 1e9:F1}, after {ReadBytesPerSecondAfter / 1e9:F1})"
+        : $"{ReadBytesPerSecond / 1e9:F1} GB/s";
+}
 
 /// <summary>
 /// Speed measurements: llama-bench-style pp/tg on an engine, and this machine's memory bandwidth

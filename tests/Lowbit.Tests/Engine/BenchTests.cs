@@ -33,6 +33,34 @@ public sealed class BenchTests
     }
 
     [Fact]
+    public void Limits_around_a_run_average_the_two_measurements()
+    {
+        var before = new MachineLimits(40e9, 42e9, 200e9, 2, 1 << 20);
+        var after = new MachineLimits(60e9, 62e9, 220e9, 2, 1 << 20);
+        var around = MachineLimits.Around(before, after);
+        Assert.Equal(50e9, around.ReadBytesPerSecond);
+        Assert.Equal(52e9, around.TriadBytesPerSecond);
+        Assert.Equal(210e9, around.FlopsPerSecond);
+        Assert.Contains("before 40.0, after 60.0", around.ReadBandwidthText);
+    }
+
+    [Theory]
+    [InlineData("q4_0")]
+    [InlineData("q4_K")]
+    [InlineData("f16")]
+    public void Kernel_bench_streams_distinct_matrices_and_reports_positive_rates(string format)
+    {
+        var codec = Lowbit.Formats.CodecRegistry.Get(format);
+        var r = KernelBench.Measure(codec, rows: 64, cols: 512, threads: 2, decodeBytes: 1 << 20, prefillTokens: 5, minSeconds: 0.01);
+        Assert.Equal(codec.TensorBytes(64, 512) * r.Matrices, r.WeightBytes);
+        Assert.True(r.WeightBytes >= 1 << 20, "the decode set covers the requested bytes");
+        Assert.True(r.DecodeBytesPerSecond > 1e6 && r.PrefillMultiplyAddsPerSecond > 1e6, $"{r}");
+        Assert.Equal(0.5, r.DecodeFractionOfBandwidth(2 * r.DecodeBytesPerSecond), 9);
+        Assert.Throws<LowbitException>(() => KernelBench.Measure(codec, rows: 0, cols: 512, threads: 1));
+        if (codec.BlockSize > 1) Assert.Throws<LowbitException>(() => KernelBench.Measure(codec, rows: 4, cols: 100, threads: 1));
+    }
+
+    [Fact]
     public void Measurement_is_mean_and_sample_standard_deviation()
     {
         var m = Measurement.Of([1.0, 2.0, 3.0]);

@@ -1,0 +1,36 @@
+using System.Text.Json;
+
+namespace Lowbit.Tests.Cli;
+
+/// <summary>`lowbit bench --kernels`: serialized with the other CLI tests (it swaps the process-wide console).</summary>
+[Collection("Lowbit CLI")]
+public sealed class BenchKernelsCliTests
+{
+    private static (int Code, string Stdout) RunCli(params string[] args)
+    {
+        var stdout = Console.Out;
+        var sw = new StringWriter();
+        Console.SetOut(sw);
+        try { return (global::Lowbit.Cli.Program.Main(args), sw.ToString()); }
+        finally { Console.SetOut(stdout); }
+    }
+
+    [Fact]
+    public void Kernel_bench_json_lists_one_result_per_format_and_shape()
+    {
+        var (code, stdout) = RunCli("bench", "--kernels", "q4_0,f16", "--kernel-shapes", "64x256", "--kernel-mib", "1", "-p", "4", "--no-limits", "--json");
+        Assert.Equal(0, code);
+        using var doc = JsonDocument.Parse(stdout.Trim()); // human output goes to stderr with --json
+        var kernels = doc.RootElement.GetProperty("kernels").EnumerateArray().ToList();
+        Assert.Equal(2, kernels.Count);
+        Assert.All(kernels, k => Assert.True(k.GetProperty("decode_bytes_per_second").GetDouble() > 0));
+        Assert.Equal(["q4_0", "f16"], kernels.Select(k => k.GetProperty("format").GetString()!).ToArray());
+    }
+
+    [Fact]
+    public void A_malformed_shape_is_a_clear_error()
+    {
+        var (code, _) = RunCli("bench", "--kernels", "q4_0", "--kernel-shapes", "64by256", "--no-limits");
+        Assert.NotEqual(0, code);
+    }
+}
