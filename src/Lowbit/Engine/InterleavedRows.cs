@@ -50,30 +50,18 @@ internal static unsafe class InterleavedRows
     /// <summary>Packs 8 consecutive encoded rows (<paramref name="rowBytes"/> apart) into one group.</summary>
     public static void PackGroup(GemmFormat f, byte* rows, int rowBytes, int cols, byte* dst)
     {
-        if (f == GemmFormat.Q4_0)
+        if (f is GemmFormat.Q4_0 or GemmFormat.Q8_0)
         {
+            // Per 32-value block: the 8 rows' fp16 scales, then each 4-byte slice of the codes for all 8 rows.
+            int blockBytes = f == GemmFormat.Q4_0 ? 18 : 34, slices = (blockBytes - 2) / 4, outBlock = f == GemmFormat.Q4_0 ? Q40Block : Q80Block;
             for (int b = 0; b < cols / 32; b++)
             {
-                byte* o = dst + b * Q40Block;
+                byte* o = dst + b * outBlock;
                 for (int r = 0; r < GroupRows; r++)
                 {
-                    byte* blk = rows + (long)r * rowBytes + b * 18;
+                    byte* blk = rows + (long)r * rowBytes + b * blockBytes;
                     ((ushort*)o)[r] = Unsafe.ReadUnaligned<ushort>(blk);
-                    for (int s = 0; s < 4; s++) Unsafe.WriteUnaligned(o + Q40Codes + 32 * s + 4 * r, Unsafe.ReadUnaligned<uint>(blk + 2 + 4 * s));
-                }
-            }
-            return;
-        }
-        if (f == GemmFormat.Q8_0)
-        {
-            for (int b = 0; b < cols / 32; b++)
-            {
-                byte* o = dst + b * Q80Block;
-                for (int r = 0; r < GroupRows; r++)
-                {
-                    byte* blk = rows + (long)r * rowBytes + b * 34;
-                    ((ushort*)o)[r] = Unsafe.ReadUnaligned<ushort>(blk);
-                    for (int s = 0; s < 8; s++) Unsafe.WriteUnaligned(o + Q80Codes + 32 * s + 4 * r, Unsafe.ReadUnaligned<uint>(blk + 2 + 4 * s));
+                    for (int s = 0; s < slices; s++) Unsafe.WriteUnaligned(o + 16 + 32 * s + 4 * r, Unsafe.ReadUnaligned<uint>(blk + 2 + 4 * s));
                 }
             }
             return;

@@ -11,18 +11,28 @@ internal sealed unsafe partial class WeightMatrix
     /// scalar integer-dot reference bit for bit, so one token (decode) and many (prefill) agree and
     /// nothing depends on the thread count.
     /// </summary>
+    /// <summary>
+    /// One activation vector quantized (VecDotCodec) into [0, xqRow) of a rented buffer, then prepared for the
+    /// integer kernels after it (<see cref="QuantizedGemm.PrepareActivations"/>). Return the buffer to ArrayPool.
+    /// </summary>
+    private byte[] QuantizeForDecode(GemmFormat format, GemmIsa isa, float[] x, int xOffset, out int xqRow)
+    {
+        xqRow = QuantizedGemm.QuantizedRowBytes(format, Cols);
+        int actStride = QuantizedGemm.ActivationStride(format, isa, Cols);
+        byte[] xq = ArrayPool<byte>.Shared.Rent(xqRow + actStride);
+        Codec.VecDotCodec!.QuantizeRows(x.AsSpan(xOffset, Cols), xq.AsSpan(0, xqRow), Cols, default);
+        QuantizedGemm.PrepareActivations(format, isa, xq.AsSpan(0, xqRow), Cols, xq.AsSpan(xqRow, actStride));
+        return xq;
+    }
+
     /// <summary>Decode through the integer GEMM's one-token kernel (Q4_0, Q8_0): the same per-row result as prefill.</summary>
     private void MatVecInt8(GemmFormat format, float[] x, int xOffset, float[] y, int yOffset, ParallelRunner par)
     {
         GemmIsa isa = QuantizedGemm.BestIsa;
         int cols = Cols;
-        int xqRow = QuantizedGemm.QuantizedRowBytes(format, cols);
-        int actStride = QuantizedGemm.ActivationStride(format, isa, cols);
-        byte[] xq = ArrayPool<byte>.Shared.Rent(xqRow + actStride);
+        byte[] xq = QuantizeForDecode(format, isa, x, xOffset, out int xqRow);
         try
         {
-            Codec.VecDotCodec!.QuantizeRows(x.AsSpan(xOffset, cols), xq.AsSpan(0, xqRow), cols, default);
-            QuantizedGemm.PrepareActivations(format, isa, xq.AsSpan(0, xqRow), cols, xq.AsSpan(xqRow, actStride));
             int chunkRows = par.ChunkSize(Rows, (long)Rows * cols, 16) & ~7;
             if (chunkRows == 0) chunkRows = 8;
             int chunks = (Rows + chunkRows - 1) / chunkRows;
@@ -42,13 +52,9 @@ internal sealed unsafe partial class WeightMatrix
     {
         GemmIsa isa = QuantizedGemm.BestIsa;
         int cols = Cols;
-        int xqRow = QuantizedGemm.QuantizedRowBytes(format, cols);
-        int actStride = QuantizedGemm.ActivationStride(format, isa, cols);
-        byte[] xq = ArrayPool<byte>.Shared.Rent(xqRow + actStride);
+        byte[] xq = QuantizeForDecode(format, isa, x, xOffset, out int xqRow);
         try
         {
-            Codec.VecDotCodec!.QuantizeRows(x.AsSpan(xOffset, cols), xq.AsSpan(0, xqRow), cols, default);
-            QuantizedGemm.PrepareActivations(format, isa, xq.AsSpan(0, xqRow), cols, xq.AsSpan(xqRow, actStride));
             int groups = Rows / InterleavedRows.GroupRows, tail = Rows - groups * InterleavedRows.GroupRows;
             int gb = InterleavedRows.GroupBytes(format, cols);
             int perChunk = Math.Max(1, par.ChunkSize(Rows, (long)Rows * cols, 16) / InterleavedRows.GroupRows);

@@ -8,14 +8,7 @@ namespace Lowbit.Tests.Cli;
 [Collection("Lowbit CLI")]
 public sealed class AdviseCliTests
 {
-    private static (int Code, string Stdout) RunCli(params string[] args)
-    {
-        var stdout = Console.Out;
-        var sw = new StringWriter();
-        Console.SetOut(sw);
-        try { return (global::Lowbit.Cli.Program.Main(args), sw.ToString()); }
-        finally { Console.SetOut(stdout); }
-    }
+    private static (int Code, string Stdout) RunCli(params string[] args) => CliHarness.InProcess(args);
 
     [Fact]
     public void Models_resolve_from_a_shape_name_a_config_json_or_a_model_directory()

@@ -6,14 +6,7 @@ namespace Lowbit.Tests.Cli;
 [Collection("Lowbit CLI")]
 public sealed class BenchKernelsCliTests
 {
-    private static (int Code, string Stdout) RunCli(params string[] args)
-    {
-        var stdout = Console.Out;
-        var sw = new StringWriter();
-        Console.SetOut(sw);
-        try { return (global::Lowbit.Cli.Program.Main(args), sw.ToString()); }
-        finally { Console.SetOut(stdout); }
-    }
+    private static (int Code, string Stdout) RunCli(params string[] args) => CliHarness.InProcess(args);
 
     [Fact]
     public void Kernel_bench_json_lists_one_result_per_format_and_shape()

@@ -45,4 +45,14 @@ public static class CliHarness
         }
         return new Result(p.ExitCode, stdout.Result, stderr.Result);
     }
+
+    /// <summary>Runs the CLI in this process, capturing stdout (callers sit in the "Lowbit CLI" collection: the console is process-wide).</summary>
+    public static (int Code, string Stdout) InProcess(params string[] args)
+    {
+        var stdout = Console.Out;
+        var sw = new StringWriter();
+        Console.SetOut(sw);
+        try { return (global::Lowbit.Cli.Program.Main(args), sw.ToString()); }
+        finally { Console.SetOut(stdout); }
+    }
 }

@@ -225,31 +225,8 @@ public sealed unsafe class QuantizedGemmTests
         int cols = f == GemmFormat.Q4_K ? 512 : 96;
         foreach (int rows in new[] { 8, 45, 3, 32 }) // whole groups, groups plus a tail, tail only
         {
-            var values = new float[rows * cols];
-            for (int i = 0; i < values.Length; i++) values[i] = (float)(rng.NextDouble() * 2 - 1);
-            var data = new byte[codec.TensorBytes(rows, cols)];
-            codec.QuantizeTensor(values, data, rows, cols, default);
-            var tensor = new Lowbit.Model.ModelTensor("w", [rows, cols], codec, data);
-            var interleaved = new WeightMatrix(tensor, useQuantizedActivations: true, interleave: true);
-            var plain = new WeightMatrix(tensor, useQuantizedActivations: true);
-            Assert.Equal(InterleavedRows.IsSupported(f) && rows >= 8, interleaved.InterleavedBytes > 0);
-            var x = new float[3 * cols];
-            for (int i = 0; i < x.Length; i++) x[i] = (float)(rng.NextDouble() * 4 - 2);
-            var par = new ParallelRunner(2);
-            var batch = new float[3 * rows];
-            plain.MatMul(x, 0, 3, batch, 0, par);
-            for (int t = 0; t < 3; t++)
-            {
-                var a = new float[rows];
-                var b = new float[rows];
-                interleaved.MatVec(x, t * cols, a, 0, par);
-                plain.MatVec(x, t * cols, b, 0, par);
-                for (int r = 0; r < rows; r++)
-                {
-                    Assert.Equal(BitConverter.SingleToInt32Bits(b[r]), BitConverter.SingleToInt32Bits(a[r]));
-                    Assert.Equal(BitConverter.SingleToInt32Bits(batch[t * rows + r]), BitConverter.SingleToInt32Bits(a[r]));
-                }
-            }
+            bool copied = InterleavedDecodeCheck.Run(codec, rows, cols, tokens: 3, rng);
+            Assert.Equal(InterleavedRows.IsSupported(f) && rows >= 8, copied);
         }
     }
 
@@ -281,31 +258,44 @@ public sealed class InterleavedF16Tests
         var rng = new Random(3);
         foreach (var (rows, cols) in new[] { (8, 64), (45, 200), (5, 64), (16, 36) }) // groups, groups + tail, tail only, cols % 8 ≠ 0
         {
-            var values = new float[rows * cols];
-            for (int i = 0; i < values.Length; i++) values[i] = (float)(rng.NextDouble() * 2 - 1);
-            var data = new byte[codec.TensorBytes(rows, cols)];
-            codec.QuantizeTensor(values, data, rows, cols, default);
-            var tensor = new Lowbit.Model.ModelTensor("w", [rows, cols], codec, data);
-            var interleaved = new WeightMatrix(tensor, useQuantizedActivations: true, interleave: true);
-            var plain = new WeightMatrix(tensor, useQuantizedActivations: true);
-            Assert.Equal(rows >= 8 && cols % 8 == 0 && InterleavedRows.F16Supported(cols), interleaved.InterleavedBytes > 0);
-            var x = new float[2 * cols];
-            for (int i = 0; i < x.Length; i++) x[i] = (float)(rng.NextDouble() * 4 - 2);
-            var par = new ParallelRunner(2);
-            var batch = new float[2 * rows];
-            plain.MatMul(x, 0, 2, batch, 0, par);
-            for (int t = 0; t < 2; t++)
+            bool copied = InterleavedDecodeCheck.Run(codec, rows, cols, tokens: 2, rng);
+            Assert.Equal(rows >= 8 && cols % 8 == 0 && InterleavedRows.F16Supported(cols), copied);
+        }
+    }
+}
+
+/// <summary>
+/// Random weights in a codec; decode (MatVec) with the interleaved copy must equal decode without it and
+/// prefill (MatMul) bit for bit, token by token. Returns whether the matrix got an interleaved copy.
+/// </summary>
+internal static class InterleavedDecodeCheck
+{
+    public static bool Run(TensorCodec codec, int rows, int cols, int tokens, Random rng)
+    {
+        var values = new float[rows * cols];
+        for (int i = 0; i < values.Length; i++) values[i] = (float)(rng.NextDouble() * 2 - 1);
+        var data = new byte[codec.TensorBytes(rows, cols)];
+        codec.QuantizeTensor(values, data, rows, cols, default);
+        var tensor = new Lowbit.Model.ModelTensor("w", [rows, cols], codec, data);
+        var interleaved = new WeightMatrix(tensor, useQuantizedActivations: true, interleave: true);
+        var plain = new WeightMatrix(tensor, useQuantizedActivations: true);
+        var x = new float[tokens * cols];
+        for (int i = 0; i < x.Length; i++) x[i] = (float)(rng.NextDouble() * 4 - 2);
+        var par = new ParallelRunner(2);
+        var batch = new float[tokens * rows];
+        plain.MatMul(x, 0, tokens, batch, 0, par);
+        for (int t = 0; t < tokens; t++)
+        {
+            var a = new float[rows];
+            var b = new float[rows];
+            interleaved.MatVec(x, t * cols, a, 0, par);
+            plain.MatVec(x, t * cols, b, 0, par);
+            for (int r = 0; r < rows; r++)
             {
-                var a = new float[rows];
-                var b = new float[rows];
-                interleaved.MatVec(x, t * cols, a, 0, par);
-                plain.MatVec(x, t * cols, b, 0, par);
-                for (int r = 0; r < rows; r++)
-                {
-                    Assert.Equal(BitConverter.SingleToInt32Bits(b[r]), BitConverter.SingleToInt32Bits(a[r]));
-                    Assert.Equal(BitConverter.SingleToInt32Bits(batch[t * rows + r]), BitConverter.SingleToInt32Bits(a[r]));
-                }
+                Assert.Equal(BitConverter.SingleToInt32Bits(b[r]), BitConverter.SingleToInt32Bits(a[r]));
+                Assert.Equal(BitConverter.SingleToInt32Bits(batch[t * rows + r]), BitConverter.SingleToInt32Bits(a[r]));
             }
         }
+        return interleaved.InterleavedBytes > 0;
     }
 }
