@@ -17,6 +17,10 @@ public sealed unsafe class InferenceEngine
         public required float[] AttnNorm, FfnNorm;
         public float[]? QBias, KBias, VBias, QNorm, KNorm;
         public required WeightMatrix Wq, Wk, Wv, Wo, Gate, Up, Down;
+        private WeightMatrix[]? _qkv, _gateUp;
+        /// <summary>The products that read the same input, for one fused decode step each.</summary>
+        public WeightMatrix[] Qkv => _qkv ??= [Wq, Wk, Wv];
+        public WeightMatrix[] GateUp => _gateUp ??= [Gate, Up];
     }
 
     private readonly ModelConfig _cfg;
@@ -261,9 +265,13 @@ public sealed unsafe class InferenceEngine
         var L = _layers[l];
         RmsNorm(_x, _xb, n, h, L.AttnNorm);
         Observer?.Observe(l, LinearInput.Attention, _xb.AsSpan(0, n * h), n, h);
-        L.Wq.MatMul(_xb, 0, n, _q, 0, _par);
-        L.Wk.MatMul(_xb, 0, n, _k, 0, _par);
-        L.Wv.MatMul(_xb, 0, n, _v, 0, _par);
+        if (n == 1) WeightMatrix.MatVecShared(L.Qkv, [_q, _k, _v], _xb, 0, _par);
+        else
+        {
+            L.Wq.MatMul(_xb, 0, n, _q, 0, _par);
+            L.Wk.MatMul(_xb, 0, n, _k, 0, _par);
+            L.Wv.MatMul(_xb, 0, n, _v, 0, _par);
+        }
         if (L.QBias is not null) AddBias(_q, n, L.QBias);
         if (L.KBias is not null) AddBias(_k, n, L.KBias);
         if (L.VBias is not null) AddBias(_v, n, L.VBias);
@@ -280,8 +288,12 @@ public sealed unsafe class InferenceEngine
 
         RmsNorm(_x, _xb, n, h, L.FfnNorm);
         Observer?.Observe(l, LinearInput.Ffn, _xb.AsSpan(0, n * h), n, h);
-        L.Gate.MatMul(_xb, 0, n, _hb, 0, _par);
-        L.Up.MatMul(_xb, 0, n, _hb2, 0, _par);
+        if (n == 1) WeightMatrix.MatVecShared(L.GateUp, [_hb, _hb2], _xb, 0, _par);
+        else
+        {
+            L.Gate.MatMul(_xb, 0, n, _hb, 0, _par);
+            L.Up.MatMul(_xb, 0, n, _hb2, 0, _par);
+        }
         SwiGlu(n, ff);
         Observer?.Observe(l, LinearInput.FfnDown, _hb.AsSpan(0, n * ff), n, ff);
         L.Down.MatMul(_hb, 0, n, _xb2, 0, _par);

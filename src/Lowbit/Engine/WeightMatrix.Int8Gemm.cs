@@ -51,36 +51,86 @@ internal sealed unsafe partial class WeightMatrix
     private void MatVecInterleaved(GemmFormat format, float[] x, int xOffset, float[] y, int yOffset, ParallelRunner par)
     {
         GemmIsa isa = QuantizedGemm.BestIsa;
-        int cols = Cols;
         byte[] xq = QuantizeForDecode(format, isa, x, xOffset, out int xqRow);
         try
         {
-            int groups = Rows / InterleavedRows.GroupRows, tail = Rows - groups * InterleavedRows.GroupRows;
-            int gb = InterleavedRows.GroupBytes(format, cols);
-            int perChunk = Math.Max(1, par.ChunkSize(Rows, (long)Rows * cols, 16) / InterleavedRows.GroupRows);
-            int chunks = (groups + perChunk - 1) / perChunk;
-            par.For(chunks + (tail > 0 ? 1 : 0), (long)Rows * cols < MatVecSerialThreshold, c =>
+            int items = InterleavedItems(par, out int perChunk);
+            par.For(items, (long)Rows * Cols < MatVecSerialThreshold, c => InterleavedItem(format, isa, c, perChunk, xq, xqRow, y, yOffset));
+        }
+        finally { ArrayPool<byte>.Shared.Return(xq); }
+    }
+
+    /// <summary>
+    /// Decode products of matrices that read the same activation (q/k/v, gate/up): when all have interleaved
+    /// copies of one format and width, the activation is quantized once and all rows run as one parallel step
+    /// (fewer, fuller steps: k and v alone are too small to keep two threads busy). Otherwise one MatVec each.
+    /// The per-row arithmetic is MatVec's, so the results are the same bits.
+    /// </summary>
+    public static void MatVecShared(WeightMatrix[] matrices, float[][] outputs, float[] x, int xOffset, ParallelRunner par)
+    {
+        var first = matrices[0];
+        bool fused = first._interleaved is not null && first._int8Gemm is not null;
+        foreach (var m in matrices)
+            fused &= m._interleaved is not null && m._int8Gemm == first._int8Gemm && m.Cols == first.Cols;
+        if (!fused)
+        {
+            for (int i = 0; i < matrices.Length; i++) matrices[i].MatVec(x, xOffset, outputs[i], 0, par);
+            return;
+        }
+        GemmFormat format = first._int8Gemm!.Value;
+        GemmIsa isa = QuantizedGemm.BestIsa;
+        byte[] xq = first.QuantizeForDecode(format, isa, x, xOffset, out int xqRow);
+        try
+        {
+            var starts = new int[matrices.Length + 1];
+            var perChunk = new int[matrices.Length];
+            long work = 0;
+            for (int i = 0; i < matrices.Length; i++)
             {
-                byte* pi = _interleaved!.Pointer;
-                fixed (byte* pw = Data.Span) fixed (byte* pq = xq) fixed (float* py = y)
-                {
-                    if (c == chunks)
-                    {
-                        int r0 = groups * InterleavedRows.GroupRows;
-                        if (format == GemmFormat.Q4_K)
-                            Codec.DotRowsQuantized(new ReadOnlySpan<byte>(pw + r0 * _rowBytes, tail * (int)_rowBytes), tail,
-                                new ReadOnlySpan<byte>(pq, xqRow), new Span<float>(py + yOffset + r0, tail));
-                        else
-                            QuantizedGemm.MultiplyRowsOneToken(format, isa, pw + r0 * _rowBytes, (int)_rowBytes, tail, cols, pq + xqRow,
-                                new ReadOnlySpan<byte>(pq, xqRow), py + yOffset + r0);
-                        return;
-                    }
-                    int g0 = c * perChunk, count = Math.Min(perChunk, groups - g0);
-                    InterleavedRows.Multiply(format, isa, pi + (long)g0 * gb, count, cols, pq + xqRow, py + yOffset + g0 * InterleavedRows.GroupRows);
-                }
+                starts[i + 1] = starts[i] + matrices[i].InterleavedItems(par, out perChunk[i]);
+                work += (long)matrices[i].Rows * matrices[i].Cols;
+            }
+            par.For(starts[^1], work < MatVecSerialThreshold, item =>
+            {
+                int i = 0;
+                while (item >= starts[i + 1]) i++;
+                matrices[i].InterleavedItem(format, isa, item - starts[i], perChunk[i], xq, xqRow, outputs[i], 0);
             });
         }
         finally { ArrayPool<byte>.Shared.Return(xq); }
+    }
+
+    /// <summary>Work items of an interleaved decode: chunks of whole groups, then one item for the Rows mod 8 tail rows.</summary>
+    private int InterleavedItems(ParallelRunner par, out int perChunk)
+    {
+        int groups = Rows / InterleavedRows.GroupRows, tail = Rows - groups * InterleavedRows.GroupRows;
+        perChunk = Math.Max(1, par.ChunkSize(Rows, (long)Rows * Cols, 16) / InterleavedRows.GroupRows);
+        return (groups + perChunk - 1) / perChunk + (tail > 0 ? 1 : 0);
+    }
+
+    private void InterleavedItem(GemmFormat format, GemmIsa isa, int c, int perChunk, byte[] xq, int xqRow, float[] y, int yOffset)
+    {
+        int cols = Cols;
+        int groups = Rows / InterleavedRows.GroupRows, tail = Rows - groups * InterleavedRows.GroupRows;
+        int chunks = (groups + perChunk - 1) / perChunk;
+        byte* pi = _interleaved!.Pointer;
+        fixed (byte* pw = Data.Span) fixed (byte* pq = xq) fixed (float* py = y)
+        {
+            if (c == chunks)
+            {
+                int r0 = groups * InterleavedRows.GroupRows;
+                if (format == GemmFormat.Q4_K)
+                    Codec.DotRowsQuantized(new ReadOnlySpan<byte>(pw + r0 * _rowBytes, tail * (int)_rowBytes), tail,
+                        new ReadOnlySpan<byte>(pq, xqRow), new Span<float>(py + yOffset + r0, tail));
+                else
+                    QuantizedGemm.MultiplyRowsOneToken(format, isa, pw + r0 * _rowBytes, (int)_rowBytes, tail, cols, pq + xqRow,
+                        new ReadOnlySpan<byte>(pq, xqRow), py + yOffset + r0);
+                return;
+            }
+            int g0 = c * perChunk, count = Math.Min(perChunk, groups - g0);
+            InterleavedRows.Multiply(format, isa, pi + (long)g0 * InterleavedRows.GroupBytes(format, cols), count, cols, pq + xqRow,
+                py + yOffset + g0 * InterleavedRows.GroupRows);
+        }
     }
 
     private void MatMulInt8(GemmFormat format, float[] x, int xOffset, int n, float[] y, int yOffset, ParallelRunner par)

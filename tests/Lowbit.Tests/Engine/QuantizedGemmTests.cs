@@ -264,6 +264,41 @@ public sealed class InterleavedF16Tests
     }
 }
 
+/// <summary>Fused decode of matrices sharing one input (q/k/v, gate/up) gives each matrix's own MatVec bits.</summary>
+public sealed class SharedInputDecodeTests
+{
+    [Theory]
+    [InlineData("q4_K", "q4_K", "q4_K")]
+    [InlineData("q4_0", "q4_0", "q4_0")]
+    [InlineData("q8_0", "q8_0", "q8_0")]
+    [InlineData("q4_0", "q8_0", "f16")] // mixed formats: one MatVec each
+    public void Fused_decode_equals_separate_products(string f0, string f1, string f2)
+    {
+        var rng = new Random(11);
+        int cols = 512;
+        var matrices = new[] { (f0, 40), (f1, 8), (f2, 13) }.Select(p =>
+        {
+            var codec = CodecRegistry.Get(p.Item1);
+            var values = new float[p.Item2 * cols];
+            for (int i = 0; i < values.Length; i++) values[i] = (float)(rng.NextDouble() * 2 - 1);
+            var data = new byte[codec.TensorBytes(p.Item2, cols)];
+            codec.QuantizeTensor(values, data, p.Item2, cols, default);
+            return new WeightMatrix(new Lowbit.Model.ModelTensor("w", [p.Item2, cols], codec, data), useQuantizedActivations: true, interleave: true);
+        }).ToArray();
+        var x = new float[cols];
+        for (int i = 0; i < cols; i++) x[i] = (float)(rng.NextDouble() * 4 - 2);
+        var par = new ParallelRunner(2);
+        var fused = matrices.Select(m => new float[m.Rows]).ToArray();
+        WeightMatrix.MatVecShared(matrices, fused, x, 0, par);
+        for (int i = 0; i < matrices.Length; i++)
+        {
+            var alone = new float[matrices[i].Rows];
+            matrices[i].MatVec(x, 0, alone, 0, par);
+            Assert.Equal(alone.Select(BitConverter.SingleToInt32Bits), fused[i].Select(BitConverter.SingleToInt32Bits));
+        }
+    }
+}
+
 /// <summary>
 /// Random weights in a codec; decode (MatVec) with the interleaved copy must equal decode without it and
 /// prefill (MatMul) bit for bit, token by token. Returns whether the matrix got an interleaved copy.
