@@ -37,14 +37,20 @@ internal static class KQuantMath
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static ushort ToHalfBits(float v) => BitConverter.HalfToUInt16Bits((Half)v);
 
+    /// <summary>FP16 bits → FP32 (exact), through System.Half.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float FromHalfBits(ushort bits) => (float)BitConverter.UInt16BitsToHalf(bits);
+
     /// <summary>
-    /// FP16 bits → FP32, exact and bit-identical to <c>(float)Half</c> on all 65,536 patterns, inlined:
-    /// the library conversion is a call, which cost the K-quant kernels more than their arithmetic.
+    /// <see cref="FromHalfBits"/> as inline integer and float operations, bit-identical on all 65,536
+    /// patterns. System.Half's operator is an out-of-line call, and every call spills the live vector
+    /// registers (all caller-saved): kernels that convert several scales while holding accumulators
+    /// (Q4_K four rows, the legacy block kernels) use this; single-row kernels measured faster with the call.
     /// The 15 magnitude bits shifted left by 13 are the value · 2^-112 as an FP32 (subnormals land on
     /// normals or subnormals, never rounded), so multiplying by 2^112 is exact.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static float FromHalfBits(ushort bits)
+    public static float FromHalfBitsInline(ushort bits)
     {
         uint h = bits;
         uint shifted = (h & 0x7FFF) << 13;

@@ -693,8 +693,8 @@ internal static unsafe class LegacyKernels
         }
     }
 
-    /// <summary>Reads an fp16 value (inlined exact conversion, see <see cref="KQuantMath.FromHalfBits"/>).</summary>
+    /// <summary>Reads an fp16 value (inlined exact conversion, see <see cref="KQuantMath.FromHalfBitsInline"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static float F16(byte* p) => KQuantMath.FromHalfBits(Unsafe.ReadUnaligned<ushort>(p));
+    public static float F16(byte* p) => KQuantMath.FromHalfBitsInline(Unsafe.ReadUnaligned<ushort>(p));
 
 }

@@ -300,10 +300,10 @@ public sealed class Q4_KCodec : KQuantCodec
             var h = Avx2.HorizontalAdd(Avx2.HorizontalAdd(acc0, acc1), Avx2.HorizontalAdd(acc2, acc3));
             Vector128<int> sumi = Sse2.Add(h.GetLower(), h.GetUpper());
             Vector128<int> summ = Ssse3.HorizontalAdd(Ssse3.HorizontalAdd(m0, m1), Ssse3.HorizontalAdd(m2, m3));
-            sum0 += KQuantMath.FromHalfBits(*(ushort*)x0) * yd * sumi.GetElement(0) - KQuantMath.FromHalfBits(*(ushort*)(x0 + 2)) * yd * summ.GetElement(0);
-            sum1 += KQuantMath.FromHalfBits(*(ushort*)x1) * yd * sumi.GetElement(1) - KQuantMath.FromHalfBits(*(ushort*)(x1 + 2)) * yd * summ.GetElement(1);
-            sum2 += KQuantMath.FromHalfBits(*(ushort*)x2) * yd * sumi.GetElement(2) - KQuantMath.FromHalfBits(*(ushort*)(x2 + 2)) * yd * summ.GetElement(2);
-            sum3 += KQuantMath.FromHalfBits(*(ushort*)x3) * yd * sumi.GetElement(3) - KQuantMath.FromHalfBits(*(ushort*)(x3 + 2)) * yd * summ.GetElement(3);
+            sum0 += KQuantMath.FromHalfBitsInline(*(ushort*)x0) * yd * sumi.GetElement(0) - KQuantMath.FromHalfBitsInline(*(ushort*)(x0 + 2)) * yd * summ.GetElement(0);
+            sum1 += KQuantMath.FromHalfBitsInline(*(ushort*)x1) * yd * sumi.GetElement(1) - KQuantMath.FromHalfBitsInline(*(ushort*)(x1 + 2)) * yd * summ.GetElement(1);
+            sum2 += KQuantMath.FromHalfBitsInline(*(ushort*)x2) * yd * sumi.GetElement(2) - KQuantMath.FromHalfBitsInline(*(ushort*)(x2 + 2)) * yd * summ.GetElement(2);
+            sum3 += KQuantMath.FromHalfBitsInline(*(ushort*)x3) * yd * sumi.GetElement(3) - KQuantMath.FromHalfBitsInline(*(ushort*)(x3 + 2)) * yd * summ.GetElement(3);
         }
         output[0] = sum0; output[1] = sum1; output[2] = sum2; output[3] = sum3;
     }

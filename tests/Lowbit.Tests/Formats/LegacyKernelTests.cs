@@ -270,7 +270,7 @@ public sealed class LegacyHalfTests
             ushort h = (ushort)bits;
             float expected = (float)BitConverter.UInt16BitsToHalf(h);
             float actual = Lowbit.Formats.LegacyKernels.F16((byte*)&h);
-            float kquant = Lowbit.Formats.KQuantMath.FromHalfBits(h);
+            float kquant = Lowbit.Formats.KQuantMath.FromHalfBitsInline(h);
             Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(actual),
                 $"0x{bits:x4}: expected {expected:R}, got {actual:R}");
             Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(kquant),
