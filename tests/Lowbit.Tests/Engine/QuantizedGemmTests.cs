@@ -188,7 +188,7 @@ public sealed unsafe class QuantizedGemmTests
         var isa = Enum.Parse<GemmIsa>(isaName);
         if (!QuantizedGemm.IsSupported(isa) || !InterleavedRows.IsSupported(f)) return;
         var rng = new Random(4242 + (int)f * 5 + (int)isa);
-        foreach (int cols in f == GemmFormat.Q4_K ? new[] { 256, 1024 } : new[] { 32, 192 })
+        foreach (int cols in f == GemmFormat.Q4_K ? new[] { 256, 1024, 2560 } : new[] { 32, 192, 2144 })
         {
             int rows = 5 * InterleavedRows.GroupRows;
             byte[] w = RandomWeights(f, rows, cols, rng);
