@@ -100,11 +100,20 @@ internal sealed unsafe partial class WeightMatrix
         finally { ArrayPool<byte>.Shared.Return(xq); }
     }
 
+    private const int MinItemBytes = 1 << 20;
+
     /// <summary>Work items of an interleaved decode: chunks of whole groups, then one item for the Rows mod 8 tail rows.</summary>
     private int InterleavedItems(ParallelRunner par, out int perChunk)
     {
-        int groups = Rows / InterleavedRows.GroupRows, tail = Rows - groups * InterleavedRows.GroupRows;
-        perChunk = Math.Max(1, par.ChunkSize(Rows, (long)Rows * Cols, 16) / InterleavedRows.GroupRows);
+        int tail = Rows % InterleavedRows.GroupRows;
+        // At least ~1 MiB of weights per item: every item is a fresh sequential stream the hardware prefetcher has
+        // to ramp up on, and 37-147 KB items (q/k/v at eight items per thread) ran 20-25 % slower.
+        int gb = InterleavedRows.GroupBytes(_int8Gemm!.Value, Cols);
+        // ... but never fewer items than threads when the groups allow it.
+        int groups = Rows / InterleavedRows.GroupRows;
+        perChunk = Math.Max(par.ChunkSize(Rows, (long)Rows * Cols, 16) / InterleavedRows.GroupRows,
+                            Math.Min((MinItemBytes + gb - 1) / gb, (groups + par.Threads - 1) / par.Threads));
+        perChunk = Math.Max(1, perChunk);
         return (groups + perChunk - 1) / perChunk + (tail > 0 ? 1 : 0);
     }
 

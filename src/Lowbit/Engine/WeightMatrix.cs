@@ -152,7 +152,9 @@ internal sealed unsafe partial class WeightMatrix
         try
         {
             int chunkRows = par.ChunkSize(Rows, (long)Rows * Cols, 16);
-            if (_interleaved is not null) chunkRows = (chunkRows + InterleavedRows.GroupRows - 1) & ~(InterleavedRows.GroupRows - 1); // whole groups
+            if (_interleaved is not null) // whole groups, ~1 MiB or more per item (see InterleavedItems)
+                chunkRows = (Math.Max(chunkRows, Math.Min((int)(MinItemBytes / _rowBytes), (Rows + par.Threads - 1) / par.Threads))
+                             + InterleavedRows.GroupRows - 1) & ~(InterleavedRows.GroupRows - 1);
             int chunks = (Rows + chunkRows - 1) / chunkRows;
             par.For(chunks, (long)Rows * Cols < MatVecSerialThreshold, c =>
             {
