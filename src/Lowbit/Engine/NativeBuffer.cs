@@ -33,8 +33,6 @@ internal sealed unsafe class NativeBuffer : IDisposable
 
     public byte* Pointer => _pointer != null ? _pointer : throw new ObjectDisposedException(nameof(NativeBuffer));
 
-    public Span<byte> Span => new(Pointer, checked((int)Length));
-
     [DllImport("libc", EntryPoint = "madvise", SetLastError = false)]
     private static extern int Madvise(void* address, nuint length, int advice);
 

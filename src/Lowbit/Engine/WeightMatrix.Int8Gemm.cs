@@ -140,6 +140,7 @@ internal sealed unsafe partial class WeightMatrix
             InterleavedRows.Multiply(format, isa, pi + (long)g0 * InterleavedRows.GroupBytes(format, cols), count, cols, pq + xqRow,
                 py + yOffset + g0 * InterleavedRows.GroupRows);
         }
+        GC.KeepAlive(_interleaved); // the kernels read through a raw pointer into it
     }
 
     private void MatMulInt8(GemmFormat format, float[] x, int xOffset, int n, float[] y, int yOffset, ParallelRunner par)

@@ -192,6 +192,7 @@ internal sealed unsafe partial class WeightMatrix
                         {
                             InterleavedRows.MultiplyF16(_interleaved.Pointer + (long)(r0 / InterleavedRows.GroupRows) * InterleavedRows.F16GroupBytes(Cols),
                                 groups / InterleavedRows.GroupRows, Cols, xv, py + yOffset + r0);
+                            GC.KeepAlive(_interleaved);
                             r += groups;
                         }
                     }
