@@ -3,7 +3,7 @@ using System.Runtime.InteropServices;
 namespace Lowbit.Engine;
 
 /// <summary>
-/// Unmanaged, 2 MiB-aligned memory for weights the engine streams every token. On Linux it asks for
+/// Unmanaged memory (2 MiB-aligned from 2 MiB up) for weights the engine streams every token. On Linux it asks for
 /// transparent huge pages (madvise MADV_HUGEPAGE; this machine's default is "madvise", so the managed
 /// heap gets 4 KiB pages): with 4 KiB pages every 4 KiB of a weight stream costs a TLB miss and stops
 /// the hardware prefetcher at the page boundary. Without huge pages it is ordinary memory.
@@ -18,10 +18,14 @@ internal sealed unsafe class NativeBuffer : IDisposable
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(length);
         Length = length;
-        nuint size = ((nuint)length + HugePage - 1) & ~(HugePage - 1);
-        _pointer = (byte*)NativeMemory.AlignedAlloc(size, HugePage);
+        // Huge-page alignment only for buffers of at least one huge page, and no rounding up to whole huge pages:
+        // a small matrix must not cost 2 MiB, and the partial last one stays in 4 KiB pages (madvise covers only
+        // the buffer, so the kernel never backs the tail with a huge page).
+        bool huge = (nuint)length >= HugePage;
+        nuint size = ((nuint)length + 4095) & ~(nuint)4095;
+        _pointer = (byte*)NativeMemory.AlignedAlloc(size, huge ? HugePage : 64);
         GC.AddMemoryPressure(length);
-        if (OperatingSystem.IsLinux())
+        if (huge && OperatingSystem.IsLinux())
         {
             try { _ = Madvise(_pointer, size, MadvHugepage); } // best effort: an error only means 4 KiB pages
             catch (DllNotFoundException) { }
