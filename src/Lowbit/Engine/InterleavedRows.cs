@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
+using Lowbit.Formats;
 
 namespace Lowbit.Engine;
 
@@ -76,9 +77,7 @@ internal static unsafe class InterleavedRows
                 ((ushort*)o)[r] = Unsafe.ReadUnaligned<ushort>(x);
                 ((ushort*)(o + KDmin))[r] = Unsafe.ReadUnaligned<ushort>(x + 2);
                 // The 12 packed bytes → 8 six-bit scales and 8 six-bit mins (get_scale_min_k4).
-                uint u0 = Unsafe.ReadUnaligned<uint>(x + 4), u1 = Unsafe.ReadUnaligned<uint>(x + 8), u2 = Unsafe.ReadUnaligned<uint>(x + 12);
-                ulong scales = (u0 & 0x3f3f3f3fu) | (ulong)((u2 & 0x0f0f0f0fu) | (((u0 >> 6) & 0x03030303u) << 4)) << 32;
-                ulong mins = (u1 & 0x3f3f3f3fu) | (ulong)(((u2 >> 4) & 0x0f0f0f0fu) | (((u1 >> 6) & 0x03030303u) << 4)) << 32;
+                KQuantMath.UnpackScaleMinK4(x + 4, out ulong scales, out ulong mins);
                 for (int g = 0; g < 8; g++)
                 {
                     o[KSc + 8 * g + r] = (byte)(scales >> (8 * g));

@@ -221,9 +221,7 @@ internal static unsafe class QuantizedGemm
                 d[row] = KQuantMath.FromHalfBits(*(ushort*)x);
                 dmin[row] = KQuantMath.FromHalfBits(*(ushort*)(x + 2));
                 // The 12 packed bytes → 8 six-bit scales and 8 six-bit mins (get_scale_min_k4, all at once).
-                uint u0 = *(uint*)(x + 4), u1 = *(uint*)(x + 8), u2 = *(uint*)(x + 12);
-                ulong scales = (u0 & 0x3f3f3f3fu) | (ulong)((u2 & 0x0f0f0f0fu) | (((u0 >> 6) & 0x03030303u) << 4)) << 32;
-                ulong mins = (u1 & 0x3f3f3f3fu) | (ulong)(((u2 >> 4) & 0x0f0f0f0fu) | (((u1 >> 6) & 0x03030303u) << 4)) << 32;
+                KQuantMath.UnpackScaleMinK4(x + 4, out ulong scales, out ulong mins);
                 for (int s = 0; s < 8; s++) sc[16 * s + row] = (int)((scales >> (8 * s)) & 0xFF);
                 for (int k = 0; k < 4; k++)
                     mp[16 * k + row] = (int)((mins >> (16 * k)) & 0xFF) | (int)((mins >> (16 * k + 8)) & 0xFF) << 16;

@@ -37,6 +37,18 @@ internal static class KQuantMath
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static ushort ToHalfBits(float v) => BitConverter.HalfToUInt16Bits((Half)v);
 
+    /// <summary>
+    /// All eight 6-bit scales and mins of a Q4_K/Q5_K super-block at once from its 12 packed bytes
+    /// (<see cref="GetScaleMinK4"/> for j = 0..7): byte j of <paramref name="scales"/> / <paramref name="mins"/> is scale / min j.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe void UnpackScaleMinK4(byte* packed, out ulong scales, out ulong mins)
+    {
+        uint u0 = Unsafe.ReadUnaligned<uint>(packed), u1 = Unsafe.ReadUnaligned<uint>(packed + 4), u2 = Unsafe.ReadUnaligned<uint>(packed + 8);
+        scales = (u0 & 0x3f3f3f3fu) | (ulong)((u2 & 0x0f0f0f0fu) | (((u0 >> 6) & 0x03030303u) << 4)) << 32;
+        mins = (u1 & 0x3f3f3f3fu) | (ulong)(((u2 >> 4) & 0x0f0f0f0fu) | (((u1 >> 6) & 0x03030303u) << 4)) << 32;
+    }
+
     /// <summary>FP16 bits → FP32 (exact), through System.Half.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float FromHalfBits(ushort bits) => (float)BitConverter.UInt16BitsToHalf(bits);

@@ -200,9 +200,7 @@ public sealed class Q4_KCodec : KQuantCodec
                 float yd = *(float*)y;
 
                 // 12 packed bytes → 8 scale bytes (scales03, scales47) and 8 min bytes (mins03, mins47).
-                uint u0 = *(uint*)(x + 4), u1 = *(uint*)(x + 8), u2 = *(uint*)(x + 12);
-                ulong scales = (u0 & 0x3f3f3f3fu) | (ulong)((u2 & 0x0f0f0f0fu) | (((u0 >> 6) & 0x03030303u) << 4)) << 32;
-                ulong mins = (u1 & 0x3f3f3f3fu) | (ulong)(((u2 >> 4) & 0x0f0f0f0fu) | (((u1 >> 6) & 0x03030303u) << 4)) << 32;
+                KQuantMath.UnpackScaleMinK4(x + 4, out ulong scales, out ulong mins);
 
                 short* bsums = (short*)(y + Q8_KCodec.OffBsums);
                 int summ = 0;
@@ -315,9 +313,7 @@ public sealed class Q4_KCodec : KQuantCodec
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static unsafe Vector256<short> ScaleWords(byte* x, Vector128<short> bsumPairs, out Vector128<int> minTerms)
     {
-        uint u0 = *(uint*)(x + 4), u1 = *(uint*)(x + 8), u2 = *(uint*)(x + 12);
-        ulong scales = (u0 & 0x3f3f3f3fu) | (ulong)((u2 & 0x0f0f0f0fu) | (((u0 >> 6) & 0x03030303u) << 4)) << 32;
-        ulong mins = (u1 & 0x3f3f3f3fu) | (ulong)(((u2 >> 4) & 0x0f0f0f0fu) | (((u1 >> 6) & 0x03030303u) << 4)) << 32;
+        KQuantMath.UnpackScaleMinK4(x + 4, out ulong scales, out ulong mins);
         minTerms = Sse2.MultiplyAddAdjacent(Sse41.ConvertToVector128Int16(Vector128.CreateScalar(mins).AsByte()), bsumPairs);
         Vector128<short> s = Sse41.ConvertToVector128Int16(Vector128.CreateScalar(scales).AsByte());
         return Vector256.Create(s, s);
@@ -355,9 +351,7 @@ public sealed class Q4_KCodec : KQuantCodec
                 float* xb = px + KQuantMath.SuperBlock * b;
                 float d = KQuantMath.FromHalfBits(*(ushort*)q0);
                 float dmin = KQuantMath.FromHalfBits(*(ushort*)(q0 + 2));
-                uint u0 = *(uint*)(q0 + 4), u1 = *(uint*)(q0 + 8), u2 = *(uint*)(q0 + 12);
-                ulong scales = (u0 & 0x3f3f3f3fu) | (ulong)((u2 & 0x0f0f0f0fu) | (((u0 >> 6) & 0x03030303u) << 4)) << 32;
-                ulong mins = (u1 & 0x3f3f3f3fu) | (ulong)(((u2 >> 4) & 0x0f0f0f0fu) | (((u1 >> 6) & 0x03030303u) << 4)) << 32;
+                KQuantMath.UnpackScaleMinK4(q0 + 4, out ulong scales, out ulong mins);
                 for (int c = 0; c < 4; c++)
                 {
                     var q = Avx.LoadVector256(q0 + OffQs + 32 * c);

@@ -119,9 +119,7 @@ public sealed class Q5_KCodec : KQuantCodec
                 float d = KQuantMath.FromHalfBits(*(ushort*)x);
                 float dmin = KQuantMath.FromHalfBits(*(ushort*)(x + 2));
                 float yd = *(float*)y;
-                uint u0 = *(uint*)(x + 4), u1 = *(uint*)(x + 8), u2 = *(uint*)(x + 12);
-                ulong scales = (u0 & 0x3f3f3f3fu) | (ulong)((u2 & 0x0f0f0f0fu) | (((u0 >> 6) & 0x03030303u) << 4)) << 32;
-                ulong mins = (u1 & 0x3f3f3f3fu) | (ulong)(((u2 >> 4) & 0x0f0f0f0fu) | (((u1 >> 6) & 0x03030303u) << 4)) << 32;
+                KQuantMath.UnpackScaleMinK4(x + 4, out ulong scales, out ulong mins);
                 short* bsums = (short*)(y + Q8_KCodec.OffBsums);
                 int summ = 0;
                 for (int j = 0; j < 8; j++)
@@ -170,9 +168,7 @@ public sealed class Q5_KCodec : KQuantCodec
                 float* xb = px + KQuantMath.SuperBlock * b;
                 float d = KQuantMath.FromHalfBits(*(ushort*)blk);
                 float dmin = KQuantMath.FromHalfBits(*(ushort*)(blk + 2));
-                uint u0 = *(uint*)(blk + 4), u1 = *(uint*)(blk + 8), u2 = *(uint*)(blk + 12);
-                ulong scales = (u0 & 0x3f3f3f3fu) | (ulong)((u2 & 0x0f0f0f0fu) | (((u0 >> 6) & 0x03030303u) << 4)) << 32;
-                ulong mins = (u1 & 0x3f3f3f3fu) | (ulong)(((u2 >> 4) & 0x0f0f0f0fu) | (((u1 >> 6) & 0x03030303u) << 4)) << 32;
+                KQuantMath.UnpackScaleMinK4(blk + 4, out ulong scales, out ulong mins);
                 var qh = Avx.LoadVector256(blk + OffQh);
                 for (int c = 0; c < 4; c++)
                 {
