@@ -53,7 +53,7 @@ public sealed unsafe class InferenceEngine
         // The interleaved decode copies double the memory of those matrices: skip them when that would take
         // more than half of the memory this process may use (a model near the machine's size still runs).
         bool interleave = options.InterleavedDecode
-            && model.Tensors.Where(t => t.Shape.Length == 2 && t.Name != TensorNames.TokenEmbedding || output is null && t.Name == TensorNames.TokenEmbedding)
+            && model.Tensors.Where(t => t.Shape.Length == 2 && (output is null || t.Name != TensorNames.TokenEmbedding))
                             .Sum(t => t.ByteCount) <= GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 2;
 
         WeightMatrix Matrix(string name, long rows, long cols)
@@ -113,10 +113,6 @@ public sealed unsafe class InferenceEngine
     }
 
     /// <summary>A second engine over the same weights (shared, read-only) with its own cache and buffers.</summary>
-    /// <summary>Bytes of the interleaved decode copies this engine made (see <see cref="EngineOptions.InterleavedDecode"/>).</summary>
-    public long InterleavedBytes => _layers.Sum(l => l.Wq.InterleavedBytes + l.Wk.InterleavedBytes + l.Wv.InterleavedBytes + l.Wo.InterleavedBytes
-                                                     + l.Gate.InterleavedBytes + l.Up.InterleavedBytes + l.Down.InterleavedBytes) + _lmHead.InterleavedBytes;
-
     private InferenceEngine(InferenceEngine source, int threads)
     {
         _cfg = source._cfg;

@@ -5,13 +5,6 @@ namespace Lowbit.Engine;
 internal sealed unsafe partial class WeightMatrix
 {
     /// <summary>
-    /// Products of Q4_0, Q8_0 and Q4_K weights with activations quantized once per token (Q8_0 / Q8_K,
-    /// as ggml does for every batch size) through <see cref="QuantizedGemm"/>: panels of 16 weight
-    /// rows are repacked and multiplied against all n tokens. Per (row, token) the result is the codec's
-    /// scalar integer-dot reference bit for bit, so one token (decode) and many (prefill) agree and
-    /// nothing depends on the thread count.
-    /// </summary>
-    /// <summary>
     /// One activation vector quantized (VecDotCodec) into [0, xqRow) of a rented buffer, then prepared for the
     /// integer kernels after it (<see cref="QuantizedGemm.PrepareActivations"/>). Return the buffer to ArrayPool.
     /// </summary>
@@ -25,26 +18,40 @@ internal sealed unsafe partial class WeightMatrix
         return xq;
     }
 
-    /// <summary>Decode through the integer GEMM's one-token kernel (Q4_0, Q8_0): the same per-row result as prefill.</summary>
+    /// <summary>Decode from the file's row layout (no interleaved copy): the same per-row result as prefill.</summary>
     private void MatVecInt8(GemmFormat format, float[] x, int xOffset, float[] y, int yOffset, ParallelRunner par)
     {
         GemmIsa isa = QuantizedGemm.BestIsa;
-        int cols = Cols;
         byte[] xq = QuantizeForDecode(format, isa, x, xOffset, out int xqRow);
         try
         {
-            int chunkRows = par.ChunkSize(Rows, (long)Rows * cols, 16) & ~7;
+            int chunkRows = par.ChunkSize(Rows, (long)Rows * Cols, 16) & ~7;
             if (chunkRows == 0) chunkRows = 8;
             int chunks = (Rows + chunkRows - 1) / chunkRows;
-            par.For(chunks, (long)Rows * cols < MatVecSerialThreshold, c =>
+            par.For(chunks, (long)Rows * Cols < MatVecSerialThreshold, c =>
             {
-                int r0 = c * chunkRows, count = Math.Min(chunkRows, Rows - r0);
-                fixed (byte* pw = Data.Span) fixed (byte* pq = xq) fixed (float* py = y)
-                    QuantizedGemm.MultiplyRowsOneToken(format, isa, pw + r0 * _rowBytes, (int)_rowBytes, count, cols, pq + xqRow,
-                        new ReadOnlySpan<byte>(pq, xqRow), py + yOffset + r0);
+                int r0 = c * chunkRows;
+                DecodeRows(format, isa, r0, Math.Min(chunkRows, Rows - r0), xq, xqRow, y, yOffset);
             });
         }
         finally { ArrayPool<byte>.Shared.Return(xq); }
+    }
+
+    /// <summary>
+    /// Rows [r0, r0 + count) from the file's layout with the canonical per-row arithmetic: Q4_0/Q8_0 through the
+    /// GEMM's one-token kernel, Q4_K through the codec's (bit-identical) multi-row dot on the raw Q8_K row.
+    /// </summary>
+    private void DecodeRows(GemmFormat format, GemmIsa isa, int r0, int count, byte[] xq, int xqRow, float[] y, int yOffset)
+    {
+        fixed (byte* pw = Data.Span) fixed (byte* pq = xq) fixed (float* py = y)
+        {
+            if (format == GemmFormat.Q4_K)
+                Codec.DotRowsQuantized(new ReadOnlySpan<byte>(pw + r0 * _rowBytes, count * (int)_rowBytes), count,
+                    new ReadOnlySpan<byte>(pq, xqRow), new Span<float>(py + yOffset + r0, count));
+            else
+                QuantizedGemm.MultiplyRowsOneToken(format, isa, pw + r0 * _rowBytes, (int)_rowBytes, count, Cols, pq + xqRow,
+                    new ReadOnlySpan<byte>(pq, xqRow), py + yOffset + r0);
+        }
     }
 
     /// <summary>Decode through the interleaved copy (<see cref="InterleavedRows"/>); the last Rows mod 8 rows through the row kernels.</summary>
@@ -102,47 +109,52 @@ internal sealed unsafe partial class WeightMatrix
 
     private const int MinItemBytes = 1 << 20;
 
+    /// <summary>
+    /// Groups of 8 rows per decode work item over an interleaved copy (<paramref name="groupBytes"/> a group):
+    /// at least ~1 MiB of weights, since every item is a fresh sequential stream the hardware prefetcher has to
+    /// ramp up on (q/k/v at eight 37–147 KB items per thread ran 20–25 % slower), but never fewer items than
+    /// threads when the groups allow it.
+    /// </summary>
+    private int InterleavedGroupsPerItem(ParallelRunner par, int groupBytes)
+    {
+        int groups = Rows / InterleavedRows.GroupRows;
+        int perItem = Math.Max(par.ChunkSize(Rows, (long)Rows * Cols, 16) / InterleavedRows.GroupRows,
+                               Math.Min((MinItemBytes + groupBytes - 1) / groupBytes, (groups + par.Threads - 1) / par.Threads));
+        return Math.Max(1, perItem);
+    }
+
     /// <summary>Work items of an interleaved decode: chunks of whole groups, then one item for the Rows mod 8 tail rows.</summary>
     private int InterleavedItems(ParallelRunner par, out int perChunk)
     {
-        int tail = Rows % InterleavedRows.GroupRows;
-        // At least ~1 MiB of weights per item: every item is a fresh sequential stream the hardware prefetcher has
-        // to ramp up on, and 37-147 KB items (q/k/v at eight items per thread) ran 20-25 % slower.
-        int gb = InterleavedRows.GroupBytes(_int8Gemm!.Value, Cols);
-        // ... but never fewer items than threads when the groups allow it.
         int groups = Rows / InterleavedRows.GroupRows;
-        perChunk = Math.Max(par.ChunkSize(Rows, (long)Rows * Cols, 16) / InterleavedRows.GroupRows,
-                            Math.Min((MinItemBytes + gb - 1) / gb, (groups + par.Threads - 1) / par.Threads));
-        perChunk = Math.Max(1, perChunk);
-        return (groups + perChunk - 1) / perChunk + (tail > 0 ? 1 : 0);
+        perChunk = InterleavedGroupsPerItem(par, InterleavedRows.GroupBytes(_int8Gemm!.Value, Cols));
+        return (groups + perChunk - 1) / perChunk + (Rows % InterleavedRows.GroupRows > 0 ? 1 : 0);
     }
 
     private void InterleavedItem(GemmFormat format, GemmIsa isa, int c, int perChunk, byte[] xq, int xqRow, float[] y, int yOffset)
     {
-        int cols = Cols;
-        int groups = Rows / InterleavedRows.GroupRows, tail = Rows - groups * InterleavedRows.GroupRows;
+        int groups = Rows / InterleavedRows.GroupRows;
         int chunks = (groups + perChunk - 1) / perChunk;
-        byte* pi = _interleaved!.Pointer;
-        fixed (byte* pw = Data.Span) fixed (byte* pq = xq) fixed (float* py = y)
+        if (c == chunks)
         {
-            if (c == chunks)
-            {
-                int r0 = groups * InterleavedRows.GroupRows;
-                if (format == GemmFormat.Q4_K)
-                    Codec.DotRowsQuantized(new ReadOnlySpan<byte>(pw + r0 * _rowBytes, tail * (int)_rowBytes), tail,
-                        new ReadOnlySpan<byte>(pq, xqRow), new Span<float>(py + yOffset + r0, tail));
-                else
-                    QuantizedGemm.MultiplyRowsOneToken(format, isa, pw + r0 * _rowBytes, (int)_rowBytes, tail, cols, pq + xqRow,
-                        new ReadOnlySpan<byte>(pq, xqRow), py + yOffset + r0);
-                return;
-            }
-            int g0 = c * perChunk, count = Math.Min(perChunk, groups - g0);
-            InterleavedRows.Multiply(format, isa, pi + (long)g0 * InterleavedRows.GroupBytes(format, cols), count, cols, pq + xqRow,
-                py + yOffset + g0 * InterleavedRows.GroupRows);
+            int r0 = groups * InterleavedRows.GroupRows;
+            DecodeRows(format, isa, r0, Rows - r0, xq, xqRow, y, yOffset);
+            return;
         }
+        int g0 = c * perChunk, count = Math.Min(perChunk, groups - g0);
+        fixed (byte* pq = xq) fixed (float* py = y)
+            InterleavedRows.Multiply(format, isa, _interleaved!.Pointer + (long)g0 * InterleavedRows.GroupBytes(format, Cols), count, Cols, pq + xqRow,
+                py + yOffset + g0 * InterleavedRows.GroupRows);
         GC.KeepAlive(_interleaved); // the kernels read through a raw pointer into it
     }
 
+    /// <summary>
+    /// Products of Q4_0, Q8_0 and Q4_K weights with activations quantized once per token (Q8_0 / Q8_K,
+    /// as ggml does for every batch size) through <see cref="QuantizedGemm"/>: panels of 16 weight
+    /// rows are repacked and multiplied against all n tokens. Per (row, token) the result is the codec's
+    /// scalar integer-dot reference bit for bit, so one token (decode) and many (prefill) agree and
+    /// nothing depends on the thread count.
+    /// </summary>
     private void MatMulInt8(GemmFormat format, float[] x, int xOffset, int n, float[] y, int yOffset, ParallelRunner par)
     {
         GemmIsa isa = QuantizedGemm.BestIsa;

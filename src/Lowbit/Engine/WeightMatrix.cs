@@ -128,16 +128,12 @@ internal sealed unsafe partial class WeightMatrix
     /// <summary>y[r] = W[r]·x for all rows.</summary>
     public void MatVec(float[] x, int xOffset, float[] y, int yOffset, ParallelRunner par)
     {
-        // Q4_0/Q4_K with an interleaved copy: its kernels. Otherwise Q4_0/Q8_0: the GEMM's one-token kernel, so
-        // decode == prefill (Q4_K's DotRowQuantized already is).
-        if (_interleaved is not null && _int8Gemm is { } interleavedFormat)
+        // Q4_0/Q8_0/Q4_K: the interleaved copy's kernels, or the file's rows with the same per-row arithmetic,
+        // so decode == prefill either way.
+        if (_int8Gemm is { } gemm)
         {
-            MatVecInterleaved(interleavedFormat, x, xOffset, y, yOffset, par);
-            return;
-        }
-        if (_int8Gemm is { } gemm && gemm != GemmFormat.Q4_K)
-        {
-            MatVecInt8(gemm, x, xOffset, y, yOffset, par);
+            if (_interleaved is not null) MatVecInterleaved(gemm, x, xOffset, y, yOffset, par);
+            else MatVecInt8(gemm, x, xOffset, y, yOffset, par);
             return;
         }
         byte[]? xq = null;
@@ -152,9 +148,8 @@ internal sealed unsafe partial class WeightMatrix
         try
         {
             int chunkRows = par.ChunkSize(Rows, (long)Rows * Cols, 16);
-            if (_interleaved is not null) // whole groups, ~1 MiB or more per item (see InterleavedItems)
-                chunkRows = (Math.Max(chunkRows, Math.Min((int)(MinItemBytes / _rowBytes), (Rows + par.Threads - 1) / par.Threads))
-                             + InterleavedRows.GroupRows - 1) & ~(InterleavedRows.GroupRows - 1);
+            if (_interleaved is not null) // F16 with an interleaved copy: whole groups per item
+                chunkRows = InterleavedGroupsPerItem(par, InterleavedRows.F16GroupBytes(Cols)) * InterleavedRows.GroupRows;
             int chunks = (Rows + chunkRows - 1) / chunkRows;
             par.For(chunks, (long)Rows * Cols < MatVecSerialThreshold, c =>
             {
