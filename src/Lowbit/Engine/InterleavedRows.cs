@@ -280,7 +280,7 @@ internal static unsafe class InterleavedRows
             a6 = Fma.MultiplyAdd(MatKernels.HalfToSingleAvx2(w + 48), u, a6);
             a7 = Fma.MultiplyAdd(MatKernels.HalfToSingleAvx2(w + 56), u, a7);
         }
-        MatKernels.HSum4(a0, a1, a2, a3).Store(y);
-        MatKernels.HSum4(a4, a5, a6, a7).Store(y + 4);
+        FloatSums.HSum4(a0, a1, a2, a3).Store(y);
+        FloatSums.HSum4(a4, a5, a6, a7).Store(y + 4);
     }
 }

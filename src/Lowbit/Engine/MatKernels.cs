@@ -3,6 +3,7 @@ using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 using System.Numerics.Tensors;
+using static Lowbit.Formats.FloatSums;
 
 namespace Lowbit.Engine;
 
@@ -18,34 +19,6 @@ internal static unsafe class MatKernels
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<float> MulAdd(Vector256<float> a, Vector256<float> b, Vector256<float> acc)
         => Fma.IsSupported ? Fma.MultiplyAdd(a, b, acc) : acc + a * b;
-
-    /// <summary>
-    /// Horizontal sum in the one fixed order every kernel uses: ((v0+v1)+(v2+v3)) + ((v4+v5)+(v6+v7)).
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static float HSum(Vector256<float> v)
-    {
-        if (Avx.IsSupported)
-        {
-            var t = Avx.HorizontalAdd(v, v);
-            t = Avx.HorizontalAdd(t, t);
-            return t.ToScalar() + t.GetElement(4);
-        }
-        return ((v.GetElement(0) + v.GetElement(1)) + (v.GetElement(2) + v.GetElement(3)))
-             + ((v.GetElement(4) + v.GetElement(5)) + (v.GetElement(6) + v.GetElement(7)));
-    }
-
-    /// <summary>Four horizontal sums at once, each in <see cref="HSum"/>'s order (three hadds instead of four reductions).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector128<float> HSum4(Vector256<float> a, Vector256<float> b, Vector256<float> c, Vector256<float> d)
-    {
-        if (Avx.IsSupported)
-        {
-            var t = Avx.HorizontalAdd(Avx.HorizontalAdd(a, b), Avx.HorizontalAdd(c, d));
-            return t.GetLower() + t.GetUpper();
-        }
-        return Vector128.Create(HSum(a), HSum(b), HSum(c), HSum(d));
-    }
 
     /// <summary>y[r] = s[r] + Σ_{k..n} w_r[k]·x[k] for four rows (the scalar tail after the SIMD prefix).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

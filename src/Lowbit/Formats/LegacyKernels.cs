@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
+using static Lowbit.Formats.FloatSums;
 
 namespace Lowbit.Formats;
 
@@ -425,23 +426,6 @@ internal static unsafe class LegacyKernels
             return Vector128.Create(F16(p0), F16(p1), F16(p2), F16(p3));
         Vector128<int> bits = (h << 13) & Vector128.Create(unchecked((int)0x8FFFE000));
         return bits.AsSingle() * Vector128.Create(KQuantMath.TwoPow112);
-    }
-
-    /// <summary>Horizontal sum in the canonical order ((v0+v1)+(v2+v3)) + ((v4+v5)+(v6+v7)).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float HSum(Vector256<float> v)
-    {
-        var t = Avx.HorizontalAdd(v, v);
-        t = Avx.HorizontalAdd(t, t);
-        return t.ToScalar() + t.GetElement(4);
-    }
-
-    /// <summary>Four horizontal sums, each in <see cref="HSum"/>'s order.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector128<float> HSum4(Vector256<float> a, Vector256<float> b, Vector256<float> c, Vector256<float> d)
-    {
-        var t = Avx.HorizontalAdd(Avx.HorizontalAdd(a, b), Avx.HorizontalAdd(c, d));
-        return t.GetLower() + t.GetUpper();
     }
 
     /// <summary>Portable path (SSE, NEON, WASM): the canonical lanes p_g[k] from widened int16 products.</summary>

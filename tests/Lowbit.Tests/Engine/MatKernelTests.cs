@@ -108,10 +108,10 @@ public sealed unsafe class MatKernelTests
                 v[j] = System.Runtime.Intrinsics.Vector256.Create(Enumerable.Range(0, 8).Select(_ => (float)((r.NextDouble() - 0.5) * Math.Pow(10, r.Next(-3, 4)))).ToArray());
             float Ordered(System.Runtime.Intrinsics.Vector256<float> x) =>
                 ((x[0] + x[1]) + (x[2] + x[3])) + ((x[4] + x[5]) + (x[6] + x[7]));
-            var four = MatKernels.HSum4(v[0], v[1], v[2], v[3]);
+            var four = Lowbit.Formats.FloatSums.HSum4(v[0], v[1], v[2], v[3]);
             for (int j = 0; j < 4; j++)
             {
-                Assert.Equal(Ordered(v[j]), MatKernels.HSum(v[j]));
+                Assert.Equal(Ordered(v[j]), Lowbit.Formats.FloatSums.HSum(v[j]));
                 Assert.Equal(Ordered(v[j]), four[j]);
             }
         }
