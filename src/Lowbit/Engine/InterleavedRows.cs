@@ -37,7 +37,7 @@ internal static unsafe class InterleavedRows
     private const int KBlock = 1184, KDmin = 16, KSc = 32, KMins = 96, KCodes = 160;
 
     /// <summary>Formats with an interleaved decode kernel on this CPU.</summary>
-    public static bool IsSupported(GemmFormat f) => QuantizedGemm.BestIsa != GemmIsa.Scalar;
+    public static bool IsSupported(GemmFormat f) => f is GemmFormat.Q4_0 or GemmFormat.Q8_0 or GemmFormat.Q4_K && QuantizedGemm.BestIsa != GemmIsa.Scalar;
 
     /// <summary>Bytes of one interleaved group of 8 rows.</summary>
     public static int GroupBytes(GemmFormat f, int cols) => f switch

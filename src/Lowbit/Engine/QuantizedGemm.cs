@@ -27,10 +27,10 @@ internal enum GemmIsa { Scalar, Avx2, AvxVnni }
 /// The result of every (row, token) pair is bit-identical to <see cref="ReferenceDot"/> (Q4_0, Q8_0: per
 /// 32-block the exact integer sum, times (d_w · d_a), added to one float accumulator in block order) and
 /// to the scalar Q4_K integer dot (<see cref="KQuantDot.DotQ8K(KQuantCodec, ReadOnlySpan{byte}, ReadOnlySpan{byte}, bool)"/>).
-/// The codecs' own decode kernels (DotQ8&lt;T&gt;) accumulate 8 partial lanes per block instead, which a
-/// register-blocked GEMM cannot reproduce cheaply; the engine therefore runs decode of these formats
-/// through this class too. So it does not
-/// depend on tiling, thread count or instruction set, and decode (n = 1) equals prefill.
+/// So it does not depend on tiling, thread count or instruction set. The codecs' own legacy kernels
+/// (DotQ8&lt;T&gt;) accumulate 8 partial lanes per block instead, which a register-blocked GEMM cannot
+/// reproduce cheaply; the engine's decode of these formats therefore uses this class's one-token kernel or
+/// <see cref="InterleavedRows"/>, which keep the same arithmetic, so decode equals prefill.
 /// </para>
 /// </summary>
 internal static unsafe class QuantizedGemm
