@@ -143,8 +143,7 @@ internal sealed unsafe partial class WeightMatrix
         }
         int g0 = c * perChunk, count = Math.Min(perChunk, groups - g0);
         fixed (byte* pq = xq) fixed (float* py = y)
-            InterleavedRows.Multiply(format, isa, _interleaved!.Pointer + (long)g0 * InterleavedRows.GroupBytes(format, Cols), count, Cols, pq + xqRow,
-                py + yOffset + g0 * InterleavedRows.GroupRows);
+            InterleavedRows.Multiply(format, isa, _interleaved!.Pointer, groups, g0, count, Cols, pq + xqRow, py + yOffset + g0 * InterleavedRows.GroupRows);
         GC.KeepAlive(_interleaved); // the kernels read through a raw pointer into it
     }
 

@@ -63,9 +63,14 @@ internal sealed unsafe partial class WeightMatrix
         _int8Gemm = _useQuantizedActivations ? QuantizedGemm.FormatOf(Codec) : null;
         if (interleave && Rows >= InterleavedRows.GroupRows)
         {
-            if (_int8Gemm is { } f && InterleavedRows.IsSupported(f)) _interleaved = Interleave(f);
+            if (_int8Gemm is { } f && InterleavedRows.IsSupported(f) && ScalesFinite(f)) _interleaved = Interleave(f);
             else if (_kind == Kind.F16 && _f16Finite && InterleavedRows.F16Supported(Cols)) _interleaved = Interleave(null);
         }
+    }
+
+    private bool ScalesFinite(GemmFormat f)
+    {
+        fixed (byte* p = Data.Span) return InterleavedRows.ScalesFinite(f, p, Rows, (int)_rowBytes, Cols);
     }
 
     /// <summary>Bytes of the interleaved decode copy (0 without one).</summary>
@@ -85,7 +90,7 @@ internal sealed unsafe partial class WeightMatrix
                 for (int g = item * perItem, end = Math.Min(groups, g + perItem); g < end; g++)
                 {
                     byte* src = pw + (long)g * InterleavedRows.GroupRows * _rowBytes;
-                    if (f is { } q) InterleavedRows.PackGroup(q, src, (int)_rowBytes, Cols, pc + (long)g * gb);
+                    if (f is { } q) InterleavedRows.PackGroup(q, src, (int)_rowBytes, Cols, pc, g, groups);
                     else InterleavedRows.PackF16Group(src, (int)_rowBytes, Cols, pc + (long)g * gb);
                 }
         });

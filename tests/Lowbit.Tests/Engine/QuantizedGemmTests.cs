@@ -188,7 +188,7 @@ public sealed unsafe class QuantizedGemmTests
         var isa = Enum.Parse<GemmIsa>(isaName);
         if (!QuantizedGemm.IsSupported(isa) || !InterleavedRows.IsSupported(f)) return;
         var rng = new Random(4242 + (int)f * 5 + (int)isa);
-        foreach (int cols in f == GemmFormat.Q4_K ? new[] { 256, 1024, 2560 } : new[] { 32, 192, 2144 })
+        foreach (int cols in f == GemmFormat.Q4_K ? new[] { 256, 1024, 2560, 4096 } : new[] { 32, 192, 2144, 4096 })
         {
             int rows = 5 * InterleavedRows.GroupRows;
             byte[] w = RandomWeights(f, rows, cols, rng);
@@ -201,8 +201,10 @@ public sealed unsafe class QuantizedGemmTests
             var y = new float[rows];
             fixed (byte* pw = w) fixed (byte* pp = packed) fixed (byte* pa = act) fixed (float* py = y)
             {
-                for (int g = 0; g < 5; g++) InterleavedRows.PackGroup(f, pw + g * InterleavedRows.GroupRows * rb, rb, cols, pp + g * gb);
-                InterleavedRows.Multiply(f, isa, pp, 5, cols, pa, py);
+                for (int g = 0; g < 5; g++) InterleavedRows.PackGroup(f, pw + g * InterleavedRows.GroupRows * rb, rb, cols, pp, g, 5);
+                // Groups 1–4 first, then group 0 alone: a range of groups reads its own rows of every segment.
+                InterleavedRows.Multiply(f, isa, pp, 5, 1, 4, cols, pa, py + InterleavedRows.GroupRows);
+                InterleavedRows.Multiply(f, isa, pp, 5, 0, 1, cols, pa, py);
             }
             for (int r = 0; r < rows; r++)
             {
@@ -222,12 +224,31 @@ public sealed unsafe class QuantizedGemmTests
         var f = Enum.Parse<GemmFormat>(format);
         var codec = CodecOf(f);
         var rng = new Random(77 + (int)f);
-        int cols = f == GemmFormat.Q4_K ? 512 : 96;
-        foreach (int rows in new[] { 8, 45, 3, 32 }) // whole groups, groups plus a tail, tail only
+        // One segment, and several with a short last one (InterleavedRows.SegmentValues columns each).
+        foreach (int cols in f == GemmFormat.Q4_K ? new[] { 512, 4864 } : new[] { 96, 4192 })
+            foreach (int rows in new[] { 8, 45, 3, 32 }) // whole groups, groups plus a tail, tail only
+            {
+                bool copied = InterleavedDecodeCheck.Run(codec, rows, cols, tokens: 3, rng);
+                Assert.Equal(InterleavedRows.IsSupported(f) && rows >= 8, copied);
+            }
+    }
+
+    [Theory]
+    [InlineData("Q4_0", 18, 0x7C00)]
+    [InlineData("Q8_0", 34, 0xFE00)]
+    [InlineData("Q4_K", 144, 0x7C00)]
+    public void MatrixWithNonFiniteScaleGetsNoInterleavedCopyAndStillDecodesLikePrefill(string format, int blockBytes, int half)
+    {
+        // The interleaved kernels' scale conversion is exact for finite halves only.
+        var f = Enum.Parse<GemmFormat>(format);
+        int cols = f == GemmFormat.Q4_K ? 512 : 96, blocksPerRow = cols / (f == GemmFormat.Q4_K ? 256 : 32);
+        bool copied = InterleavedDecodeCheck.Run(CodecOf(f), 16, cols, tokens: 2, new Random(5), data =>
         {
-            bool copied = InterleavedDecodeCheck.Run(codec, rows, cols, tokens: 3, rng);
-            Assert.Equal(InterleavedRows.IsSupported(f) && rows >= 8, copied);
-        }
+            int at = (9 * blocksPerRow + 1) * blockBytes; // row 9, block 1: d
+            data[at] = (byte)half;
+            data[at + 1] = (byte)(half >> 8);
+        });
+        Assert.False(copied);
     }
 
     [Fact]
@@ -305,12 +326,13 @@ public sealed class SharedInputDecodeTests
 /// </summary>
 internal static class InterleavedDecodeCheck
 {
-    public static bool Run(TensorCodec codec, int rows, int cols, int tokens, Random rng)
+    public static bool Run(TensorCodec codec, int rows, int cols, int tokens, Random rng, Action<byte[]>? edit = null)
     {
         var values = new float[rows * cols];
         for (int i = 0; i < values.Length; i++) values[i] = (float)(rng.NextDouble() * 2 - 1);
         var data = new byte[codec.TensorBytes(rows, cols)];
         codec.QuantizeTensor(values, data, rows, cols, default);
+        edit?.Invoke(data);
         var tensor = new Lowbit.Model.ModelTensor("w", [rows, cols], codec, data);
         var interleaved = new WeightMatrix(tensor, useQuantizedActivations: true, interleave: true);
         var plain = new WeightMatrix(tensor, useQuantizedActivations: true);
