@@ -111,16 +111,18 @@ internal sealed unsafe partial class WeightMatrix
 
     /// <summary>
     /// Groups of 8 rows per decode work item over an interleaved copy (<paramref name="groupBytes"/> a group):
-    /// at least ~1 MiB of weights, since every item is a fresh sequential stream the hardware prefetcher has to
-    /// ramp up on (q/k/v at eight 37–147 KB items per thread ran 20–25 % slower), but never fewer items than
-    /// threads when the groups allow it.
+    /// about 1 MiB of weights each, since every item is a fresh sequential stream the hardware prefetcher has to
+    /// ramp up on (q/k/v at eight 37–147 KB items per thread ran 20–25 % slower), in a multiple of the thread
+    /// count of near-equal items, so that no thread is left alone with a last item (ffn_down of the 1B model
+    /// was cut into 9 items for 2 threads, attn_output into 111 + 111 + 34 groups).
     /// </summary>
     private int InterleavedGroupsPerItem(ParallelRunner par, int groupBytes)
     {
         int groups = Rows / InterleavedRows.GroupRows;
-        int perItem = Math.Max(par.ChunkSize(Rows, (long)Rows * Cols, 16) / InterleavedRows.GroupRows,
-                               Math.Min((MinItemBytes + groupBytes - 1) / groupBytes, (groups + par.Threads - 1) / par.Threads));
-        return Math.Max(1, perItem);
+        if (groups <= 1) return 1;
+        long items = Math.Max(1, ((long)groups * groupBytes + MinItemBytes - 1) / MinItemBytes);
+        items = Math.Min(groups, (items + par.Threads - 1) / par.Threads * par.Threads);
+        return (int)((groups + items - 1) / items);
     }
 
     /// <summary>Work items of an interleaved decode: chunks of whole groups, then one item for the Rows mod 8 tail rows.</summary>

@@ -252,6 +252,19 @@ public sealed unsafe class QuantizedGemmTests
     }
 
     [Fact]
+    public void HighNibbleOfEveryByteIsItsTopFourBits()
+    {
+        var low = System.Runtime.Intrinsics.Vector256.Create((byte)0x0F);
+        for (int start = 0; start < 256; start += 32)
+        {
+            var bytes = new byte[32];
+            for (int i = 0; i < 32; i++) bytes[i] = (byte)(start + i);
+            var high = InterleavedRows.High(System.Runtime.Intrinsics.Vector256.Create(bytes), low);
+            for (int i = 0; i < 32; i++) Assert.Equal(bytes[i] >> 4, high[i]);
+        }
+    }
+
+    [Fact]
     public void VectorHalfConversionMatchesScalar()
     {
         var bits = new int[8];
