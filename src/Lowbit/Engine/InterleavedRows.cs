@@ -345,30 +345,71 @@ internal static unsafe class InterleavedRows
     /// <summary>
     /// y[8g + r] = row (8g + r) · x for F16 rows holding no infinity or NaN, each with exactly the
     /// arithmetic of <see cref="MatKernels.DotF16x4Finite"/> (one 8-lane FMA chain over the row, then the
-    /// fixed horizontal sum), so bit-identical to it.
+    /// fixed horizontal sum), so bit-identical to it. With <paramref name="xScaled"/> x holds the activations
+    /// times 2^112 (<see cref="ScaleForF16"/>): the weights then enter the FMA as their bits moved into a float
+    /// (the value times 2^−112) without the multiply that completes the conversion; both products are w·x
+    /// exactly, so the sums are the same bits, for a fifth fewer operations per weight.
     /// </summary>
-    public static void MultiplyF16(byte* groups, int groupCount, int cols, float* x, float* y)
+    public static void MultiplyF16(byte* groups, int groupCount, int cols, float* x, float* y, bool xScaled = false)
     {
         if (!F16Supported(cols)) throw new ArgumentException($"no interleaved F16 kernel for rows of {cols} values");
-        for (int g = 0; g < groupCount; g++) F16Group((short*)(groups + (long)g * F16GroupBytes(cols)), cols, x, y + GroupRows * g);
+        for (int g = 0; g < groupCount; g++)
+        {
+            short* w = (short*)(groups + (long)g * F16GroupBytes(cols));
+            if (xScaled) F16Group<ScaledHalves>(w, cols, x, y + GroupRows * g);
+            else F16Group<ExactHalves>(w, cols, x, y + GroupRows * g);
+        }
+    }
+
+    /// <summary>2^112: a finite half's bits moved into a float's exponent and mantissa fields are its value times 2^−112.</summary>
+    private const float TwoPow112 = 5.192296858534828e33f;
+
+    /// <summary>
+    /// dst = x · 2^112 when every |x| &lt; 2^16, so that the product is exact (no overflow) and
+    /// <see cref="MultiplyF16"/> can take the scaled activations; false (dst unused) otherwise.
+    /// </summary>
+    public static bool ScaleForF16(ReadOnlySpan<float> x, Span<float> dst)
+    {
+        if (x.IsEmpty) return false;
+        float max = System.Numerics.Tensors.TensorPrimitives.MaxMagnitude(x);
+        if (!(MathF.Abs(max) < 65536f)) return false; // NaN fails too
+        System.Numerics.Tensors.TensorPrimitives.Multiply(x, TwoPow112, dst);
+        return true;
+    }
+
+    private interface IHalfEntry
+    {
+        static abstract Vector256<float> Load(short* p);
+    }
+
+    /// <summary>8 finite halves as floats.</summary>
+    private readonly struct ExactHalves : IHalfEntry
+    {
+        public static Vector256<float> Load(short* p) => MatKernels.HalfToSingleAvx2(p);
+    }
+
+    /// <summary>8 finite halves as floats times 2^−112 (exact, subnormal for small halves).</summary>
+    private readonly struct ScaledHalves : IHalfEntry
+    {
+        public static Vector256<float> Load(short* p)
+            => Avx2.And(Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32(p), 13), Vector256.Create(unchecked((int)0x8FFFE000))).AsSingle();
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void F16Group(short* w, int cols, float* x, float* y)
+    private static void F16Group<H>(short* w, int cols, float* x, float* y) where H : struct, IHalfEntry
     {
         Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
-        
         for (int k = 0; k < cols; k += 8, w += 64)
         {
             var u = Avx.LoadVector256(x + k);
-            a0 = Fma.MultiplyAdd(MatKernels.HalfToSingleAvx2(w), u, a0);
-            a1 = Fma.MultiplyAdd(MatKernels.HalfToSingleAvx2(w + 8), u, a1);
-            a2 = Fma.MultiplyAdd(MatKernels.HalfToSingleAvx2(w + 16), u, a2);
-            a3 = Fma.MultiplyAdd(MatKernels.HalfToSingleAvx2(w + 24), u, a3);
-            a4 = Fma.MultiplyAdd(MatKernels.HalfToSingleAvx2(w + 32), u, a4);
-            a5 = Fma.MultiplyAdd(MatKernels.HalfToSingleAvx2(w + 40), u, a5);
-            a6 = Fma.MultiplyAdd(MatKernels.HalfToSingleAvx2(w + 48), u, a6);
-            a7 = Fma.MultiplyAdd(MatKernels.HalfToSingleAvx2(w + 56), u, a7);
+            a0 = Fma.MultiplyAdd(H.Load(w), u, a0);
+            a1 = Fma.MultiplyAdd(H.Load(w + 8), u, a1);
+            a2 = Fma.MultiplyAdd(H.Load(w + 16), u, a2);
+            a3 = Fma.MultiplyAdd(H.Load(w + 24), u, a3);
+            a4 = Fma.MultiplyAdd(H.Load(w + 32), u, a4);
+            a5 = Fma.MultiplyAdd(H.Load(w + 40), u, a5);
+            a6 = Fma.MultiplyAdd(H.Load(w + 48), u, a6);
+            a7 = Fma.MultiplyAdd(H.Load(w + 56), u, a7);
         }
         FloatSums.HSum4(a0, a1, a2, a3).Store(y);
         FloatSums.HSum4(a4, a5, a6, a7).Store(y + 4);

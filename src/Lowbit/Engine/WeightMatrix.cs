@@ -150,6 +150,13 @@ internal sealed unsafe partial class WeightMatrix
             xq = ArrayPool<byte>.Shared.Rent(xqLength);
             vc.QuantizeRows(x.AsSpan(xOffset, Cols), xq.AsSpan(0, xqLength), Cols, default);
         }
+        // F16 through the interleaved copy: activations scaled once for the kernel's shorter conversion.
+        float[]? xs = _interleaved is not null ? ArrayPool<float>.Shared.Rent(Cols) : null;
+        if (xs is not null && !InterleavedRows.ScaleForF16(x.AsSpan(xOffset, Cols), xs.AsSpan(0, Cols)))
+        {
+            ArrayPool<float>.Shared.Return(xs);
+            xs = null;
+        }
         try
         {
             int chunkRows = par.ChunkSize(Rows, (long)Rows * Cols, 16);
@@ -159,19 +166,20 @@ internal sealed unsafe partial class WeightMatrix
             par.For(chunks, (long)Rows * Cols < MatVecSerialThreshold, c =>
             {
                 int r0 = c * chunkRows, r1 = Math.Min(Rows, r0 + chunkRows);
-                MatVecRows(r0, r1, x, xOffset, y, yOffset, xq, xqLength);
+                MatVecRows(r0, r1, x, xOffset, y, yOffset, xq, xqLength, xs);
             });
         }
         finally
         {
             if (xq is not null) ArrayPool<byte>.Shared.Return(xq);
+            if (xs is not null) ArrayPool<float>.Shared.Return(xs);
         }
     }
 
-    private void MatVecRows(int r0, int r1, float[] x, int xOffset, float[] y, int yOffset, byte[]? xq, int xqLength)
+    private void MatVecRows(int r0, int r1, float[] x, int xOffset, float[] y, int yOffset, byte[]? xq, int xqLength, float[]? xScaled = null)
     {
         var data = Data.Span;
-        fixed (byte* pw = data) fixed (float* px = x) fixed (float* py = y)
+        fixed (byte* pw = data) fixed (float* px = x) fixed (float* py = y) fixed (float* pxs = xScaled)
         {
             float* xv = px + xOffset;
             switch (_kind)
@@ -191,7 +199,7 @@ internal sealed unsafe partial class WeightMatrix
                         if (groups > 0)
                         {
                             InterleavedRows.MultiplyF16(_interleaved.Pointer + (long)(r0 / InterleavedRows.GroupRows) * InterleavedRows.F16GroupBytes(Cols),
-                                groups / InterleavedRows.GroupRows, Cols, xv, py + yOffset + r0);
+                                groups / InterleavedRows.GroupRows, Cols, xScaled is null ? xv : pxs, py + yOffset + r0, xScaled is not null);
                             GC.KeepAlive(_interleaved);
                             r += groups;
                         }

@@ -298,6 +298,49 @@ public sealed class InterleavedF16Tests
     }
 }
 
+/// <summary>The F16 copy's scaled-activation path (x·2^112) and its fallback give the row kernels' bits.</summary>
+public sealed class InterleavedF16ScalingTests
+{
+    [Theory]
+    [InlineData(2.0f)]      // scaled activations
+    [InlineData(70000f)]    // |x| ≥ 2^16: unscaled fallback
+    public void Subnormal_weights_and_large_activations_decode_like_the_row_kernels(float xMax)
+    {
+        var codec = CodecRegistry.Get("f16");
+        int rows = 16, cols = 64;
+        var rng = new Random(9);
+        var values = new float[rows * cols];
+        for (int i = 0; i < values.Length; i++)
+            values[i] = (i % 3) switch { 0 => (float)(rng.NextDouble() - 0.5) * 1e-6f, 1 => (float)(rng.NextDouble() - 0.5) * 1e-4f, _ => (float)(rng.NextDouble() * 2 - 1) };
+        var data = new byte[codec.TensorBytes(rows, cols)];
+        codec.QuantizeTensor(values, data, rows, cols, default);
+        Assert.Contains(Enumerable.Range(0, rows * cols), i => BitConverter.ToUInt16(data, 2 * i) is > 0 and < 0x0400); // subnormal halves present
+        var tensor = new Lowbit.Model.ModelTensor("w", [rows, cols], codec, data);
+        var interleaved = new WeightMatrix(tensor, useQuantizedActivations: false, interleave: true);
+        var plain = new WeightMatrix(tensor, useQuantizedActivations: false);
+        Assert.True(interleaved.InterleavedBytes > 0 || !InterleavedRows.F16Supported(cols));
+        var x = new float[cols];
+        for (int i = 0; i < cols; i++) x[i] = (float)(rng.NextDouble() * 2 - 1) * xMax;
+        x[5] = 3e-40f; // a subnormal activation
+        var par = new ParallelRunner(2);
+        var a = new float[rows];
+        var b = new float[rows];
+        interleaved.MatVec(x, 0, a, 0, par);
+        plain.MatVec(x, 0, b, 0, par);
+        Assert.Equal(b.Select(BitConverter.SingleToInt32Bits), a.Select(BitConverter.SingleToInt32Bits));
+    }
+
+    [Fact]
+    public void Activations_are_scaled_only_when_the_product_is_exact()
+    {
+        var dst = new float[3];
+        Assert.True(InterleavedRows.ScaleForF16([1f, -65535f, 0f], dst));
+        Assert.Equal(-65535f * 5.192296858534828e33f, dst[1]);
+        Assert.False(InterleavedRows.ScaleForF16([1f, 65536f, 0f], dst));
+        Assert.False(InterleavedRows.ScaleForF16([1f, float.NaN, 0f], dst));
+    }
+}
+
 /// <summary>Fused decode of matrices sharing one input (q/k/v, gate/up) gives each matrix's own MatVec bits.</summary>
 public sealed class SharedInputDecodeTests
 {
