@@ -19,9 +19,10 @@ namespace Lowbit.Engine;
 /// Long rows are cut into segments of <see cref="SegmentValues"/> columns, stored segment by segment
 /// ([segment][group][blocks of the segment]): a kernel pass over one group then touches only that segment's
 /// activations. Streaming a whole 8192-column group (36 KB of Q4_0) between two uses of a 10 KB activation
-/// pushed the activation out of L1 and cost a quarter of the decode speed (2048x8192 at 15–19 GB/s against
-/// 24–26 GB/s for 8192x2048, one thread); per row the blocks are still folded in order, the running sums
-/// carried in y from one segment to the next, so the result does not change.
+/// pushed the activation out of L1: without software prefetch, 2048x8192 Q4_0 ran at 18 GB/s against 22
+/// segmented (one thread). With the prefetch the two layouts decode the 1B model equally fast; segments stay
+/// for wider rows (a 14336-column Q4 group is 64 KB, more than L1). Per row the blocks are still folded in
+/// order, the running sums carried in y from one segment to the next, so the result does not change.
 /// Per row the arithmetic is the canonical one (Q4_0: <see cref="QuantizedGemm.ReferenceDot"/>; Q4_K:
 /// the scalar Q8_K integer dot): exact int32 sums per block, then one float fold per block in block
 /// order, so decode through this copy equals the GEMM (prefill) and the scalar references bit for bit.
