@@ -17,7 +17,7 @@ public sealed class EngineCliOptions
     public Option<string> KvCache { get; } = new("--kv-cache") { Description = "KV cache type: f32, f16, q8_0, fp8.", DefaultValueFactory = _ => "f32" };
     public Option<bool> NoInterleave { get; } = new("--no-interleave")
     {
-        Description = "Decode Q4_0/Q4_K from the file's row layout instead of an 8-row interleaved copy made at load (saves that copy's memory; same results, slower decode).",
+        Description = "Decode Q4_0/Q8_0/Q4_K/F16 from the file's row layout instead of an 8-row interleaved copy made at load (saves that copy's memory; same results, slower decode).",
     };
 
     public void AddTo(Command c)

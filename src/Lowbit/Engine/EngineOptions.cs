@@ -29,7 +29,7 @@ public sealed record EngineOptions
     public bool QuantizedActivationsInPrefill { get; init; }
 
     /// <summary>
-    /// Give Q4_0 and Q4_K matrices a decode copy with 8 rows interleaved (<see cref="InterleavedRows"/>),
+    /// Give Q4_0, Q8_0, Q4_K and (finite) F16 matrices a decode copy with 8 rows interleaved (<see cref="InterleavedRows"/>),
     /// made once at load: one sequential weight stream per thread, no horizontal sums, 1.2–2× faster decode.
     /// Results are unchanged (bit for bit); the cost is a second copy of those weights in memory
     /// (false: decode from the file's layout, no extra memory).

@@ -84,8 +84,7 @@ internal static unsafe class InterleavedRows
     /// </summary>
     public static bool ScalesFinite(GemmFormat f, byte* rows, long rowCount, int rowBytes, int cols)
     {
-        int fileBlock = f switch { GemmFormat.Q4_0 => 18, GemmFormat.Q8_0 => 34, GemmFormat.Q4_K => 144, _ => throw new ArgumentException($"{f} has no interleaved layout", nameof(f)) };
-        int blocks = cols / BlockValues(f), halves = f == GemmFormat.Q4_K ? 2 : 1;
+        int fileBlock = QuantizedGemm.WeightBlockBytes(f), blocks = cols / QuantizedGemm.BlockValues(f), halves = f == GemmFormat.Q4_K ? 2 : 1;
         for (long r = 0; r < rowCount; r++)
             for (int b = 0; b < blocks; b++)
                 for (int i = 0; i < halves; i++)
@@ -101,8 +100,6 @@ internal static unsafe class InterleavedRows
         _ => throw new ArgumentException($"{f} has no interleaved layout", nameof(f)),
     };
 
-    private static int BlockValues(GemmFormat f) => f == GemmFormat.Q4_K ? 256 : 32;
-
     /// <summary>
     /// Where block <paramref name="b"/> of group <paramref name="g"/> (of <paramref name="groups"/>) lies in a copy
     /// of rows of <paramref name="blocks"/> blocks: segments of whole groups one after another.
@@ -117,13 +114,14 @@ internal static unsafe class InterleavedRows
     /// Packs 8 consecutive encoded rows (<paramref name="rowBytes"/> apart) as group <paramref name="g"/> of a copy
     /// of <paramref name="groups"/> groups starting at <paramref name="copy"/>.
     /// </summary>
-    public static void PackGroup(GemmFormat f, byte* rows, int rowBytes, int cols, byte* copy, int g, int groups, int segmentValues = SegmentValues)
+    public static void PackGroup(GemmFormat f, byte* rows, int rowBytes, int cols, byte* copy, int g, int groups)
     {
-        int blockBytes = StoredBlockBytes(f), segmentBlocks = Math.Max(1, segmentValues / BlockValues(f)), blocks = cols / BlockValues(f);
+        int blockBytes = StoredBlockBytes(f), segmentBlocks = SegmentValues / QuantizedGemm.BlockValues(f), blocks = cols / QuantizedGemm.BlockValues(f);
+        int fileBlock = QuantizedGemm.WeightBlockBytes(f);
         if (f is GemmFormat.Q4_0 or GemmFormat.Q8_0)
         {
             // Per 32-value block: the 8 rows' fp16 scales, then each 4-byte slice of the codes for all 8 rows.
-            int fileBlock = f == GemmFormat.Q4_0 ? 18 : 34, slices = (fileBlock - 2) / 4;
+            int slices = (fileBlock - 2) / 4;
             for (int b = 0; b < blocks; b++)
             {
                 byte* o = BlockAddress(copy, blockBytes, segmentBlocks, groups, blocks, g, b);
@@ -141,7 +139,7 @@ internal static unsafe class InterleavedRows
             byte* o = BlockAddress(copy, blockBytes, segmentBlocks, groups, blocks, g, b);
             for (int r = 0; r < GroupRows; r++)
             {
-                byte* x = rows + (long)r * rowBytes + b * 144;
+                byte* x = rows + (long)r * rowBytes + b * fileBlock;
                 ((ushort*)o)[r] = Unsafe.ReadUnaligned<ushort>(x);
                 ((ushort*)(o + KDmin))[r] = Unsafe.ReadUnaligned<ushort>(x + 2);
                 // The 12 packed bytes → 8 six-bit scales and 8 six-bit mins (get_scale_min_k4).
@@ -164,13 +162,12 @@ internal static unsafe class InterleavedRows
     /// same format and instruction set. Segment by segment, each over all the groups asked for: one sequential
     /// stream per segment.
     /// </summary>
-    public static void Multiply(GemmFormat f, GemmIsa isa, byte* copy, int groups, int g0, int count, int cols, byte* act, float* y,
-        int segmentValues = SegmentValues)
+    public static void Multiply(GemmFormat f, GemmIsa isa, byte* copy, int groups, int g0, int count, int cols, byte* act, float* y)
     {
         if (!IsSupported(f) || isa == GemmIsa.Scalar || !QuantizedGemm.IsSupported(isa))
             throw new ArgumentException($"no interleaved {f} kernel for {isa}");
         if (g0 < 0 || count < 0 || g0 + count > groups) throw new ArgumentOutOfRangeException(nameof(count));
-        int blockBytes = StoredBlockBytes(f), segmentBlocks = Math.Max(1, segmentValues / BlockValues(f)), blocks = cols / BlockValues(f);
+        int blockBytes = StoredBlockBytes(f), segmentBlocks = SegmentValues / QuantizedGemm.BlockValues(f), blocks = cols / QuantizedGemm.BlockValues(f);
         for (int b0 = 0; b0 < blocks; b0 += segmentBlocks)
         {
             int length = Math.Min(segmentBlocks, blocks - b0);
@@ -362,9 +359,6 @@ internal static unsafe class InterleavedRows
         }
     }
 
-    /// <summary>2^112: a finite half's bits moved into a float's exponent and mantissa fields are its value times 2^−112.</summary>
-    private const float TwoPow112 = 5.192296858534828e33f;
-
     /// <summary>
     /// dst = x · 2^112 when every |x| &lt; 2^16, so that the product is exact (no overflow) and
     /// <see cref="MultiplyF16"/> can take the scaled activations; false (dst unused) otherwise.
@@ -374,7 +368,7 @@ internal static unsafe class InterleavedRows
         if (x.IsEmpty) return false;
         float max = System.Numerics.Tensors.TensorPrimitives.MaxMagnitude(x);
         if (!(MathF.Abs(max) < 65536f)) return false; // NaN fails too
-        System.Numerics.Tensors.TensorPrimitives.Multiply(x, TwoPow112, dst);
+        System.Numerics.Tensors.TensorPrimitives.Multiply(x, KQuantMath.TwoPow112, dst);
         return true;
     }
 
@@ -392,8 +386,7 @@ internal static unsafe class InterleavedRows
     /// <summary>8 finite halves as floats times 2^−112 (exact, subnormal for small halves).</summary>
     private readonly struct ScaledHalves : IHalfEntry
     {
-        public static Vector256<float> Load(short* p)
-            => Avx2.And(Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32(p), 13), Vector256.Create(unchecked((int)0x8FFFE000))).AsSingle();
+        public static Vector256<float> Load(short* p) => MatKernels.HalfBitsAsSingleAvx2(p);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

@@ -121,14 +121,18 @@ internal static unsafe class MatKernels
     /// fall back to <see cref="DotF16Converted"/>.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<float> HalfToSingleAvx2(short* p)
+    public static Vector256<float> HalfToSingleAvx2(short* p) => Avx.Multiply(HalfBitsAsSingleAvx2(p), Vector256.Create(Formats.KQuantMath.TwoPow112));
+
+    /// <summary>
+    /// 8 finite halves with their sign, exponent and mantissa moved into a float's fields: each value times
+    /// 2^−112, exactly (subnormal for small halves). <see cref="HalfToSingleAvx2"/> without its final multiply.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> HalfBitsAsSingleAvx2(short* p)
     {
         var s = Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32(p), 13);
-        var bits = Avx2.And(s, Vector256.Create(unchecked((int)0x8FFFE000)));
-        return Avx.Multiply(bits.AsSingle(), Vector256.Create(TwoPow112));
+        return Avx2.And(s, Vector256.Create(unchecked((int)0x8FFFE000))).AsSingle();
     }
-
-    private const float TwoPow112 = 5.192296858534828e33f;
 
     /// <summary>True when a fused F16 conversion met an infinity or NaN (see <see cref="HalfToSingleAvx2"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -63,10 +63,14 @@ internal static unsafe class QuantizedGemm
         _ => false,
     };
 
-    private static int BlockValues(GemmFormat f) => f == GemmFormat.Q4_K ? 256 : 32;
+    /// <summary>Values per encoded weight block (Q4_K: one super-block).</summary>
+    public static int BlockValues(GemmFormat f) => f == GemmFormat.Q4_K ? 256 : 32;
+
+    /// <summary>Bytes of one encoded weight block as the file stores it (fp16 scale(s) first).</summary>
+    public static int WeightBlockBytes(GemmFormat f) => f switch { GemmFormat.Q4_0 => 18, GemmFormat.Q8_0 => 34, _ => 144 };
 
     /// <summary>Bytes of one encoded weight row.</summary>
-    public static int WeightRowBytes(GemmFormat f, int cols) => cols / BlockValues(f) * f switch { GemmFormat.Q4_0 => 18, GemmFormat.Q8_0 => 34, _ => 144 };
+    public static int WeightRowBytes(GemmFormat f, int cols) => cols / BlockValues(f) * WeightBlockBytes(f);
 
     /// <summary>Bytes of one activation row in the codec's VecDotCodec format (Q8_0 or Q8_K).</summary>
     public static int QuantizedRowBytes(GemmFormat f, int cols) => f == GemmFormat.Q4_K ? cols / 256 * KQuantDot.Q8Bytes : cols / 32 * 34;
@@ -668,7 +672,7 @@ internal static unsafe class QuantizedGemm
     {
         var h = bits.AsUInt32() & Vector256.Create(0xFFFFu);
         var shifted = Vector256.ShiftLeft(h & Vector256.Create(0x7FFFu), 13);
-        var normal = Avx.Multiply(shifted.AsSingle(), Vector256.Create(5.192296858534828e33f)).AsUInt32();
+        var normal = Avx.Multiply(shifted.AsSingle(), Vector256.Create(KQuantMath.TwoPow112)).AsUInt32();
         var special = shifted | Vector256.Create(0x7F800000u)
                     | (~Vector256.Equals(h & Vector256.Create(0x3FFu), Vector256<uint>.Zero) & Vector256.Create(0x00400000u));
         var isSpecial = Vector256.Equals(h & Vector256.Create(0x7C00u), Vector256.Create(0x7C00u));
