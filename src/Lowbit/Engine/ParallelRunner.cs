@@ -26,7 +26,7 @@ internal sealed class ParallelRunner
     private readonly object _stepLock = new();
     private readonly object _workerLock = new();
     private readonly SemaphoreSlim _wake = new(0);
-    private Step? _step;
+    private StepBase? _step;
     private int _generation;
     private int _sleepers;
     private int _workers;
@@ -46,7 +46,31 @@ internal sealed class ParallelRunner
             for (int i = 0; i < count; i++) body(i);
             return;
         }
-        var step = new Step(body, count);
+        Run(new Step(body, count));
+    }
+
+    /// <summary>
+    /// Runs <paramref name="body"/>(start, count) over units [0, <paramref name="units"/>) in pieces of at most
+    /// <paramref name="chunk"/> units, each unit exactly once. Thread t owns the t-th contiguous share and works
+    /// through it front to back, so it reads one sequential stream (what memory-bound decode needs: a fresh
+    /// stream costs a prefetcher ramp-up); a thread that has finished its share takes pieces from the back of the
+    /// share with most left, so no thread idles while another still has a megabyte to go. Which thread runs a
+    /// unit varies; a body that writes only its units' outputs gives the same result on any schedule.
+    /// </summary>
+    public void ForRanges(int units, int chunk, int minChunk, bool serial, Action<int, int> body)
+    {
+        if (units <= 0) return;
+        if (serial || Threads == 1 || units <= 1 || t_insideItem || !Monitor.TryEnter(_stepLock))
+        {
+            body(0, units);
+            return;
+        }
+        Run(new RangeStep(body, units, Math.Max(1, chunk), Math.Max(1, Math.Min(chunk, minChunk)), Threads));
+    }
+
+    /// <summary>Publishes a step (the caller holds _stepLock), works on it here too, waits for every item, rethrows.</summary>
+    private void Run(StepBase step)
+    {
         try
         {
             StartWorkers();
@@ -118,36 +142,116 @@ internal sealed class ParallelRunner
         }
     }
 
-    private sealed class Step(Action<int> body, int count)
+    private abstract class StepBase
     {
-        private int _next = -1;
-        private int _done;
         private Exception? _error;
+        private int _done;
 
         public Exception? Error => Volatile.Read(ref _error);
 
-        /// <summary>Takes items until none is left (a late helper finds none and returns at once).</summary>
-        public void Work()
+        /// <summary>Takes work until none is left (a late helper finds none and returns at once).</summary>
+        public abstract void Work();
+
+        protected abstract int Total { get; }
+
+        /// <summary>Runs the body on items [start, start + size).</summary>
+        protected abstract void Execute(int start, int size);
+
+        /// <summary>Runs one piece unless an earlier one failed, and counts its items done.</summary>
+        protected void RunPiece(int start, int size)
         {
-            int i;
-            while ((i = Interlocked.Increment(ref _next)) < count)
+            if (Volatile.Read(ref _error) is null)
             {
-                if (Volatile.Read(ref _error) is null)
-                {
-                    bool outer = t_insideItem;
-                    t_insideItem = true;
-                    try { body(i); }
-                    catch (Exception e) { Interlocked.CompareExchange(ref _error, e, null); }
-                    finally { t_insideItem = outer; }
-                }
-                Interlocked.Increment(ref _done);
+                bool outer = t_insideItem;
+                t_insideItem = true;
+                try { Execute(start, size); }
+                catch (Exception e) { Interlocked.CompareExchange(ref _error, e, null); }
+                finally { t_insideItem = outer; }
             }
+            Interlocked.Add(ref _done, size);
         }
 
         public void WaitForAll()
         {
             var spin = new SpinWait();
-            while (Volatile.Read(ref _done) < count) spin.SpinOnce(sleep1Threshold: -1);
+            while (Volatile.Read(ref _done) < Total) spin.SpinOnce(sleep1Threshold: -1);
+        }
+    }
+
+    private sealed class Step(Action<int> body, int count) : StepBase
+    {
+        private int _next = -1;
+
+        protected override int Total => count;
+
+        public override void Work()
+        {
+            int i;
+            while ((i = Interlocked.Increment(ref _next)) < count) RunPiece(i, 1);
+        }
+
+        protected override void Execute(int start, int size) => body(start);
+    }
+
+    private sealed class RangeStep : StepBase
+    {
+        // Share t's unclaimed units [front, back) packed as front | back << 32 at index 8t (one cache line each).
+        private readonly long[] _shares;
+        private readonly Action<int, int> _body;
+        private readonly int _units, _chunk, _minChunk, _count;
+        private int _arrived = -1;
+
+        public RangeStep(Action<int, int> body, int units, int chunk, int minChunk, int shares)
+        {
+            _minChunk = minChunk;
+            _body = body;
+            _units = units;
+            _chunk = chunk;
+            _count = Math.Min(shares, units);
+            _shares = new long[8 * _count];
+            for (int t = 0; t < _count; t++)
+                _shares[8 * t] = Pack((int)((long)units * t / _count), (int)((long)units * (t + 1) / _count));
+        }
+
+        protected override int Total => _units;
+
+        protected override void Execute(int start, int size) => _body(start, size);
+
+        private static long Pack(int front, int back) => (uint)front | (long)back << 32;
+
+        public override void Work()
+        {
+            int me = Interlocked.Increment(ref _arrived);
+            if (me < _count)
+                while (Claim(me, fromBack: false, out int start, out int size)) RunPiece(start, size);
+            while (true)
+            {
+                // The share with most left: its back is furthest from where its owner reads.
+                int victim = -1, most = 0;
+                for (int t = 0; t < _count; t++)
+                {
+                    long v = Volatile.Read(ref _shares[8 * t]);
+                    int left = (int)(v >> 32) - (int)v;
+                    if (left > most) { most = left; victim = t; }
+                }
+                if (victim < 0) return;
+                if (Claim(victim, fromBack: true, out int start, out int size)) RunPiece(start, size);
+            }
+        }
+
+        private bool Claim(int t, bool fromBack, out int start, out int size)
+        {
+            ref long slot = ref _shares[8 * t];
+            while (true)
+            {
+                long v = Volatile.Read(ref slot);
+                int front = (int)v, back = (int)(v >> 32);
+                if (front >= back) { start = size = 0; return false; }
+                size = Math.Min(back - front, Math.Clamp((back - front) / 4, _minChunk, _chunk));
+                start = fromBack ? back - size : front;
+                long next = fromBack ? Pack(front, back - size) : Pack(front + size, back);
+                if (Interlocked.CompareExchange(ref slot, next, v) == v) return true;
+            }
         }
     }
 }

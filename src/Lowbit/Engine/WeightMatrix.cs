@@ -159,15 +159,11 @@ internal sealed unsafe partial class WeightMatrix
         }
         try
         {
-            int chunkRows = par.ChunkSize(Rows, (long)Rows * Cols, 16);
-            if (_interleaved is not null) // F16 with an interleaved copy: whole groups per item
-                chunkRows = InterleavedGroupsPerItem(par, InterleavedRows.F16GroupBytes(Cols)) * InterleavedRows.GroupRows;
-            int chunks = (Rows + chunkRows - 1) / chunkRows;
-            par.For(chunks, (long)Rows * Cols < MatVecSerialThreshold, c =>
-            {
-                int r0 = c * chunkRows, r1 = Math.Min(Rows, r0 + chunkRows);
-                MatVecRows(r0, r1, x, xOffset, y, yOffset, xq, xqLength, xs);
-            });
+            // Units of one row, or of one group of 8 rows for F16 with an interleaved copy.
+            int unitRows = _interleaved is not null ? InterleavedRows.GroupRows : 1;
+            int units = (Rows + unitRows - 1) / unitRows;
+            DecodeRanges(par, units, ByteCount / Math.Max(1, units), (long)Rows * Cols < MatVecSerialThreshold,
+                (u0, n) => MatVecRows(u0 * unitRows, Math.Min(Rows, (u0 + n) * unitRows), x, xOffset, y, yOffset, xq, xqLength, xs));
         }
         finally
         {
