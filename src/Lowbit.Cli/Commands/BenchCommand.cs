@@ -85,6 +85,7 @@ public static class BenchCommand
             var result = Bench.Run(engine, new BenchOptions
             {
                 PromptTokens = pr.GetValue(pp), GenerateTokens = pr.GetValue(tg), Repetitions = pr.GetValue(reps),
+                MeasureReadAlongside = before is not null,
             }, new SyncProgress<string>(s => console.MarkupLine($"[grey]{Markup.Escape(s)}[/]")), ct);
             MachineLimits? limits = before is null ? null : MachineLimits.Around(before, Bench.MeasureMachine(threads));
             long bytes = m.Tensors.Sum(t => t.ByteCount), parameters = m.Tensors.Sum(t => t.ElementCount);
@@ -92,13 +93,17 @@ public static class BenchCommand
             var table = new Table().AddColumns("model", "size", "params", "backend", "threads", "test", "t/s", "of limit");
             string ppFrac = limits is null ? "-" : $"{100 * result.PromptFractionOfPeak(limits.FlopsPerSecond):F1}% of FLOP peak";
             string tgFrac = limits is null ? "-" : $"{100 * result.GenerateFractionOfBandwidth(limits.ReadBytesPerSecond):F1}% of bandwidth";
+            if (limits is not null && result.ReadBytesPerSecondAlongside > 0)
+                tgFrac += $", {100 * result.GenerateFractionOfBandwidth(result.ReadBytesPerSecondAlongside):F1}% of read alongside";
             table.AddTextRow(label, Format.Bytes(bytes), Format.Count(parameters), "CPU", result.Threads.ToString(), $"pp{result.PromptTokens}",
                 result.PromptTokensPerSecond.ToString(), ppFrac);
             table.AddTextRow(label, Format.Bytes(bytes), Format.Count(parameters), "CPU", result.Threads.ToString(), $"tg{result.GenerateTokens}",
                 result.GenerateTokensPerSecond.ToString(), tgFrac);
             console.Write(table);
             if (limits is not null)
-                console.WriteLine($"machine: read bandwidth {limits.ReadBandwidthText}, triad {limits.TriadBytesPerSecond / 1e9:F1} GB/s, " +
+                console.WriteLine($"machine: read bandwidth {limits.ReadBandwidthText}" +
+                                  (result.ReadBytesPerSecondAlongside > 0 ? $", alongside tg {result.ReadBytesPerSecondAlongside / 1e9:F1}" : "") +
+                                  $", triad {limits.TriadBytesPerSecond / 1e9:F1} GB/s, " +
                                   $"FMA peak {limits.FlopsPerSecond / 1e9:F1} GFLOP/s ({limits.Threads} threads); decode reads {result.DecodeBytesPerToken / 1e6:F2} MB/token, " +
                                   $"prefill {result.PromptFlopsPerToken / 1e6:F1} MFLOP/token");
             if (pr.GetValue(json))

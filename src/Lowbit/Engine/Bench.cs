@@ -15,6 +15,13 @@ public sealed record BenchOptions
     /// <summary>Untimed runs before the measured ones (page-in, JIT tiering).</summary>
     public int WarmupRuns { get; init; } = 1;
     public int Seed { get; init; } = 1;
+    /// <summary>
+    /// Also time a read of a buffer as large as one token's weights (at most 512 MiB) after every
+    /// <see cref="ReadEveryTokens"/> generated tokens (outside the decode timing), so that tg can be set against
+    /// the bandwidth this machine delivered at the same moments (see <see cref="BenchResult.ReadBytesPerSecondAlongside"/>).
+    /// </summary>
+    public bool MeasureReadAlongside { get; init; }
+    public int ReadEveryTokens { get; init; } = 8;
 }
 
 /// <summary>Mean ± sample standard deviation over repetitions (llama-bench's "t/s" column).</summary>
@@ -46,6 +53,13 @@ public sealed record BenchResult
     public required double DecodeBytesPerToken { get; init; }
     /// <summary>FLOPs (2 per multiply-add) per prompt token, averaged over the pp run's positions.</summary>
     public required double PromptFlopsPerToken { get; init; }
+    /// <summary>
+    /// Read bandwidth (SIMD read on the engine's threads, huge-page memory) timed between stretches of the tg
+    /// run: all bytes read ÷ all read time, 0 when not measured. On a machine shared with other jobs the
+    /// bandwidth moves by tens of percent within minutes, and a best-of figure measured before and after the
+    /// run is the best moment, not what decode had; this is the like-for-like limit for the tg figure.
+    /// </summary>
+    public double ReadBytesPerSecondAlongside { get; init; }
 
     /// <summary>tg as a fraction of what <paramref name="bandwidthBytesPerSecond"/> allows.</summary>
     public double GenerateFractionOfBandwidth(double bandwidthBytesPerSecond)
@@ -120,20 +134,25 @@ public static class Bench
         }
 
         var tgSamples = new List<double>();
+        using var alongside = options.MeasureReadAlongside && tg > 0
+            ? new ReadProbe(engine.Threads, Math.Clamp(engine.WeightBytesPerToken, 64L << 20, 512L << 20), engine.Runner) : null;
         if (tg > 0)
         {
+            int every = Math.Max(1, options.ReadEveryTokens);
             for (int r = -options.WarmupRuns; r < reps; r++)
             {
                 cancellationToken.ThrowIfCancellationRequested();
                 engine.Reset();
                 int token = rng.Next(vocab);
-                var sw = Stopwatch.StartNew();
+                double s = 0;
+                var sw = new Stopwatch();
                 for (int i = 0; i < tg; i++)
                 {
-                    var logits = engine.Decode(token);
-                    token = Sampler.ArgMax(logits);
+                    sw.Restart();
+                    token = Sampler.ArgMax(engine.Decode(token));
+                    s += sw.Elapsed.TotalSeconds;
+                    if (alongside is not null && r >= 0 && ((i + 1) % every == 0 || i == tg - 1)) alongside.Pass();
                 }
-                double s = sw.Elapsed.TotalSeconds;
                 if (r >= 0)
                 {
                     tgSamples.Add(tg / s);
@@ -157,6 +176,7 @@ public static class Bench
             WeightBytesPerToken = engine.WeightBytesPerToken,
             DecodeBytesPerToken = tg > 0 ? decodeBytes / tg : engine.DecodeBytesPerToken(1),
             PromptFlopsPerToken = pp > 0 ? promptFlops / pp : 2.0 * engine.MultiplyAddsPerToken(0),
+            ReadBytesPerSecondAlongside = alongside?.BytesPerSecond ?? 0,
         };
     }
 
@@ -177,35 +197,77 @@ public static class Bench
     /// pages where the OS grants them, as the interleaved decode copies use), so decode fractions are
     /// measured against the fastest streaming this machine does, not against 4 KiB-page memory.
     /// </summary>
-    public static unsafe double MeasureReadBandwidth(int threads, long bufferBytes, int repetitions = 5)
+    public static double MeasureReadBandwidth(int threads, long bufferBytes, int repetitions = 5)
     {
-        long n = Math.Max(1024, bufferBytes / sizeof(float)) & ~63L;
-        using var memory = new NativeBuffer(n * sizeof(float));
-        float* buffer = (float*)memory.Pointer;
-        var fill = new ParallelOptions { MaxDegreeOfParallelism = threads };
-        Parallel.For(0, threads, fill, t => new Span<float>(buffer + Part(n, threads, t).Start, (int)Part(n, threads, t).Length).Fill(1f));
+        using var probe = new ReadProbe(threads, bufferBytes);
         double best = 0;
-        var sink = new float[threads];
         for (int r = 0; r < repetitions + 1; r++)
         {
-            var sw = Stopwatch.StartNew();
-            Parallel.For(0, threads, fill, t =>
-            {
-                var (start, length) = Part(n, threads, t);
-                float* p0 = buffer + start;
-                Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
-                for (long i = 0; i + 32 <= length; i += 32)
-                {
-                    a0 += Vector256.Load(p0 + i); a1 += Vector256.Load(p0 + i + 8);
-                    a2 += Vector256.Load(p0 + i + 16); a3 += Vector256.Load(p0 + i + 24);
-                }
-                sink[t] = Vector256.Sum(a0 + a1 + a2 + a3);
-            });
-            double s = sw.Elapsed.TotalSeconds;
-            if (r > 0) best = Math.Max(best, n * sizeof(float) / s); // first run is a warm-up
+            double s = probe.Pass();
+            if (r > 0) best = Math.Max(best, probe.Bytes / s); // first run is a warm-up
         }
-        GC.KeepAlive(sink);
         return best;
+    }
+
+    /// <summary>
+    /// A buffer of the engine's weight memory (<see cref="NativeBuffer"/>), filled once, read on demand: on the
+    /// thread pool, or on an engine's own threads (which are awake and spinning right after a decode step, where
+    /// thread-pool threads would first have to be woken and would compete with them for the cores).
+    /// </summary>
+    private sealed unsafe class ReadProbe : IDisposable
+    {
+        private readonly NativeBuffer _memory;
+        private readonly long _floats;
+        private readonly int _threads;
+        private readonly float[] _sink;
+        private readonly ParallelRunner? _runner;
+        private double _seconds;
+        private long _bytesRead;
+
+        public ReadProbe(int threads, long bufferBytes, ParallelRunner? runner = null)
+        {
+            _runner = runner;
+            _threads = Math.Max(1, threads);
+            _floats = Math.Max(1024, bufferBytes / sizeof(float)) & ~63L;
+            _memory = new NativeBuffer(_floats * sizeof(float));
+            _sink = new float[_threads];
+            float* buffer = (float*)_memory.Pointer;
+            Parallel.For(0, _threads, new ParallelOptions { MaxDegreeOfParallelism = _threads },
+                t => new Span<float>(buffer + Part(_floats, _threads, t).Start, (int)Part(_floats, _threads, t).Length).Fill(1f));
+        }
+
+        public long Bytes => _floats * sizeof(float);
+
+        /// <summary>All bytes read ÷ all seconds spent reading, over every <see cref="Pass"/> so far.</summary>
+        public double BytesPerSecond => _seconds > 0 ? _bytesRead / _seconds : 0;
+
+        /// <summary>Reads the whole buffer once on all threads; returns the seconds it took.</summary>
+        public double Pass()
+        {
+            var sw = Stopwatch.StartNew();
+            if (_runner is not null) _runner.For(_threads, false, ReadPart);
+            else Parallel.For(0, _threads, new ParallelOptions { MaxDegreeOfParallelism = _threads }, ReadPart);
+            double s = sw.Elapsed.TotalSeconds;
+            _seconds += s;
+            _bytesRead += Bytes;
+            return s;
+        }
+
+        private void ReadPart(int t)
+        {
+            float* buffer = (float*)_memory.Pointer;
+            var (start, length) = Part(_floats, _threads, t);
+            float* p0 = buffer + start;
+            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            for (long i = 0; i + 32 <= length; i += 32)
+            {
+                a0 += Vector256.Load(p0 + i); a1 += Vector256.Load(p0 + i + 8);
+                a2 += Vector256.Load(p0 + i + 16); a3 += Vector256.Load(p0 + i + 24);
+            }
+            _sink[t] = Vector256.Sum(a0 + a1 + a2 + a3);
+        }
+
+        public void Dispose() => _memory.Dispose();
     }
 
     public static unsafe double MeasureTriadBandwidth(int threads, long bufferBytes, int repetitions = 5)

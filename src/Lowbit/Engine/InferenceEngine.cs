@@ -155,6 +155,9 @@ public sealed unsafe class InferenceEngine
     /// <summary>Number of tokens in the KV cache (the position of the next token).</summary>
     public int Position { get; private set; }
     public int Threads => _par.Threads;
+
+    /// <summary>The engine's threads (for measurements that must run on them, e.g. a read alongside decode).</summary>
+    internal ParallelRunner Runner => _par;
     public KvCacheType KvCacheType => _cache.Type;
 
     public void Reset() => Position = 0;
