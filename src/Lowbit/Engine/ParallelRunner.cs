@@ -4,9 +4,10 @@ using System.Runtime.ExceptionServices;
 namespace Lowbit.Engine;
 
 /// <summary>
-/// Runs a fixed set of work items on up to <see cref="Threads"/> threads. Work items are defined
-/// by the caller independently of the thread count, and each output value is written by exactly
-/// one item, so results are identical for any number of threads.
+/// Runs a fixed set of work items (<see cref="For"/>), or a range of units in pieces (<see cref="ForRanges"/>),
+/// on up to <see cref="Threads"/> threads. Items and units are defined by the caller independently of the
+/// thread count, and each output value is written by exactly one of them, so results are identical for any
+/// number of threads and any schedule.
 /// <para>
 /// Decode is a chain of short parallel steps (a 1B model: ~150 per token, tens of microseconds each),
 /// so the cost of starting one matters as much as the kernels: waking a blocked thread-pool thread takes

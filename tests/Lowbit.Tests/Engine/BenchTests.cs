@@ -20,6 +20,18 @@ public sealed class BenchTests
         Assert.Equal(e.DecodeBytesPerToken(1), r.DecodeBytesPerToken, r.DecodeBytesPerToken * 0.01);
         Assert.True(r.PromptFlopsPerToken > 2.0 * (r.WeightBytesPerToken / 4) * 0.99);
         Assert.InRange(r.GenerateFractionOfBandwidth(1e15), 0, 1);
+        Assert.Equal(0, r.ReadBytesPerSecondAlongside); // not asked for
+        Assert.Equal(0, e.Position);
+    }
+
+    [Fact]
+    public void A_read_alongside_tg_is_measured_on_request_and_leaves_the_engine_reset()
+    {
+        using var model = Llama2cReader.Load(EngineTestPaths.Stories260K);
+        var e = new InferenceEngine(model, new EngineOptions { ContextLength = 24, Threads = 2 });
+        var r = Bench.Run(e, new BenchOptions { PromptTokens = 0, GenerateTokens = 5, Repetitions = 1, WarmupRuns = 0, MeasureReadAlongside = true, ReadEveryTokens = 2 });
+        Assert.True(r.ReadBytesPerSecondAlongside > 1e8, $"read alongside {r.ReadBytesPerSecondAlongside}");
+        Assert.True(r.GenerateFractionOfBandwidth(r.ReadBytesPerSecondAlongside) > 0);
         Assert.Equal(0, e.Position);
     }
 
