@@ -36,7 +36,8 @@ internal static unsafe class InterleavedRows
     /// 64-byte line once). With the hardware prefetcher alone, two threads decoded Q4_K at 60 % and Q4_0 / Q8_0 at
     /// 67–74 % of the machine's read bandwidth (synthetic 1B model); asking ~6 KB ahead (about one DRAM latency
     /// at one thread's streaming rate) gained 8–22 % (4 KB alike, 12 KB and more less; measured in one process,
-    /// alternating distances every 4 tokens, against prefetching nothing ahead).
+    /// alternating distances every 4 tokens, against prefetching nothing ahead). The F16 kernel, measured the same
+    /// way once decode steps ran as per-thread shares (<see cref="ParallelRunner.ForRanges"/>), gained 4–9 %.
     /// </summary>
     private const int PrefetchBytes = 6144;
 
@@ -351,17 +352,17 @@ internal static unsafe class InterleavedRows
     /// fixed horizontal sum), so bit-identical to it. With <paramref name="xScaled"/> x holds the activations
     /// times 2^112 (<see cref="ScaleForF16"/>): the weights then enter the FMA as their bits moved into a float
     /// (the value times 2^−112) without the multiply that completes the conversion; both products are w·x
-    /// exactly, so the sums are the same bits, for a fifth fewer operations per weight. Scaled and
-    /// <paramref name="wide"/> (the default) on an AVX-512 CPU, two rows share each 512-bit register (same bits).
+    /// exactly, so the sums are the same bits, for a fifth fewer operations per weight.
     /// </summary>
-    public static void MultiplyF16(byte* groups, int groupCount, int cols, float* x, float* y, bool xScaled = false, bool wide = true)
+    public static void MultiplyF16(byte* groups, int groupCount, int cols, float* x, float* y, bool xScaled = false)
     {
         if (!F16Supported(cols)) throw new ArgumentException($"no interleaved F16 kernel for rows of {cols} values");
+        long head = Math.Min((long)groupCount * F16GroupBytes(cols), PrefetchBytes); // see Multiply
+        for (long o = 0; o < head; o += 64) Sse.Prefetch0(groups + o);
         for (int g = 0; g < groupCount; g++)
         {
             short* w = (short*)(groups + (long)g * F16GroupBytes(cols));
-            if (xScaled && wide && Avx512F.IsSupported) F16GroupScaled512(w, cols, x, y + GroupRows * g);
-            else if (xScaled) F16Group<ScaledHalves>(w, cols, x, y + GroupRows * g);
+            if (xScaled) F16Group<ScaledHalves>(w, cols, x, y + GroupRows * g);
             else F16Group<ExactHalves>(w, cols, x, y + GroupRows * g);
         }
     }
@@ -394,35 +395,6 @@ internal static unsafe class InterleavedRows
     private readonly struct ScaledHalves : IHalfEntry
     {
         public static Vector256<float> Load(short* p) => MatKernels.HalfBitsAsSingleAvx2(p);
-    }
-
-    /// <summary>
-    /// <see cref="F16Group{H}"/> with scaled activations, two rows per 512-bit register: lanes 0–7 of a01 are row
-    /// 0's 8-lane chain and lanes 8–15 row 1's, each the same FMAs in the same order as the 256-bit kernel, so
-    /// the sums are the same bits for half the conversion and FMA instructions (decode of the synthetic 1B F16
-    /// model 21.6 → 22.4 t/s, same process, alternating).
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void F16GroupScaled512(short* w, int cols, float* x, float* y)
-    {
-        Vector512<float> a01 = default, a23 = default, a45 = default, a67 = default;
-        for (int k = 0; k < cols; k += 8, w += 64)
-        {
-            Sse.Prefetch0((byte*)w + PrefetchBytes);
-            Sse.Prefetch0((byte*)w + PrefetchBytes + 64);
-            var u8 = Avx.LoadVector256(x + k);
-            var u = Vector512.Create(u8, u8);
-            a01 = Avx512F.FusedMultiplyAdd(HalfBitsAsSingle512(w), u, a01);
-            a23 = Avx512F.FusedMultiplyAdd(HalfBitsAsSingle512(w + 16), u, a23);
-            a45 = Avx512F.FusedMultiplyAdd(HalfBitsAsSingle512(w + 32), u, a45);
-            a67 = Avx512F.FusedMultiplyAdd(HalfBitsAsSingle512(w + 48), u, a67);
-        }
-        FloatSums.HSum4(a01.GetLower(), a01.GetUpper(), a23.GetLower(), a23.GetUpper()).Store(y);
-        FloatSums.HSum4(a45.GetLower(), a45.GetUpper(), a67.GetLower(), a67.GetUpper()).Store(y + 4);
-
-        // 16 finite halves as floats times 2^−112 (MatKernels.HalfBitsAsSingleAvx2, 16 lanes).
-        static Vector512<float> HalfBitsAsSingle512(short* p)
-            => (Avx512F.ShiftLeftLogical(Avx512F.ConvertToVector512Int32(Vector256.Load(p)), 13) & Vector512.Create(unchecked((int)0x8FFFE000))).AsSingle();
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

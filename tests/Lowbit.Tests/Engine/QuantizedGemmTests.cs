@@ -331,33 +331,6 @@ public sealed class InterleavedF16ScalingTests
     }
 
     [Fact]
-    public unsafe void The_512_bit_scaled_kernel_gives_the_256_bit_kernels_bits()
-    {
-        int rows = 24, cols = 200 * 8;
-        var rng = new Random(12);
-        var halves = new Half[rows * cols];
-        for (int i = 0; i < halves.Length; i++)
-            halves[i] = (i % 5) switch { 0 => (Half)((rng.NextDouble() - 0.5) * 1e-6), 1 => (Half)(rng.NextDouble() * 60000 - 30000), _ => (Half)(rng.NextDouble() * 2 - 1) };
-        var x = new float[cols];
-        for (int i = 0; i < cols; i++) x[i] = (float)(rng.NextDouble() * 2 - 1) * (i % 7 == 0 ? 1e3f : 1f);
-        var xs = new float[cols];
-        Assert.True(InterleavedRows.ScaleForF16(x, xs));
-        var copy = new byte[rows / 8 * InterleavedRows.F16GroupBytes(cols)];
-        var wide = new float[rows];
-        var narrow = new float[rows];
-        var reference = new float[rows];
-        fixed (Half* ph = halves) fixed (byte* pc = copy) fixed (float* pxs = xs, px = x, pw = wide, pn = narrow, pr = reference)
-        {
-            for (int g = 0; g < rows / 8; g++) InterleavedRows.PackF16Group((byte*)(ph + g * 8 * cols), 2 * cols, cols, pc + g * InterleavedRows.F16GroupBytes(cols));
-            InterleavedRows.MultiplyF16(pc, rows / 8, cols, pxs, pw, xScaled: true, wide: true);
-            InterleavedRows.MultiplyF16(pc, rows / 8, cols, pxs, pn, xScaled: true, wide: false);
-            for (int r = 0; r < rows; r += 4) MatKernels.DotF16x4Finite(ph + r * cols, cols, px, cols, pr + r);
-        }
-        Assert.Equal(narrow.Select(BitConverter.SingleToInt32Bits), wide.Select(BitConverter.SingleToInt32Bits));
-        Assert.Equal(reference.Select(BitConverter.SingleToInt32Bits), wide.Select(BitConverter.SingleToInt32Bits));
-    }
-
-    [Fact]
     public void Activations_are_scaled_only_when_the_product_is_exact()
     {
         var dst = new float[3];
