@@ -41,6 +41,17 @@ internal static unsafe class InterleavedRows
     /// </summary>
     private const int PrefetchBytes = 6144;
 
+    /// <summary>
+    /// Asks for the first <see cref="PrefetchBytes"/> of a run of <paramref name="runBytes"/> weights: the kernels
+    /// prefetch that far ahead of where they read, so without this a run starts cold (a piece taken from the back of
+    /// another thread's share, the next segment of the same groups).
+    /// </summary>
+    private static void PrefetchHead(byte* run, long runBytes)
+    {
+        long head = Math.Min(runBytes, PrefetchBytes);
+        for (long o = 0; o < head; o += 64) Sse.Prefetch0(run + o);
+    }
+
     /// <summary>Columns per stored segment of a group (see the type's summary).</summary>
     public const int SegmentValues = 2048;
 
@@ -172,11 +183,7 @@ internal static unsafe class InterleavedRows
         for (int b0 = 0; b0 < blocks; b0 += segmentBlocks)
         {
             int length = Math.Min(segmentBlocks, blocks - b0);
-            // The kernels ask for lines PrefetchBytes ahead, so the head of each run is asked for here: a piece
-            // taken from the back of another thread's share, or the next segment of the same groups, starts cold.
-            byte* head = BlockAddress(copy, blockBytes, segmentBlocks, groups, blocks, g0, b0);
-            long run = Math.Min((long)count * length * blockBytes, PrefetchBytes);
-            for (long o = 0; o < run; o += 64) Sse.Prefetch0(head + o);
+            PrefetchHead(BlockAddress(copy, blockBytes, segmentBlocks, groups, blocks, g0, b0), (long)count * length * blockBytes);
             for (int g = g0; g < g0 + count; g++)
             {
                 byte* w = BlockAddress(copy, blockBytes, segmentBlocks, groups, blocks, g, b0);
@@ -357,8 +364,7 @@ internal static unsafe class InterleavedRows
     public static void MultiplyF16(byte* groups, int groupCount, int cols, float* x, float* y, bool xScaled = false)
     {
         if (!F16Supported(cols)) throw new ArgumentException($"no interleaved F16 kernel for rows of {cols} values");
-        long head = Math.Min((long)groupCount * F16GroupBytes(cols), PrefetchBytes); // see Multiply
-        for (long o = 0; o < head; o += 64) Sse.Prefetch0(groups + o);
+        PrefetchHead(groups, (long)groupCount * F16GroupBytes(cols));
         for (int g = 0; g < groupCount; g++)
         {
             short* w = (short*)(groups + (long)g * F16GroupBytes(cols));

@@ -41,8 +41,7 @@ internal sealed class ParallelRunner
 
     public void For(int count, bool serial, Action<int> body)
     {
-        // Serial by request, single-threaded, nested inside an item, or another caller's step in flight: run here.
-        if (serial || Threads == 1 || count <= 1 || t_insideItem || !Monitor.TryEnter(_stepLock))
+        if (!TryBeginStep(serial, count))
         {
             for (int i = 0; i < count; i++) body(i);
             return;
@@ -61,13 +60,21 @@ internal sealed class ParallelRunner
     public void ForRanges(int units, int chunk, int minChunk, bool serial, Action<int, int> body)
     {
         if (units <= 0) return;
-        if (serial || Threads == 1 || units <= 1 || t_insideItem || !Monitor.TryEnter(_stepLock))
+        if (!TryBeginStep(serial, units))
         {
             body(0, units);
             return;
         }
         Run(new RangeStep(body, units, Math.Max(1, chunk), Math.Max(1, Math.Min(chunk, minChunk)), Threads));
     }
+
+    /// <summary>
+    /// Whether a step of <paramref name="count"/> items goes to the workers, taking _stepLock (released by
+    /// <see cref="Run"/>); false means run it here: serial by request, single-threaded, one item, nested inside an
+    /// item, or another caller's step in flight.
+    /// </summary>
+    private bool TryBeginStep(bool serial, int count)
+        => !(serial || Threads == 1 || count <= 1 || t_insideItem) && Monitor.TryEnter(_stepLock);
 
     /// <summary>Publishes a step (the caller holds _stepLock), works on it here too, waits for every item, rethrows.</summary>
     private void Run(StepBase step)
