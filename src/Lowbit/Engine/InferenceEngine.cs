@@ -403,6 +403,47 @@ public sealed unsafe class InferenceEngine
     }
 
     /// <summary>
+    /// Attention of one new token at <paramref name="pos"/> (decode), the same arithmetic per query head as
+    /// <see cref="Attention"/>: work items are KV heads, so the keys of a head are read once for all the query
+    /// heads that share them (the dot kernel's token blocking, same bits per score), and each thread takes one
+    /// contiguous run of KV heads. Against the batched path's items of one query head each, decode of the
+    /// synthetic 1B model (Q4_0, 32 query / 8 KV heads) ran 5.5 % faster after 512 positions and 11.6 % after 2000
+    /// (one process, switching every 4 tokens), and level at short contexts.
+    /// </summary>
+    private void AttentionOneToken(int layer, int pos)
+    {
+        var c = _cfg;
+        int hd = c.HeadDim, kvHeads = c.NumKvHeads, group = c.NumHeads / kvHeads, kvd = c.KvDim, window = c.SlidingWindow;
+        float[] keys = _cache.Read(layer, false, pos + 1, _kScratch, _par);
+        float[] values = _cache.Read(layer, true, pos + 1, _vScratch, _par);
+        int start = window > 0 ? Math.Max(0, pos - window + 1) : 0, span = pos - start + 1;
+        float scale = 1f / MathF.Sqrt(hd);
+        long work = (long)span * c.QDim;
+        _par.ForRanges(kvHeads, 1, 1, work < 1 << 15, (k0, count) =>
+        {
+            float[] scores = ArrayPool<float>.Shared.Rent(group * span);
+            try
+            {
+                fixed (float* pk = keys) fixed (float* pv = values) fixed (float* pq = _q) fixed (float* po = _att) fixed (float* ps = scores)
+                    for (int kv = k0; kv < k0 + count; kv++)
+                    {
+                        int h0 = kv * group;
+                        MatKernels.MatMulTile(pk + (long)start * kvd + kv * hd, kvd, span, pq + (long)h0 * hd, hd, group, hd, ps, span);
+                        for (int j = 0; j < group; j++)
+                        {
+                            var s = new Span<float>(ps + (long)j * span, span);
+                            float max = TensorPrimitives.Max(s);
+                            float sum = FastMath.ExpInPlace(s, max, scale);
+                            TensorPrimitives.Multiply(s, 1f / sum, s);
+                            MatKernels.WeightedRowSum(ps + (long)j * span, span, pv + (long)start * kvd + kv * hd, kvd, po + (long)(h0 + j) * hd, hd);
+                        }
+                    }
+            }
+            finally { ArrayPool<float>.Shared.Return(scores); }
+        });
+    }
+
+    /// <summary>
     /// Causal GQA attention of the n new tokens over cache positions [0, p0 + n). Work items are
     /// (head, block of 16 queries): scores for the block against all keys it may see come from the
     /// register-blocked dot kernel (same per-element arithmetic as a single dot), then a masked
@@ -410,6 +451,11 @@ public sealed unsafe class InferenceEngine
     /// </summary>
     private void Attention(int layer, int p0, int n)
     {
+        if (n == 1)
+        {
+            AttentionOneToken(layer, p0);
+            return;
+        }
         var c = _cfg;
         int end = p0 + n, hd = c.HeadDim, heads = c.NumHeads, qd = c.QDim, kvd = c.KvDim;
         int group = heads / c.NumKvHeads, window = c.SlidingWindow;

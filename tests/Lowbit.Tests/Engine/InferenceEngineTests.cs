@@ -33,7 +33,8 @@ public sealed class InferenceEngineTests
         var e = new InferenceEngine(model, new EngineOptions { Threads = 2 });
         var a = PrefillAll(e, Sequence);
         var b = DecodeAll(e, Sequence);
-        for (int i = 0; i < a.Length; i++) Assert.True(Math.Abs(a[i] - b[i]) <= 1e-4f * Math.Max(1, Math.Abs(a[i])), $"logit {i}: {a[i]} vs {b[i]}");
+        // Bit for bit: per value, the one-token attention (items = KV heads) and matrix products do prefill's arithmetic.
+        Assert.Equal(a, b);
     }
 
     [Fact]
@@ -153,6 +154,24 @@ public sealed class InferenceEngineTests
         for (int i = 0; i < a.Length; i++) Assert.True(Math.Abs(a[i] - b[i]) <= 1e-4f * Math.Max(1, Math.Abs(a[i])));
     }
 
+    [Theory]
+    [InlineData(0)]
+    [InlineData(70)]
+    public void One_token_attention_split_over_threads_equals_prefill(int window)
+    {
+        // Wide enough (512 query values × up to 80 positions) that one-token attention runs as a parallel step.
+        var config = new ModelConfig
+        {
+            Architecture = "llama", VocabSize = 256, HiddenSize = 512, IntermediateSize = 256, NumLayers = 1,
+            NumHeads = 8, NumKvHeads = 2, HeadDim = 64, MaxPositions = 128, SlidingWindow = window,
+        };
+        using var model = SyntheticModel.Create(config, CodecRegistry.Get("f32"), seed: 5);
+        var tokens = Enumerable.Range(0, 80).Select(i => (i * 37 + 11) % 256).ToArray();
+        var prefill = PrefillAll(new InferenceEngine(model, new EngineOptions { Threads = 1 }), tokens);
+        Assert.Equal(prefill, DecodeAll(new InferenceEngine(model, new EngineOptions { Threads = 2 }), tokens));
+        Assert.Equal(prefill, DecodeAll(new InferenceEngine(model, new EngineOptions { Threads = 3 }), tokens));
+    }
+
     [Fact]
     public void Qwen_style_bias_qk_norm_and_sliding_window_run_consistently()
     {
@@ -160,7 +179,7 @@ public sealed class InferenceEngineTests
         var e = new InferenceEngine(model);
         var a = PrefillAll(e, Sequence);
         var b = DecodeAll(e, Sequence);
-        for (int i = 0; i < a.Length; i++) Assert.True(Math.Abs(a[i] - b[i]) <= 1e-4f * Math.Max(1, Math.Abs(a[i])));
+        Assert.Equal(a, b);
         // The window matters: without it later positions differ.
         using var noWindow = SyntheticModel.Create(SmallConfig(qkNorm: true, bias: true), CodecRegistry.Get("f32"), seed: 9);
         var c = PrefillAll(new InferenceEngine(noWindow), Sequence);

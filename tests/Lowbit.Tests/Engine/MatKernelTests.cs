@@ -246,6 +246,8 @@ public sealed unsafe class AttentionKernelTests
     [InlineData(17, 64)]
     [InlineData(5, 44)]
     [InlineData(30, 128)]
+    [InlineData(9, 104)]
+    [InlineData(12, 100)]
     public void Weighted_row_sum_matches_naive_reference(int count, int dim)
     {
         var r = new Random(count * 100 + dim);
@@ -259,6 +261,15 @@ public sealed unsafe class AttentionKernelTests
             double reference = 0;
             for (int j = 0; j < count; j++) reference += (double)p[j] * v[j * ldv + d];
             Assert.Equal(reference, o[d], 1e-4);
+        }
+        // Vector columns (all but dim mod 8) are one fused multiply-add chain over j, whatever pass width covers
+        // them, so the one-token and batched attention agree bit for bit.
+        if (!System.Runtime.Intrinsics.X86.Fma.IsSupported) return;
+        for (int d = 0; d < dim / 8 * 8; d++)
+        {
+            float chain = 0;
+            for (int j = 0; j < count; j++) chain = MathF.FusedMultiplyAdd(p[j], v[j * ldv + d], chain);
+            Assert.Equal(chain, o[d]);
         }
     }
 }
