@@ -25,7 +25,7 @@ public static class BenchCommand
         var kernels = new Option<string?>("--kernels")
         {
             Description = "Benchmark the matrix kernels alone instead of a model: comma-separated formats (e.g. q4_0,q4_K,q8_0,f16); " +
-                          "decode = matrix-vector over 512 MiB of distinct matrices (GB/s, share of read bandwidth), prefill = -p tokens (GOP/s, share of FLOP peak).",
+                          "decode = matrix-vector over 512 MiB of distinct matrices (GB/s, share of read bandwidth), prefill = -p tokens (GOP/s, share of the int8 dot peak for integer kernels, of the FMA peak otherwise).",
         };
         var kernelShapes = new Option<string>("--kernel-shapes")
         {
@@ -91,7 +91,8 @@ public static class BenchCommand
             long bytes = m.Tensors.Sum(t => t.ByteCount), parameters = m.Tensors.Sum(t => t.ElementCount);
 
             var table = new Table().AddColumns("model", "size", "params", "backend", "threads", "test", "t/s", "of limit");
-            string ppFrac = limits is null ? "-" : $"{100 * result.PromptFractionOfPeak(limits.FlopsPerSecond):F1}% of FLOP peak";
+            string ppFrac = limits is null ? "-"
+                : $"{100 * result.PromptFractionOfPeak(limits.FlopsPerSecond, limits.Int8OpsPerSecond):F1}% of {(result.PromptIntegerShare > 0 && limits.Int8OpsPerSecond > 0 ? "int8/FMA" : "FLOP")} peak";
             string tgFrac = limits is null ? "-" : $"{100 * result.GenerateFractionOfBandwidth(limits.ReadBytesPerSecond):F1}% of bandwidth";
             if (limits is not null && result.ReadBytesPerSecondAlongside > 0)
                 tgFrac += $", {100 * result.GenerateFractionOfBandwidth(result.ReadBytesPerSecondAlongside):F1}% of read alongside";
@@ -104,8 +105,9 @@ public static class BenchCommand
                 console.WriteLine($"machine: read bandwidth {limits.ReadBandwidthText}" +
                                   (result.ReadBytesPerSecondAlongside > 0 ? $", alongside tg {result.ReadBytesPerSecondAlongside / 1e9:F1}" : "") +
                                   $", triad {limits.TriadBytesPerSecond / 1e9:F1} GB/s, " +
-                                  $"FMA peak {limits.FlopsPerSecond / 1e9:F1} GFLOP/s ({limits.Threads} threads); decode reads {result.DecodeBytesPerToken / 1e6:F2} MB/token, " +
-                                  $"prefill {result.PromptFlopsPerToken / 1e6:F1} MFLOP/token");
+                                  $"FMA peak {limits.FlopsPerSecond / 1e9:F1} GFLOP/s, int8 dot peak {limits.Int8OpsPerSecond / 1e9:F1} GOP/s ({limits.Threads} threads); " +
+                                  $"decode reads {result.DecodeBytesPerToken / 1e6:F2} MB/token, prefill {result.PromptFlopsPerToken / 1e6:F1} MFLOP/token, " +
+                                  $"{100 * result.PromptIntegerShare:F1}% of it on integer dot products (against the int8 peak, the rest against FMA)");
             if (pr.GetValue(json))
                 Console.WriteLine(JsonSerializer.Serialize(new { model = label, bytes, parameters, result, limits }, JsonOutput.Options));
             return Task.FromResult(0);
@@ -127,16 +129,17 @@ public static class BenchCommand
                     interleave: interleave, cancel: ct));
             }
         MachineLimits? limits = before is null ? null : MachineLimits.Around(before, Bench.MeasureMachine(threads));
-        var table = new Table().AddColumns("format", "shape", "decode GB/s", "of bandwidth", $"prefill pp{prefillTokens} GOP/s", "of FLOP peak");
+        var table = new Table().AddColumns("format", "shape", "decode GB/s", "of bandwidth", $"prefill pp{prefillTokens} GOP/s", "of compute peak");
         foreach (var r in results)
             table.AddTextRow(r.Format, $"{r.Rows}x{r.Cols}", $"{r.DecodeBytesPerSecond / 1e9:F1}",
                 limits is null ? "-" : $"{100 * r.DecodeFractionOfBandwidth(limits.ReadBytesPerSecond):F1}%",
                 prefillTokens > 0 ? $"{2 * r.PrefillMultiplyAddsPerSecond / 1e9:F1}" : "-",
-                limits is null || prefillTokens <= 0 ? "-" : $"{100 * r.PrefillFractionOfPeak(limits.FlopsPerSecond):F1}%");
+                limits is null || prefillTokens <= 0 ? "-" : $"{100 * r.PrefillFractionOfPeak(limits.FlopsPerSecond, limits.Int8OpsPerSecond):F1}%" + (r.IntegerPrefill ? " (int8)" : ""));
         console.Write(table);
         if (limits is not null)
-            console.WriteLine($"machine: read bandwidth {limits.ReadBandwidthText}, FMA peak {limits.FlopsPerSecond / 1e9:F1} GFLOP/s ({limits.Threads} threads); " +
-                              "GOP = 2 × multiply-adds (integer kernels can exceed the float FMA peak)");
+            console.WriteLine($"machine: read bandwidth {limits.ReadBandwidthText}, FMA peak {limits.FlopsPerSecond / 1e9:F1} GFLOP/s, " +
+                              $"int8 dot peak {limits.Int8OpsPerSecond / 1e9:F1} GOP/s ({limits.Threads} threads); " +
+                              "GOP = 2 × multiply-adds; (int8) = integer kernels, against the int8 dot peak");
         if (json) Console.WriteLine(JsonSerializer.Serialize(new { kernels = results, limits }, JsonOutput.Options));
         return 0;
     }

@@ -65,9 +65,25 @@ public sealed record BenchResult
     public double GenerateFractionOfBandwidth(double bandwidthBytesPerSecond)
         => bandwidthBytesPerSecond > 0 ? GenerateTokensPerSecond.Mean * DecodeBytesPerToken / bandwidthBytesPerSecond : 0;
 
-    /// <summary>pp as a fraction of the FLOP peak.</summary>
-    public double PromptFractionOfPeak(double flopsPerSecond)
-        => flopsPerSecond > 0 ? PromptTokensPerSecond.Mean * PromptFlopsPerToken / flopsPerSecond : 0;
+    /// <summary>
+    /// Share of <see cref="PromptFlopsPerToken"/> in matrices whose prefill runs on integer dot products (activations
+    /// quantized: Q4_0/Q8_0/Q4_K GEMM, W8A8); the rest (float matrices, attention) runs on float FMA.
+    /// </summary>
+    public double PromptIntegerShare { get; init; }
+
+    /// <summary>
+    /// pp as a fraction of the compute peak: the time the prompt's operations would take at the peak of the unit
+    /// that runs them (integer share at <paramref name="int8OpsPerSecond"/>, the rest at <paramref name="flopsPerSecond"/>)
+    /// over the time they took. Without an int8 figure (0), all operations count against the FMA peak, where
+    /// integer kernels can exceed 100 %.
+    /// </summary>
+    public double PromptFractionOfPeak(double flopsPerSecond, double int8OpsPerSecond = 0)
+    {
+        if (flopsPerSecond <= 0) return 0;
+        double share = int8OpsPerSecond > 0 ? PromptIntegerShare : 0;
+        double idealSecondsPerToken = PromptFlopsPerToken * (1 - share) / flopsPerSecond + (share > 0 ? PromptFlopsPerToken * share / int8OpsPerSecond : 0);
+        return PromptTokensPerSecond.Mean * idealSecondsPerToken;
+    }
 }
 
 /// <summary>Machine limits measured on this host.</summary>
@@ -76,6 +92,9 @@ public sealed record MachineLimits(double ReadBytesPerSecond, double TriadBytesP
     /// <summary>Read bandwidth of the two measurements averaged (0 when not an average).</summary>
     public double ReadBytesPerSecondBefore { get; init; }
     public double ReadBytesPerSecondAfter { get; init; }
+
+    /// <summary>Integer dot-product peak (2 operations per byte multiply-add) of the GEMM's instruction, 0 = not measured or none.</summary>
+    public double Int8OpsPerSecond { get; init; }
 
     /// <summary>
     /// The mean of a measurement taken before a benchmark and one taken after it: on a shared machine the
@@ -88,6 +107,7 @@ public sealed record MachineLimits(double ReadBytesPerSecond, double TriadBytesP
         {
             ReadBytesPerSecondBefore = before.ReadBytesPerSecond,
             ReadBytesPerSecondAfter = after.ReadBytesPerSecond,
+            Int8OpsPerSecond = (before.Int8OpsPerSecond + after.Int8OpsPerSecond) / 2,
         };
 
     /// <summary>"47.1 GB/s" or, around a run, "47.1 GB/s (before 45.0, after 49.2)".</summary>
@@ -139,6 +159,7 @@ public static class Bench
         if (tg > 0)
         {
             int every = Math.Max(1, options.ReadEveryTokens);
+            var logits = new float[vocab]; // one buffer: Decode's fresh array per token is garbage the tg timing would include
             for (int r = -options.WarmupRuns; r < reps; r++)
             {
                 cancellationToken.ThrowIfCancellationRequested();
@@ -149,7 +170,8 @@ public static class Bench
                 for (int i = 0; i < tg; i++)
                 {
                     sw.Restart();
-                    token = Sampler.ArgMax(engine.Decode(token));
+                    engine.Evaluate([token], 0, logits);
+                    token = Sampler.ArgMax(logits);
                     s += sw.Elapsed.TotalSeconds;
                     if (alongside is not null && r >= 0 && ((i + 1) % every == 0 || i == tg - 1)) alongside.Pass();
                 }
@@ -164,8 +186,12 @@ public static class Bench
 
         double decodeBytes = 0;
         for (int i = 0; i < tg; i++) decodeBytes += engine.DecodeBytesPerToken(i + 1);
-        double promptFlops = 0;
-        for (int i = 0; i < pp; i++) promptFlops += 2.0 * engine.MultiplyAddsPerToken(i);
+        double promptFlops = 0, integerFlops = 0;
+        for (int i = 0; i < pp; i++)
+        {
+            promptFlops += 2.0 * engine.MultiplyAddsPerToken(i);
+            integerFlops += 2.0 * engine.IntegerPrefillMultiplyAddsPerToken;
+        }
         return new BenchResult
         {
             PromptTokens = pp,
@@ -177,6 +203,7 @@ public static class Bench
             DecodeBytesPerToken = tg > 0 ? decodeBytes / tg : engine.DecodeBytesPerToken(1),
             PromptFlopsPerToken = pp > 0 ? promptFlops / pp : 2.0 * engine.MultiplyAddsPerToken(0),
             ReadBytesPerSecondAlongside = alongside?.BytesPerSecond ?? 0,
+            PromptIntegerShare = promptFlops > 0 ? integerFlops / promptFlops : 0,
         };
     }
 
@@ -189,7 +216,7 @@ public static class Bench
     {
         threads = threads > 0 ? threads : Environment.ProcessorCount;
         return new MachineLimits(MeasureReadBandwidth(threads, bufferBytes, repetitions), MeasureTriadBandwidth(threads, bufferBytes, repetitions),
-            MeasureFlopPeak(threads, repetitions), threads, bufferBytes);
+            MeasureFlopPeak(threads, repetitions), threads, bufferBytes) { Int8OpsPerSecond = MeasureInt8Peak(threads, repetitions) };
     }
 
     /// <summary>
@@ -316,6 +343,48 @@ public static class Bench
         }
         GC.KeepAlive(sink);
         return best;
+    }
+
+    /// <summary>
+    /// Integer operations per second (2 per byte multiply-add) of independent chains of the integer GEMM's dot step
+    /// (<see cref="QuantizedGemm.Step{V}"/>: vpdpbusd with AVX-VNNI, else pmaddubsw + pmaddwd + add) on all threads;
+    /// 0 where the GEMM has no vector path.
+    /// </summary>
+    public static double MeasureInt8Peak(int threads, int repetitions = 5)
+    {
+        if (QuantizedGemm.BestIsa == GemmIsa.Scalar) return 0;
+        bool vnni = QuantizedGemm.BestIsa == GemmIsa.AvxVnni;
+        const long iterations = 20_000_000;
+        double best = 0;
+        var sink = new int[threads];
+        var opts = new ParallelOptions { MaxDegreeOfParallelism = threads };
+        for (int r = 0; r < repetitions + 1; r++)
+        {
+            var sw = Stopwatch.StartNew();
+            Parallel.For(0, threads, opts, t => sink[t] = vnni ? DotLoop<QuantizedGemm.Q40Vnni>(iterations, t) : DotLoop<QuantizedGemm.Q40Avx2>(iterations, t));
+            double s = sw.Elapsed.TotalSeconds;
+            if (r > 0) best = Math.Max(best, threads * iterations * 12.0 * 32 * 2 / s); // 12 steps of 32 byte multiply-adds
+        }
+        GC.KeepAlive(sink);
+        return best;
+    }
+
+    private static int DotLoop<V>(long iterations, int seed) where V : struct, QuantizedGemm.IVariant
+    {
+        // 12 independent accumulators cover the dot step's latency × throughput, as FmaLoop does for FMA.
+        var w = Vector256.Create((byte)(3 + seed));
+        var a = Vector256.Create(0x01FF02FE + seed);
+        Vector256<int> a0 = default, a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0;
+        for (long i = 0; i < iterations; i++)
+        {
+            a0 = QuantizedGemm.Step<V>(a0, w, default, a); a1 = QuantizedGemm.Step<V>(a1, w, default, a);
+            a2 = QuantizedGemm.Step<V>(a2, w, default, a); a3 = QuantizedGemm.Step<V>(a3, w, default, a);
+            a4 = QuantizedGemm.Step<V>(a4, w, default, a); a5 = QuantizedGemm.Step<V>(a5, w, default, a);
+            a6 = QuantizedGemm.Step<V>(a6, w, default, a); a7 = QuantizedGemm.Step<V>(a7, w, default, a);
+            a8 = QuantizedGemm.Step<V>(a8, w, default, a); a9 = QuantizedGemm.Step<V>(a9, w, default, a);
+            a10 = QuantizedGemm.Step<V>(a10, w, default, a); a11 = QuantizedGemm.Step<V>(a11, w, default, a);
+        }
+        return Vector256.Sum(a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11);
     }
 
     private static float FmaLoop(long iterations, float seed)

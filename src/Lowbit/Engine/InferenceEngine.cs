@@ -224,6 +224,22 @@ public sealed unsafe class InferenceEngine
     public long DecodeBytesPerToken(int contextTokens)
         => WeightBytesPerToken + (long)_cfg.NumLayers * contextTokens * _cache.BytesPerPositionPerLayer;
 
+    /// <summary>Multiply-adds per prompt token in matrices whose prefill runs on integer dot products (<see cref="WeightMatrix.IntegerPrefill"/>).</summary>
+    public long IntegerPrefillMultiplyAddsPerToken
+    {
+        get
+        {
+            long m = _lmHead.IntegerPrefill ? (long)_lmHead.Rows * _lmHead.Cols : 0;
+            foreach (var l in _layers)
+            {
+                ReadOnlySpan<WeightMatrix> matrices = [l.Wq, l.Wk, l.Wv, l.Wo, l.Gate, l.Up, l.Down];
+                foreach (var w in matrices)
+                    if (w.IntegerPrefill) m += (long)w.Rows * w.Cols;
+            }
+            return m;
+        }
+    }
+
     /// <summary>Multiply-adds of a forward pass of one token at position <paramref name="pos"/> (matrices + attention).</summary>
     public long MultiplyAddsPerToken(int pos)
     {

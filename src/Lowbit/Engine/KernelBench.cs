@@ -7,13 +7,20 @@ namespace Lowbit.Engine;
 /// <summary>Speed of one codec's matrix kernels on one matrix shape.</summary>
 public sealed record KernelSpeed(
     string Format, int Rows, int Cols, int Matrices, long WeightBytes, int Threads,
-    double DecodeBytesPerSecond, int PrefillTokens, double PrefillMultiplyAddsPerSecond)
+    double DecodeBytesPerSecond, int PrefillTokens, double PrefillMultiplyAddsPerSecond, bool IntegerPrefill = false)
 {
     /// <summary>Decode (matrix-vector) as a fraction of a measured read bandwidth.</summary>
     public double DecodeFractionOfBandwidth(double readBytesPerSecond) => readBytesPerSecond > 0 ? DecodeBytesPerSecond / readBytesPerSecond : 0;
 
-    /// <summary>Prefill (matrix-matrix) operations (2 per multiply-add) as a fraction of a measured FLOP peak.</summary>
-    public double PrefillFractionOfPeak(double flopsPerSecond) => flopsPerSecond > 0 ? 2 * PrefillMultiplyAddsPerSecond / flopsPerSecond : 0;
+    /// <summary>
+    /// Prefill (matrix-matrix) operations (2 per multiply-add) as a fraction of the peak of the unit that runs them: the
+    /// integer dot-product peak when <see cref="IntegerPrefill"/> and one is given, else the FMA FLOP peak.
+    /// </summary>
+    public double PrefillFractionOfPeak(double flopsPerSecond, double int8OpsPerSecond = 0)
+    {
+        double peak = IntegerPrefill && int8OpsPerSecond > 0 ? int8OpsPerSecond : flopsPerSecond;
+        return peak > 0 ? 2 * PrefillMultiplyAddsPerSecond / peak : 0;
+    }
 }
 
 /// <summary>
@@ -78,7 +85,7 @@ public static class KernelBench
             double s = Timed(minSeconds, cancel, () => { for (int i = 0; i < used; i++) set[i].MatMul(xs, 0, prefillTokens, ys, 0, par); }, out int mm);
             prefillRate = (double)rows * cols * prefillTokens * used * mm / s;
         }
-        return new KernelSpeed(codec.Name, rows, cols, matrices, matrixBytes * matrices, threads, decodeRate, prefillTokens, prefillRate);
+        return new KernelSpeed(codec.Name, rows, cols, matrices, matrixBytes * matrices, threads, decodeRate, prefillTokens, prefillRate, set[0].IntegerPrefill);
     }
 
     private static double Timed(double minSeconds, CancellationToken cancel, Action pass, out int passes)

@@ -73,6 +73,9 @@ internal sealed unsafe partial class WeightMatrix
         fixed (byte* p = Data.Span) return InterleavedRows.ScalesFinite(f, p, Rows, (int)_rowBytes, Cols);
     }
 
+    /// <summary>Whether prefill (<see cref="MatMul"/> of several tokens) multiplies on integer dot products (activations quantized).</summary>
+    public bool IntegerPrefill => _int8Gemm is not null || _quantizedPrefill || QuantizesActivationRows;
+
     /// <summary>Bytes of the interleaved decode copy (0 without one).</summary>
     public long InterleavedBytes => _interleaved?.Length ?? 0;
 

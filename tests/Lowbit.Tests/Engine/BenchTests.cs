@@ -45,11 +45,51 @@ public sealed class BenchTests
     }
 
     [Fact]
+    public void The_int8_dot_peak_is_measured_where_the_integer_gemm_has_a_vector_path()
+    {
+        double peak = Bench.MeasureInt8Peak(threads: 1, repetitions: 1);
+        if (QuantizedGemm.BestIsa == GemmIsa.Scalar) Assert.Equal(0, peak);
+        else Assert.True(peak > 1e8, $"int8 peak {peak}");
+        Assert.Equal(peak > 0, Bench.MeasureMachine(threads: 1, bufferBytes: 8 << 20, repetitions: 1).Int8OpsPerSecond > 0);
+    }
+
+    [Fact]
+    public void Prefill_fraction_charges_integer_work_to_the_int8_peak_and_the_rest_to_fma()
+    {
+        var r = new BenchResult
+        {
+            PromptTokens = 8, PromptTokensPerSecond = new Measurement(10, 0, 1), GenerateTokens = 0, GenerateTokensPerSecond = default,
+            Threads = 2, WeightBytesPerToken = 1, DecodeBytesPerToken = 1, PromptFlopsPerToken = 1e9, PromptIntegerShare = 0.75,
+        };
+        // 0.25 GFLOP at 100 GFLOP/s + 0.75 GOP at 400 GOP/s = 4.375 ms per token; 10 tokens/s took 100 ms.
+        Assert.Equal(0.04375, r.PromptFractionOfPeak(100e9, 400e9), 12);
+        Assert.Equal(0.1, r.PromptFractionOfPeak(100e9), 12); // no int8 figure: everything against FMA
+        var k = new KernelSpeed("q4_0", 8, 32, 1, 1, 1, 1, 4, 50e9, IntegerPrefill: true);
+        Assert.Equal(0.25, k.PrefillFractionOfPeak(200e9, 400e9), 12);
+        Assert.Equal(0.5, (k with { IntegerPrefill = false }).PrefillFractionOfPeak(200e9, 400e9), 12);
+    }
+
+    [Theory]
+    [InlineData("q4_0", true)]
+    [InlineData("f32", false)]
+    public void Integer_prefill_work_counts_the_matrices_on_integer_kernels(string codec, bool integer)
+    {
+        using var model = SyntheticModel.Create(SyntheticModel.Tiny6MLike(), CodecRegistry.Get(codec), seed: 2);
+        var e = new InferenceEngine(model);
+        long matrices = e.MultiplyAddsPerToken(0) - 2L * model.Config.QDim * model.Config.NumLayers; // less attention at position 0
+        Assert.Equal(integer ? matrices : 0, e.IntegerPrefillMultiplyAddsPerToken);
+        var r = Bench.Run(e, new BenchOptions { PromptTokens = 4, GenerateTokens = 0, Repetitions = 1, WarmupRuns = 0 });
+        if (integer) Assert.InRange(r.PromptIntegerShare, 0.99, 1.0);
+        else Assert.Equal(0, r.PromptIntegerShare);
+    }
+
+    [Fact]
     public void Limits_around_a_run_average_the_two_measurements()
     {
         var before = new MachineLimits(40e9, 42e9, 200e9, 2, 1 << 20);
-        var after = new MachineLimits(60e9, 62e9, 220e9, 2, 1 << 20);
-        var around = MachineLimits.Around(before, after);
+        var after = new MachineLimits(60e9, 62e9, 220e9, 2, 1 << 20) { Int8OpsPerSecond = 900e9 };
+        var around = MachineLimits.Around(before with { Int8OpsPerSecond = 700e9 }, after);
+        Assert.Equal(800e9, around.Int8OpsPerSecond);
         Assert.Equal(50e9, around.ReadBytesPerSecond);
         Assert.Equal(52e9, around.TriadBytesPerSecond);
         Assert.Equal(210e9, around.FlopsPerSecond);
