@@ -32,8 +32,8 @@ internal static unsafe class InterleavedRows
     public const int GroupRows = 8;
 
     /// <summary>
-    /// How far ahead of the block being multiplied the kernels ask for weights (software prefetch into L1, every
-    /// 64-byte line once). With the hardware prefetcher alone, two threads decoded Q4_K at 60 % and Q4_0 / Q8_0 at
+    /// How far ahead of the block being multiplied the kernels ask for weights (software prefetch, every 64-byte line
+    /// once; non-temporal since <see cref="PrefetchStream"/>, the figures here were measured with PREFETCHT0). With the hardware prefetcher alone, two threads decoded Q4_K at 60 % and Q4_0 / Q8_0 at
     /// 67–74 % of the machine's read bandwidth (synthetic 1B model); asking ~6 KB ahead (about one DRAM latency
     /// at one thread's streaming rate) gained 8–22 % (4 KB alike, 12 KB and more less; measured in one process,
     /// alternating distances every 4 tokens, against prefetching nothing ahead). The F16 kernel, measured the same
