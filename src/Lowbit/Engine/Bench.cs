@@ -330,19 +330,9 @@ public static class Bench
     /// <summary>FP32 FLOPs per second of independent FMA chains on all threads (2 FLOPs per lane per FMA).</summary>
     public static double MeasureFlopPeak(int threads, int repetitions = 5)
     {
-        const long iterations = 250_000_000; // ÷10 per thread: ~50 ms per run at 3 GHz
-        double best = 0;
+        const long iterations = 25_000_000; // per thread: ~50 ms per run at 3 GHz
         var sink = new float[threads];
-        var opts = new ParallelOptions { MaxDegreeOfParallelism = threads };
-        for (int r = 0; r < repetitions + 1; r++)
-        {
-            var sw = Stopwatch.StartNew();
-            Parallel.For(0, threads, opts, t => sink[t] = FmaLoop(iterations / 10, 1f + t * 1e-7f));
-            double s = sw.Elapsed.TotalSeconds;
-            if (r > 0) best = Math.Max(best, threads * (iterations / 10) * 12.0 * 8 * 2 / s);
-        }
-        GC.KeepAlive(sink);
-        return best;
+        return BestRate(threads, repetitions, iterations * 12.0 * 8 * 2, t => sink[t] = FmaLoop(iterations, 1f + t * 1e-7f));
     }
 
     /// <summary>
@@ -355,17 +345,26 @@ public static class Bench
         if (QuantizedGemm.BestIsa == GemmIsa.Scalar) return 0;
         bool vnni = QuantizedGemm.BestIsa == GemmIsa.AvxVnni;
         const long iterations = 20_000_000;
-        double best = 0;
         var sink = new int[threads];
+        return BestRate(threads, repetitions, iterations * 12.0 * 32 * 2, // 12 steps of 32 byte multiply-adds
+            t => sink[t] = vnni ? DotLoop<QuantizedGemm.Q40Vnni>(iterations, t) : DotLoop<QuantizedGemm.Q40Avx2>(iterations, t));
+    }
+
+    /// <summary>
+    /// Best of <paramref name="repetitions"/> runs (after one warm-up) of <paramref name="body"/> on each of
+    /// <paramref name="threads"/> threads at once: operations per second, given <paramref name="opsPerThread"/> per run.
+    /// </summary>
+    private static double BestRate(int threads, int repetitions, double opsPerThread, Action<int> body)
+    {
+        double best = 0;
         var opts = new ParallelOptions { MaxDegreeOfParallelism = threads };
         for (int r = 0; r < repetitions + 1; r++)
         {
             var sw = Stopwatch.StartNew();
-            Parallel.For(0, threads, opts, t => sink[t] = vnni ? DotLoop<QuantizedGemm.Q40Vnni>(iterations, t) : DotLoop<QuantizedGemm.Q40Avx2>(iterations, t));
+            Parallel.For(0, threads, opts, body);
             double s = sw.Elapsed.TotalSeconds;
-            if (r > 0) best = Math.Max(best, threads * iterations * 12.0 * 32 * 2 / s); // 12 steps of 32 byte multiply-adds
+            if (r > 0) best = Math.Max(best, threads * opsPerThread / s);
         }
-        GC.KeepAlive(sink);
         return best;
     }
 

@@ -17,7 +17,9 @@ public sealed unsafe class InferenceEngine
         public required float[] AttnNorm, FfnNorm;
         public float[]? QBias, KBias, VBias, QNorm, KNorm;
         public required WeightMatrix Wq, Wk, Wv, Wo, Gate, Up, Down;
-        private WeightMatrix[]? _qkv, _gateUp;
+        private WeightMatrix[]? _qkv, _gateUp, _matrices;
+        /// <summary>All seven matrices of the block (for byte and multiply-add counts).</summary>
+        public WeightMatrix[] Matrices => _matrices ??= [Wq, Wk, Wv, Wo, Gate, Up, Down];
         /// <summary>The products that read the same input, for one fused decode step each.</summary>
         public WeightMatrix[] Qkv => _qkv ??= [Wq, Wk, Wv];
         public WeightMatrix[] GateUp => _gateUp ??= [Gate, Up];
@@ -215,7 +217,7 @@ public sealed unsafe class InferenceEngine
         {
             long b = _embedding.ByteCount / Math.Max(1, _embedding.Rows) + _lmHead.ByteCount;
             foreach (var l in _layers)
-                b += l.Wq.ByteCount + l.Wk.ByteCount + l.Wv.ByteCount + l.Wo.ByteCount + l.Gate.ByteCount + l.Up.ByteCount + l.Down.ByteCount;
+                foreach (var w in l.Matrices) b += w.ByteCount;
             return b;
         }
     }
@@ -231,11 +233,8 @@ public sealed unsafe class InferenceEngine
         {
             long m = _lmHead.IntegerPrefill ? (long)_lmHead.Rows * _lmHead.Cols : 0;
             foreach (var l in _layers)
-            {
-                ReadOnlySpan<WeightMatrix> matrices = [l.Wq, l.Wk, l.Wv, l.Wo, l.Gate, l.Up, l.Down];
-                foreach (var w in matrices)
+                foreach (var w in l.Matrices)
                     if (w.IntegerPrefill) m += (long)w.Rows * w.Cols;
-            }
             return m;
         }
     }
@@ -245,9 +244,10 @@ public sealed unsafe class InferenceEngine
     {
         long m = (long)_lmHead.Rows * _lmHead.Cols;
         foreach (var l in _layers)
-            m += (long)l.Wq.Rows * l.Wq.Cols + (long)l.Wk.Rows * l.Wk.Cols + (long)l.Wv.Rows * l.Wv.Cols + (long)l.Wo.Rows * l.Wo.Cols
-                 + (long)l.Gate.Rows * l.Gate.Cols + (long)l.Up.Rows * l.Up.Cols + (long)l.Down.Rows * l.Down.Cols
-                 + 2L * _cfg.QDim * (pos + 1);
+        {
+            foreach (var w in l.Matrices) m += (long)w.Rows * w.Cols;
+            m += 2L * _cfg.QDim * (pos + 1);
+        }
         return m;
     }
 
@@ -446,17 +446,24 @@ public sealed unsafe class InferenceEngine
                         int h0 = kv * group;
                         MatKernels.MatMulTile(pk + (long)start * kvd + kv * hd, kvd, span, pq + (long)h0 * hd, hd, group, hd, ps, span);
                         for (int j = 0; j < group; j++)
-                        {
-                            var s = new Span<float>(ps + (long)j * span, span);
-                            float max = TensorPrimitives.Max(s);
-                            float sum = FastMath.ExpInPlace(s, max, scale);
-                            TensorPrimitives.Multiply(s, 1f / sum, s);
-                            MatKernels.WeightedRowSum(ps + (long)j * span, span, pv + (long)start * kvd + kv * hd, kvd, po + (long)(h0 + j) * hd, hd);
-                        }
+                            SoftmaxWeightedSum(ps + (long)j * span, span, scale, pv + (long)start * kvd + kv * hd, kvd, po + (long)(h0 + j) * hd, hd);
                     }
             }
             finally { ArrayPool<float>.Shared.Return(scores); }
         });
+    }
+
+    /// <summary>
+    /// One query's attention output from its <paramref name="count"/> raw scores q·k (overwritten): softmax of
+    /// score·<paramref name="scale"/>, shifted by the maximum, then the probability-weighted sum of the value rows.
+    /// </summary>
+    private static void SoftmaxWeightedSum(float* scores, int count, float scale, float* values, int ldv, float* output, int hd)
+    {
+        var s = new Span<float>(scores, count);
+        float max = TensorPrimitives.Max(s);
+        float sum = FastMath.ExpInPlace(s, max, scale);
+        TensorPrimitives.Multiply(s, 1f / sum, s);
+        MatKernels.WeightedRowSum(scores, count, values, ldv, output, hd);
     }
 
     /// <summary>
@@ -499,12 +506,8 @@ public sealed unsafe class InferenceEngine
                     {
                         int pos = p0 + t;
                         int start = window > 0 ? Math.Max(0, pos - window + 1) : 0;
-                        var s = new Span<float>(ps + (long)(t - t0) * span + (start - kStart), pos - start + 1);
-                        float max = TensorPrimitives.Max(s);
-                        float sum = FastMath.ExpInPlace(s, max, scale); // softmax of q·k/√d, shifted by its maximum
-                        TensorPrimitives.Multiply(s, 1f / sum, s);
-                        fixed (float* pp = s)
-                            MatKernels.WeightedRowSum(pp, s.Length, pv + (long)start * kvd + kvOff, kvd, po + (long)t * qd + head * hd, hd);
+                        SoftmaxWeightedSum(ps + (long)(t - t0) * span + (start - kStart), pos - start + 1, scale,
+                            pv + (long)start * kvd + kvOff, kvd, po + (long)t * qd + head * hd, hd);
                     }
                 }
             }

@@ -33,8 +33,9 @@ internal static unsafe class InterleavedRows
 
     /// <summary>
     /// How far ahead of the block being multiplied the kernels ask for weights (software prefetch, every 64-byte line
-    /// once; non-temporal since <see cref="PrefetchStream"/>, the figures here were measured with PREFETCHT0). With the hardware prefetcher alone, two threads decoded Q4_K at 60 % and Q4_0 / Q8_0 at
-    /// 67–74 % of the machine's read bandwidth (synthetic 1B model); asking ~6 KB ahead (about one DRAM latency
+    /// once; non-temporal since <see cref="PrefetchStream"/>, the figures here were measured with PREFETCHT0). With
+    /// the hardware prefetcher alone, two threads decoded Q4_K at 60 % and Q4_0 / Q8_0 at 67–74 % of the machine's
+    /// read bandwidth (synthetic 1B model); asking ~6 KB ahead (about one DRAM latency
     /// at one thread's streaming rate) gained 8–22 % (4 KB alike, 12 KB and more less; measured in one process,
     /// alternating distances every 4 tokens, against prefetching nothing ahead). The F16 kernel, measured the same
     /// way once decode steps ran as per-thread shares (<see cref="ParallelRunner.ForRanges"/>), gained 4–9 %.
@@ -57,9 +58,8 @@ internal static unsafe class InterleavedRows
     /// per token. Against PREFETCHT0 at the same distance, decode of the synthetic 1B model ran 1.9–6.9 % faster for
     /// Q4_0, 2.0–5.2 % for Q4_K, 0–1.3 % for Q8_0 (one process, switching every 4 tokens, two or more runs each) and
     /// 1.8 % for F16 (one run); presumably because lines fetched non-temporally are kept out of the L2 and so do not
-    /// push the L2's victims into the L3 at the rate weights stream. A plain
-    /// read gained nothing from it (56.5 GB/s without, 53.9 with), so the read bandwidth the fractions use stays the
-    /// plain read's.
+    /// push the L2's victims into the L3 at the rate weights stream. A plain read gained nothing from it (56.5 GB/s
+    /// without, 53.9 with), so the read bandwidth the fractions use stays the plain read's.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void PrefetchStream(byte* p) => Sse.PrefetchNonTemporal(p);
