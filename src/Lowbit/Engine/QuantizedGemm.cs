@@ -129,15 +129,20 @@ internal static unsafe class QuantizedGemm
             float* da = (float*)(d + cols);
             int* corr = (int*)(d + cols + 4 * nb);
             bool biased = f == GemmFormat.Q8_0 && isa == GemmIsa.AvxVnni;
+            var bias = Vector256.Create((byte)0x80);
             for (int b = 0; b < nb; b++)
             {
                 byte* blk = src + b * 34;
                 da[b] = LegacyKernels.F16(blk);
                 var q = Vector256.Load(blk + 2);
-                Vector256.Store(biased ? q ^ Vector256.Create((byte)0x80) : q, d + 32 * b);
+                Vector256.Store(biased ? q ^ bias : q, d + 32 * b);
                 int sum = 0;
                 if (f == GemmFormat.Q4_0)
-                    for (int i = 0; i < 32; i++) sum += (sbyte)blk[2 + i];
+                {
+                    // Σq over the block: the bytes biased by +128 summed as unsigned (vpsadbw against zero), less 32·128.
+                    var sad = Avx2.SumAbsoluteDifferences(q ^ bias, Vector256<byte>.Zero).AsUInt64();
+                    sum = (int)Vector256.Sum(sad) - 32 * 128;
+                }
                 corr[b] = -8 * sum;
             }
         }
