@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Numerics;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 
@@ -61,16 +62,22 @@ public sealed class Q8_KCodec : TensorCodec
                 QuantizeBlock(x, block);
                 return;
             }
-            float amax = 0;
-            for (int i = 0; i < 8; i++) amax = MathF.Max(amax, amaxV[i]);
+            var m4 = Vector128.Max(amaxV.GetLower(), amaxV.GetUpper());
+            m4 = Vector128.Max(m4, Vector128.Shuffle(m4, Vector128.Create(2, 3, 0, 1)));
+            float amax = MathF.Max(m4[0], m4[1]);
             if (amax == 0)
             {
                 block.Slice(0, 292).Clear();
                 return;
             }
+            // The first value of that magnitude, 8 lanes at a time (the scalar loop's choice among equal maxima).
             float max = 0;
-            for (int j = 0; j < 256; j++)
-                if (MathF.Abs(px[j]) == amax) { max = px[j]; break; }
+            var target = Vector256.Create(amax);
+            for (int j = 0; j < 256; j += 8)
+            {
+                uint hits = Vector256.Equals(Vector256.Load(px + j) & absMask, target).ExtractMostSignificantBits();
+                if (hits != 0) { max = px[j + BitOperations.TrailingZeroCount(hits)]; break; }
+            }
             float iscale = -127f / max;
             var scale = Vector256.Create(iscale);
             var magic = Vector256.Create(12582912f);
@@ -90,8 +97,8 @@ public sealed class Q8_KCodec : TensorCodec
                 Vector256.Narrow(w0, w1).Store(qs + j);
                 // Two groups of 16: sums of the (int16) codes.
                 short* sums = (short*)(pb + OffBsums) + j / 16;
-                sums[0] = (short)(Vector256.Sum(q0) + Vector256.Sum(q1));
-                sums[1] = (short)(Vector256.Sum(q2) + Vector256.Sum(q3));
+                sums[0] = (short)Vector256.Sum(q0 + q1);
+                sums[1] = (short)Vector256.Sum(q2 + q3);
             }
             BinaryPrimitives.WriteSingleLittleEndian(block, 1 / iscale);
         }
