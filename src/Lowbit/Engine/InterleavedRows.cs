@@ -20,12 +20,21 @@ namespace Lowbit.Engine;
 /// ([segment][group][blocks of the segment]): a kernel pass over one group then touches only that segment's
 /// activations. Streaming a whole 8192-column group (36 KB of Q4_0) between two uses of a 10 KB activation
 /// pushed the activation out of L1: without software prefetch, 2048x8192 Q4_0 ran at 18 GB/s against 22
-/// segmented (one thread). With the prefetch the two layouts decode the 1B model equally fast; segments stay
-/// for wider rows (a 14336-column Q4 group is 64 KB, more than L1). Per row the blocks are still folded in
-/// order, the running sums carried in y from one segment to the next, so the result does not change.
+/// segmented (one thread); with the prefetch, at two threads, whole rows still streamed 2048x8192 Q4_0 at 60–63 % of
+/// the read bandwidth against 69–74 % segmented (three alternated runs of <c>lowbit bench --kernels q4_0</c>). Storing
+/// ~256 KB chunks of groups segment by segment, so that a run of groups is one stream, was no better (68–78 % against
+/// 78–83 %). Per row the blocks are still folded in order, the running sums carried in y from one segment to the
+/// next, so the result does not change.
 /// Per row the arithmetic is the canonical one (Q4_0: <see cref="QuantizedGemm.ReferenceDot"/>; Q4_K:
 /// the scalar Q8_K integer dot): exact int32 sums per block, then one float fold per block in block
 /// order, so decode through this copy equals the GEMM (prefill) and the scalar references bit for bit.
+/// <para>
+/// The kernels stay 256-bit on AVX-512 CPUs. A Q4_0 kernel on 16-row groups in 512-bit registers (.NET 10 has
+/// vpdpbusd on zmm only under AVX10, so vpmaddubsw with int16 block sums, then one vpmaddwd) ran 1.4–1.7× faster
+/// with its weights in cache, yet decoded the synthetic 1B model 12–25 % slower from DRAM (one process alternating
+/// the two copies every 4 tokens, 1 and 2 threads; codes-then-scales, scales-inline and paired-block layouts alike):
+/// decode here is bound by how a core streams memory, not by its instructions, and the 144-byte block streams best.
+/// </para>
 /// </summary>
 internal static unsafe class InterleavedRows
 {
