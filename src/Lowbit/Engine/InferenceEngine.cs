@@ -38,6 +38,7 @@ public sealed unsafe class InferenceEngine
     private readonly float[] _x, _xb, _xb2, _q, _k, _v, _att, _hb, _hb2, _kScratch, _vScratch;
     private float[] _logits = []; // grown to the rows a call asks for (vocab × batch can be hundreds of MB)
     private float[] _ropeCos = [], _ropeSin = [];
+    private float[] _ropeCos2 = [], _ropeSin2 = []; // per token, per value of a head: RopeKernels.RotatePairs' tables
 
     public InferenceEngine(LoadedModel model, EngineOptions? options = null)
     {
@@ -383,6 +384,8 @@ public sealed unsafe class InferenceEngine
         {
             _ropeCos = new float[_maxBatch * half];
             _ropeSin = new float[_maxBatch * half];
+            _ropeCos2 = new float[_maxBatch * 2 * half];
+            _ropeSin2 = new float[_maxBatch * 2 * half];
         }
         for (int t = 0; t < n; t++)
         {
@@ -393,6 +396,9 @@ public sealed unsafe class InferenceEngine
                 _ropeCos[t * half + i] = MathF.Cos(angle);
                 _ropeSin[t * half + i] = MathF.Sin(angle);
             }
+            if (_cfg.Rope != RopeStyle.NeoX)
+                RopeKernels.ExpandPairs(_ropeCos.AsSpan(t * half, half), _ropeSin.AsSpan(t * half, half),
+                    _ropeCos2.AsSpan(t * 2 * half, 2 * half), _ropeSin2.AsSpan(t * 2 * half, 2 * half));
         }
     }
 
@@ -404,16 +410,13 @@ public sealed unsafe class InferenceEngine
         {
             var cos = _ropeCos.AsSpan(t * half, half);
             var sin = _ropeSin.AsSpan(t * half, half);
+            var cos2 = _ropeCos2.AsSpan(t * 2 * half, 2 * half);
+            var sin2 = _ropeSin2.AsSpan(t * 2 * half, 2 * half);
             for (int hh = 0; hh < heads; hh++)
             {
-                var v = vecs.AsSpan((t * heads + hh) * hd, hd);
-                for (int i = 0; i < half; i++)
-                {
-                    int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
-                    float v0 = v[a], v1 = v[b];
-                    v[a] = v0 * cos[i] - v1 * sin[i];
-                    v[b] = v0 * sin[i] + v1 * cos[i];
-                }
+                var v = vecs.AsSpan((t * heads + hh) * hd, 2 * half);
+                if (neox) RopeKernels.RotateHalves(v, cos, sin);
+                else RopeKernels.RotatePairs(v, cos2, sin2);
             }
         }
     }
