@@ -338,7 +338,9 @@ public static class Bench
     /// <summary>
     /// Integer operations per second (2 per byte multiply-add) of independent chains of the integer GEMM's dot step
     /// (<see cref="QuantizedGemm.Step{V}"/>: vpdpbusd with AVX-VNNI, else pmaddubsw + pmaddwd + add) on all threads;
-    /// 0 where the GEMM has no vector path.
+    /// where the 512-bit Q4_0 tile runs (<see cref="QuantizedGemm.WideQ40Supported"/>), the faster of that and its
+    /// own step (vpmaddubsw + vpaddw on 64 bytes), so no kernel is set against a peak it can beat. 0 where the GEMM
+    /// has no vector path.
     /// </summary>
     public static double MeasureInt8Peak(int threads, int repetitions = 5)
     {
@@ -346,8 +348,36 @@ public static class Bench
         bool vnni = QuantizedGemm.BestIsa == GemmIsa.AvxVnni;
         const long iterations = 20_000_000;
         var sink = new int[threads];
-        return BestRate(threads, repetitions, iterations * 12.0 * 32 * 2, // 12 steps of 32 byte multiply-adds
+        double peak = BestRate(threads, repetitions, iterations * 12.0 * 32 * 2, // 12 steps of 32 byte multiply-adds
             t => sink[t] = vnni ? DotLoop<QuantizedGemm.Q40Vnni>(iterations, t) : DotLoop<QuantizedGemm.Q40Avx2>(iterations, t));
+        if (QuantizedGemm.WideQ40Supported)
+            peak = Math.Max(peak, BestRate(threads, repetitions, iterations * 12.0 * 64 * 2, t => sink[t] = WideDotLoop(iterations, t)));
+        return peak;
+    }
+
+    /// <summary>
+    /// 12 independent chains of the 512-bit Q4_0 tile's step: int16 lanes += vpmaddubsw(codes, activations). Each chain
+    /// has its own codes and the activations change every iteration (one vpaddb), so the compiler can neither merge
+    /// the 12 products nor hoist them out of the loop.
+    /// </summary>
+    private static int WideDotLoop(long iterations, int seed)
+    {
+        Vector512<byte> W(int k) => Vector512.Create((byte)(3 + seed + k));
+        Vector512<byte> w0 = W(0), w1 = W(1), w2 = W(2), w3 = W(3), w4 = W(4), w5 = W(5), w6 = W(6), w7 = W(7), w8 = W(8), w9 = W(9), w10 = W(10), w11 = W(11);
+        var a = Vector512.Create(0x01FF02FE + seed).AsSByte();
+        var step = Vector512.Create((sbyte)1);
+        Vector512<short> a0 = default, a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0;
+        for (long i = 0; i < iterations; i++)
+        {
+            a0 = Avx512BW.Add(a0, Avx512BW.MultiplyAddAdjacent(w0, a)); a1 = Avx512BW.Add(a1, Avx512BW.MultiplyAddAdjacent(w1, a));
+            a2 = Avx512BW.Add(a2, Avx512BW.MultiplyAddAdjacent(w2, a)); a3 = Avx512BW.Add(a3, Avx512BW.MultiplyAddAdjacent(w3, a));
+            a4 = Avx512BW.Add(a4, Avx512BW.MultiplyAddAdjacent(w4, a)); a5 = Avx512BW.Add(a5, Avx512BW.MultiplyAddAdjacent(w5, a));
+            a6 = Avx512BW.Add(a6, Avx512BW.MultiplyAddAdjacent(w6, a)); a7 = Avx512BW.Add(a7, Avx512BW.MultiplyAddAdjacent(w7, a));
+            a8 = Avx512BW.Add(a8, Avx512BW.MultiplyAddAdjacent(w8, a)); a9 = Avx512BW.Add(a9, Avx512BW.MultiplyAddAdjacent(w9, a));
+            a10 = Avx512BW.Add(a10, Avx512BW.MultiplyAddAdjacent(w10, a)); a11 = Avx512BW.Add(a11, Avx512BW.MultiplyAddAdjacent(w11, a));
+            a = Avx512BW.Add(a, step);
+        }
+        return Vector512.Sum((a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11).AsInt32());
     }
 
     /// <summary>

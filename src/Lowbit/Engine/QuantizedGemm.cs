@@ -280,11 +280,18 @@ internal static unsafe class QuantizedGemm
     /// Y[t·yStride + r] = W[r]·X[t] for the panel's first <paramref name="count"/> rows and n tokens
     /// (prepared activations at act, act + actStride, …).
     /// </summary>
-    public static void MultiplyPanel(GemmFormat f, GemmIsa isa, byte* panel, int count, int cols, byte* act, int actStride, int n, float* y, int yStride)
+    /// <param name="wide">Q4_0 through the 512-bit tile where the CPU has AVX-512BW (<see cref="WideQ40Supported"/>).</param>
+    public static void MultiplyPanel(GemmFormat f, GemmIsa isa, byte* panel, int count, int cols, byte* act, int actStride, int n, float* y, int yStride,
+        bool wide = true)
     {
         if (isa == GemmIsa.Scalar)
         {
             MultiplyScalar(f, panel, count, cols, act, actStride, n, y, yStride);
+            return;
+        }
+        if (wide && f == GemmFormat.Q4_0 && WideQ40Supported)
+        {
+            MultiplyPanelQ40Wide(panel, count, cols, act, actStride, n, y, yStride);
             return;
         }
         int t = 0;
@@ -312,6 +319,76 @@ internal static unsafe class QuantizedGemm
             default: KTile<Q4KAvx2, TT>(panel, count, cols, act, actStride, y, yStride, scratch); break;
         }
     }
+
+    /// <summary>
+    /// Whether the 512-bit Q4_0 tile runs here (AVX-512BW). .NET 10 exposes vpdpbusd on 512-bit registers only under
+    /// AVX10, which AMD's AVX-512 CPUs do not report, so this tile multiplies with vpmaddubsw: one 64-byte load holds a
+    /// 4-value slice of all 16 rows, each lane pair's code·activation products (≤ 2·15·128 = 3840) add up in int16 over
+    /// the block's 8 slices (≤ 30720 &lt; 2^15), and one vpmaddwd widens the sums: 9 multiply-unit instructions per block
+    /// and token against 16 vpdpbusd on 256-bit registers, with the same exact int32 sum per (row, token), folded the
+    /// same way, so the same bits.
+    /// </summary>
+    public static bool WideQ40Supported => Avx512BW.IsSupported && BitConverter.IsLittleEndian;
+
+    private static void MultiplyPanelQ40Wide(byte* panel, int count, int cols, byte* act, int actStride, int n, float* y, int yStride)
+    {
+        int t = 0;
+        for (; t + MaxTokens <= n; t += MaxTokens) Q40TileWide<T4>(panel, count, cols, act + (long)t * actStride, actStride, y + (long)t * yStride, yStride);
+        switch (n - t)
+        {
+            case 1: Q40TileWide<T1>(panel, count, cols, act + (long)t * actStride, actStride, y + (long)t * yStride, yStride); break;
+            case 2: Q40TileWide<T2>(panel, count, cols, act + (long)t * actStride, actStride, y + (long)t * yStride, yStride); break;
+            case 3: Q40TileWide<T3>(panel, count, cols, act + (long)t * actStride, actStride, y + (long)t * yStride, yStride); break;
+        }
+    }
+
+    /// <summary>Up to 4 tokens × 16 rows of Q4_0 on 512-bit registers (see <see cref="WideQ40Supported"/>); the panel and activations of <see cref="LegacyTile"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Q40TileWide<TT>(byte* panel, int count, int cols, byte* act, int actStride, float* y, int yStride) where TT : struct, ITokens
+    {
+        int blocks = cols / 32;
+        nint s = actStride;
+        byte* a0 = act, a1 = act + (TT.N > 1 ? s : 0), a2 = act + (TT.N > 2 ? 2 * s : 0), a3 = act + (TT.N > 3 ? 3 * s : 0);
+        nint scales = cols, corrections = cols + 4 * blocks; // per-block floats, then ints, after the codes
+        var ones = Vector512.Create((short)1);
+        Vector512<float> f0 = default, f1 = default, f2 = default, f3 = default;
+        byte* wb = panel;
+        for (int b = 0; b < blocks; b++, wb += LegacyStride)
+        {
+            Vector512<short> s0 = default, s1 = default, s2 = default, s3 = default;
+            nint o = 32 * b;
+            byte* wj = wb;
+            for (nint oEnd = o + 32; o < oEnd; o += 4, wj += 64)
+            {
+                var w = Vector512.Load(wj); // slice j: rows 0–7 then 8–15, one row per 4-byte lane
+                s0 = Avx512BW.Add(s0, Avx512BW.MultiplyAddAdjacent(w, Vector512.Create(*(int*)(a0 + o)).AsSByte()));
+                if (TT.N > 1) s1 = Avx512BW.Add(s1, Avx512BW.MultiplyAddAdjacent(w, Vector512.Create(*(int*)(a1 + o)).AsSByte()));
+                if (TT.N > 2) s2 = Avx512BW.Add(s2, Avx512BW.MultiplyAddAdjacent(w, Vector512.Create(*(int*)(a2 + o)).AsSByte()));
+                if (TT.N > 3) s3 = Avx512BW.Add(s3, Avx512BW.MultiplyAddAdjacent(w, Vector512.Create(*(int*)(a3 + o)).AsSByte()));
+            }
+            var dw = Vector512.Load((float*)(wb + LegacyScale));
+            nint so = scales + 4 * b, co = corrections + 4 * b;
+            // −8·Σa per token makes the unsigned codes stand for q − 8, as in LegacyTile.
+            f0 = FoldWide(f0, dw, *(float*)(a0 + so), Avx512F.Add(Avx512BW.MultiplyAddAdjacent(s0, ones), Vector512.Create(*(int*)(a0 + co))));
+            if (TT.N > 1) f1 = FoldWide(f1, dw, *(float*)(a1 + so), Avx512F.Add(Avx512BW.MultiplyAddAdjacent(s1, ones), Vector512.Create(*(int*)(a1 + co))));
+            if (TT.N > 2) f2 = FoldWide(f2, dw, *(float*)(a2 + so), Avx512F.Add(Avx512BW.MultiplyAddAdjacent(s2, ones), Vector512.Create(*(int*)(a2 + co))));
+            if (TT.N > 3) f3 = FoldWide(f3, dw, *(float*)(a3 + so), Avx512F.Add(Avx512BW.MultiplyAddAdjacent(s3, ones), Vector512.Create(*(int*)(a3 + co))));
+        }
+        float* tmp = stackalloc float[PanelRows * MaxTokens];
+        bool full = count == PanelRows;
+        float* dst = full ? y : tmp;
+        nint ds = full ? yStride : PanelRows;
+        f0.Store(dst);
+        if (TT.N > 1) f1.Store(dst + ds);
+        if (TT.N > 2) f2.Store(dst + 2 * ds);
+        if (TT.N > 3) f3.Store(dst + 3 * ds);
+        if (!full) CopyPartial(tmp, TT.N, count, y, yStride);
+    }
+
+    /// <summary><see cref="Fold"/> for 16 rows.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> FoldWide(Vector512<float> acc, Vector512<float> dw, float da, Vector512<int> isum)
+        => Avx512F.Add(acc, Avx512F.Multiply(Avx512F.Multiply(dw, Vector512.Create(da)), Avx512F.ConvertToVector512Single(isum)));
 
     /// <summary>The per-pair reference (also the fallback without AVX2): the codec's scalar integer dot.</summary>
     private static void MultiplyScalar(GemmFormat f, byte* panel, int count, int cols, byte* act, int actStride, int n, float* y, int yStride)

@@ -112,10 +112,59 @@ public sealed unsafe class QuantizedGemmTests
         // 37 rows: two full panels and a 5-row tail; 1–11 tokens: 4-token tiles and every tail width.
         foreach (int rows in new[] { 37, 16, 3 })
             foreach (int n in new[] { 1, 2, 4, 5, 7, 10, 11 })
-                Check(f, isa, rows, cols, n, rng);
+                Check(f, isa, rows, cols, n, rng, wide: false);
     }
 
-    private static void Check(GemmFormat f, GemmIsa isa, int rows, int cols, int n, Random rng)
+    [Theory]
+    [InlineData("Avx2"), InlineData("AvxVnni")]
+    public void WideQ4_0GemmIsBitIdenticalToScalarReference(string isaName)
+    {
+        var isa = Enum.Parse<GemmIsa>(isaName);
+        if (!QuantizedGemm.IsSupported(isa) || !QuantizedGemm.WideQ40Supported) return; // this CPU lacks AVX-512BW
+        var rng = new Random(4321 + (int)isa);
+        foreach (int cols in new[] { 32, 160, 4096 })
+            foreach (int rows in new[] { 37, 16, 3 })
+                foreach (int n in new[] { 1, 2, 3, 4, 5, 7, 10, 11 })
+                    Check(GemmFormat.Q4_0, isa, rows, cols, n, rng, wide: true);
+    }
+
+    [Theory]
+    [InlineData(127), InlineData(-128)]
+    public void WideQ4_0GemmKeepsExtremeBlockSumsExact(int activation)
+    {
+        // Every code 15 against every activation at its extreme: the int16 block sums' worst case (8 · 2 · 15 · 128).
+        if (!QuantizedGemm.WideQ40Supported) return;
+        const int rows = 16, cols = 256, n = 4;
+        var isa = QuantizedGemm.BestIsa;
+        int rb = QuantizedGemm.WeightRowBytes(GemmFormat.Q4_0, cols), qb = QuantizedGemm.QuantizedRowBytes(GemmFormat.Q4_0, cols);
+        var w = new byte[rows * rb];
+        for (int b = 0; b < w.Length / 18; b++)
+        {
+            BitConverter.TryWriteBytes(w.AsSpan(18 * b, 2), (Half)0.5f);
+            w.AsSpan(18 * b + 2, 16).Fill(0xFF);
+        }
+        var xq = new byte[n * qb];
+        for (int b = 0; b < xq.Length / 34; b++)
+        {
+            BitConverter.TryWriteBytes(xq.AsSpan(34 * b, 2), (Half)0.25f);
+            xq.AsSpan(34 * b + 2, 32).Fill((byte)(sbyte)activation);
+        }
+        int stride = QuantizedGemm.ActivationStride(GemmFormat.Q4_0, isa, cols);
+        var act = new byte[n * stride];
+        for (int t = 0; t < n; t++) QuantizedGemm.PrepareActivations(GemmFormat.Q4_0, isa, xq.AsSpan(t * qb, qb), cols, act.AsSpan(t * stride, stride));
+        var panel = new byte[QuantizedGemm.PanelBytes(GemmFormat.Q4_0, isa, cols)];
+        var y = new float[n * rows];
+        fixed (byte* pw = w) fixed (byte* pp = panel) fixed (byte* pa = act) fixed (float* py = y)
+        {
+            QuantizedGemm.PackPanel(GemmFormat.Q4_0, isa, pw, rb, rows, cols, pp);
+            QuantizedGemm.MultiplyPanel(GemmFormat.Q4_0, isa, pp, rows, cols, pa, stride, n, py, rows, wide: true);
+        }
+        float expected = Reference(GemmFormat.Q4_0, w.AsSpan(0, rb), xq.AsSpan(0, qb));
+        Assert.Equal(cols / 32 * 0.5f * 0.25f * 7 * activation * 32, expected); // (15 − 8) · a per value
+        foreach (float v in y) Assert.Equal(BitConverter.SingleToInt32Bits(expected), BitConverter.SingleToInt32Bits(v));
+    }
+
+    private static void Check(GemmFormat f, GemmIsa isa, int rows, int cols, int n, Random rng, bool wide)
     {
         byte[] w = RandomWeights(f, rows, cols, rng);
         byte[] xq = RandomActivations(f, n, cols, rng);
@@ -133,7 +182,7 @@ public sealed unsafe class QuantizedGemmTests
             {
                 int count = Math.Min(QuantizedGemm.PanelRows, rows - r0);
                 QuantizedGemm.PackPanel(f, isa, pw + r0 * rb, rb, count, cols, pp);
-                QuantizedGemm.MultiplyPanel(f, isa, pp, count, cols, pa, stride, n, py + r0, yStride);
+                QuantizedGemm.MultiplyPanel(f, isa, pp, count, cols, pa, stride, n, py + r0, yStride, wide);
             }
         }
         for (int t = 0; t < n; t++)
