@@ -338,8 +338,8 @@ public static class Bench
     /// <summary>
     /// Integer operations per second (2 per byte multiply-add) of independent chains of the integer GEMM's dot step
     /// (<see cref="QuantizedGemm.Step{V}"/>: vpdpbusd with AVX-VNNI, else pmaddubsw + pmaddwd + add) on all threads;
-    /// where the 512-bit Q4_0 tile runs (<see cref="QuantizedGemm.WideQ40Supported"/>), the faster of that and its
-    /// own step (vpmaddubsw + vpaddw on 64 bytes), so no kernel is set against a peak it can beat. 0 where the GEMM
+    /// where the 512-bit Q4_0 / Q4_K tiles run (<see cref="QuantizedGemm.WideTilesSupported"/>), the faster of that and their
+    /// step (vpmaddubsw + vpaddw on 64 bytes), so no kernel is set against a peak it can beat. 0 where the GEMM
     /// has no vector path.
     /// </summary>
     public static double MeasureInt8Peak(int threads, int repetitions = 5)
@@ -350,13 +350,13 @@ public static class Bench
         var sink = new int[threads];
         double peak = BestRate(threads, repetitions, iterations * 12.0 * 32 * 2, // 12 steps of 32 byte multiply-adds
             t => sink[t] = vnni ? DotLoop<QuantizedGemm.Q40Vnni>(iterations, t) : DotLoop<QuantizedGemm.Q40Avx2>(iterations, t));
-        if (QuantizedGemm.WideQ40Supported)
+        if (QuantizedGemm.WideTilesSupported)
             peak = Math.Max(peak, BestRate(threads, repetitions, iterations * 12.0 * 64 * 2, t => sink[t] = WideDotLoop(iterations, t)));
         return peak;
     }
 
     /// <summary>
-    /// 12 independent chains of the 512-bit Q4_0 tile's step: int16 lanes += vpmaddubsw(codes, activations). Each chain
+    /// 12 independent chains of the 512-bit tiles' step: int16 lanes += vpmaddubsw(codes, activations). Each chain
     /// has its own codes and the activations change every iteration (one vpaddb), so the compiler can neither merge
     /// the 12 products nor hoist them out of the loop.
     /// </summary>

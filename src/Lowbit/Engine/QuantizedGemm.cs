@@ -280,7 +280,7 @@ internal static unsafe class QuantizedGemm
     /// Y[t·yStride + r] = W[r]·X[t] for the panel's first <paramref name="count"/> rows and n tokens
     /// (prepared activations at act, act + actStride, …).
     /// </summary>
-    /// <param name="wide">Q4_0 through the 512-bit tile where the CPU has AVX-512BW (<see cref="WideQ40Supported"/>).</param>
+    /// <param name="wide">Q4_0 and Q4_K through the 512-bit tiles where the CPU has AVX-512BW (<see cref="WideTilesSupported"/>).</param>
     public static void MultiplyPanel(GemmFormat f, GemmIsa isa, byte* panel, int count, int cols, byte* act, int actStride, int n, float* y, int yStride,
         bool wide = true)
     {
@@ -289,9 +289,9 @@ internal static unsafe class QuantizedGemm
             MultiplyScalar(f, panel, count, cols, act, actStride, n, y, yStride);
             return;
         }
-        if (wide && f == GemmFormat.Q4_0 && WideQ40Supported)
+        if (wide && f is GemmFormat.Q4_0 or GemmFormat.Q4_K && WideTilesSupported)
         {
-            MultiplyPanelQ40Wide(panel, count, cols, act, actStride, n, y, yStride);
+            MultiplyPanelWide(f, panel, count, cols, act, actStride, n, y, yStride);
             return;
         }
         int t = 0;
@@ -321,28 +321,106 @@ internal static unsafe class QuantizedGemm
     }
 
     /// <summary>
-    /// Whether the 512-bit Q4_0 tile runs here (AVX-512BW). .NET 10 exposes vpdpbusd on 512-bit registers only under
+    /// Whether the 512-bit Q4_0 and Q4_K tiles run here (AVX-512BW). .NET 10 exposes vpdpbusd on 512-bit registers only under
     /// AVX10, which AMD's AVX-512 CPUs do not report, so this tile multiplies with vpmaddubsw: one 64-byte load holds a
     /// 4-value slice of all 16 rows, each lane pair's code·activation products (≤ 2·15·128 = 3840) add up in int16 over
     /// the block's 8 slices (≤ 30720 &lt; 2^15), and one vpmaddwd widens the sums: 9 multiply-unit instructions per block
     /// and token against 16 vpdpbusd on 256-bit registers, with the same exact int32 sum per (row, token), folded the
-    /// same way, so the same bits.
+    /// same way, so the same bits. Q4_K's codes are 4-bit too: per 32-value group the same int16 sums, and the
+    /// vpmaddwd that widens them multiplies by the group's 6-bit scale on the way (sc·lo + sc·hi, exact).
     /// </summary>
-    public static bool WideQ40Supported => Avx512BW.IsSupported && BitConverter.IsLittleEndian;
+    public static bool WideTilesSupported => Avx512BW.IsSupported && BitConverter.IsLittleEndian;
 
-    private static void MultiplyPanelQ40Wide(byte* panel, int count, int cols, byte* act, int actStride, int n, float* y, int yStride)
+    private static void MultiplyPanelWide(GemmFormat f, byte* panel, int count, int cols, byte* act, int actStride, int n, float* y, int yStride)
     {
         int t = 0;
-        for (; t + MaxTokens <= n; t += MaxTokens) Q40TileWide<T4>(panel, count, cols, act + (long)t * actStride, actStride, y + (long)t * yStride, yStride);
+        for (; t + MaxTokens <= n; t += MaxTokens) TileWide<T4>(f, panel, count, cols, act + (long)t * actStride, actStride, y + (long)t * yStride, yStride);
         switch (n - t)
         {
-            case 1: Q40TileWide<T1>(panel, count, cols, act + (long)t * actStride, actStride, y + (long)t * yStride, yStride); break;
-            case 2: Q40TileWide<T2>(panel, count, cols, act + (long)t * actStride, actStride, y + (long)t * yStride, yStride); break;
-            case 3: Q40TileWide<T3>(panel, count, cols, act + (long)t * actStride, actStride, y + (long)t * yStride, yStride); break;
+            case 1: TileWide<T1>(f, panel, count, cols, act + (long)t * actStride, actStride, y + (long)t * yStride, yStride); break;
+            case 2: TileWide<T2>(f, panel, count, cols, act + (long)t * actStride, actStride, y + (long)t * yStride, yStride); break;
+            case 3: TileWide<T3>(f, panel, count, cols, act + (long)t * actStride, actStride, y + (long)t * yStride, yStride); break;
         }
     }
 
-    /// <summary>Up to 4 tokens × 16 rows of Q4_0 on 512-bit registers (see <see cref="WideQ40Supported"/>); the panel and activations of <see cref="LegacyTile"/>.</summary>
+    private static void TileWide<TT>(GemmFormat f, byte* panel, int count, int cols, byte* act, int actStride, float* y, int yStride) where TT : struct, ITokens
+    {
+        if (f == GemmFormat.Q4_0) Q40TileWide<TT>(panel, count, cols, act, actStride, y, yStride);
+        else KTileWide<TT>(panel, count, cols, act, actStride, y, yStride);
+    }
+
+    /// <summary>
+    /// Up to 4 tokens × 16 rows of Q4_K on 512-bit registers (see <see cref="WideTilesSupported"/>): the panel and
+    /// activations of <see cref="KTile"/>, per super-block Σ_g sc_g·(group dot) exact in int32, then <see cref="KFold"/>'s
+    /// float arithmetic on 16 rows.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void KTileWide<TT>(byte* panel, int count, int cols, byte* act, int actStride, float* y, int yStride) where TT : struct, ITokens
+    {
+        int blocks = cols / 256;
+        nint st = actStride;
+        byte* a0 = act, a1 = act + (TT.N > 1 ? st : 0), a2 = act + (TT.N > 2 ? 2 * st : 0), a3 = act + (TT.N > 3 ? 3 * st : 0);
+        int ydOff = cols, pairOff = cols + 4 * blocks;
+        Vector512<float> f0 = default, f1 = default, f2 = default, f3 = default;
+        byte* wb = panel;
+        nint o = 0;
+        for (int b = 0; b < blocks; b++, wb += KStride)
+        {
+            Vector512<int> t0 = default, t1 = default, t2 = default, t3 = default;
+            byte* wj = wb;
+            int* sc = (int*)(wb + KSc);
+            for (int g = 0; g < 8; g++, sc += 16)
+            {
+                Vector512<short> s0 = default, s1 = default, s2 = default, s3 = default;
+                for (nint oEnd = o + 32; o < oEnd; o += 4, wj += 64)
+                {
+                    var w = Vector512.Load(wj);
+                    s0 = Avx512BW.Add(s0, Avx512BW.MultiplyAddAdjacent(w, Vector512.Create(*(int*)(a0 + o)).AsSByte()));
+                    if (TT.N > 1) s1 = Avx512BW.Add(s1, Avx512BW.MultiplyAddAdjacent(w, Vector512.Create(*(int*)(a1 + o)).AsSByte()));
+                    if (TT.N > 2) s2 = Avx512BW.Add(s2, Avx512BW.MultiplyAddAdjacent(w, Vector512.Create(*(int*)(a2 + o)).AsSByte()));
+                    if (TT.N > 3) s3 = Avx512BW.Add(s3, Avx512BW.MultiplyAddAdjacent(w, Vector512.Create(*(int*)(a3 + o)).AsSByte()));
+                }
+                // The group's scale (≤ 63) in both int16 halves of each row's lane: vpmaddwd gives sc·(group dot).
+                var scv = Vector512.Load(sc);
+                var scPair = (scv | Avx512F.ShiftLeftLogical(scv, 16)).AsInt16();
+                t0 = Avx512F.Add(t0, Avx512BW.MultiplyAddAdjacent(s0, scPair));
+                if (TT.N > 1) t1 = Avx512F.Add(t1, Avx512BW.MultiplyAddAdjacent(s1, scPair));
+                if (TT.N > 2) t2 = Avx512F.Add(t2, Avx512BW.MultiplyAddAdjacent(s2, scPair));
+                if (TT.N > 3) t3 = Avx512F.Add(t3, Avx512BW.MultiplyAddAdjacent(s3, scPair));
+            }
+            var d = Vector512.Load((float*)(wb + KD));
+            var m = Vector512.Load((float*)(wb + KDmin));
+            f0 = KFoldWide(f0, wb, a0, ydOff, pairOff, b, t0, d, m);
+            if (TT.N > 1) f1 = KFoldWide(f1, wb, a1, ydOff, pairOff, b, t1, d, m);
+            if (TT.N > 2) f2 = KFoldWide(f2, wb, a2, ydOff, pairOff, b, t2, d, m);
+            if (TT.N > 3) f3 = KFoldWide(f3, wb, a3, ydOff, pairOff, b, t3, d, m);
+        }
+        float* tmp = stackalloc float[PanelRows * MaxTokens];
+        bool full = count == PanelRows;
+        float* dst = full ? y : tmp;
+        nint ds = full ? yStride : PanelRows;
+        f0.Store(dst);
+        if (TT.N > 1) f1.Store(dst + ds);
+        if (TT.N > 2) f2.Store(dst + 2 * ds);
+        if (TT.N > 3) f3.Store(dst + 3 * ds);
+        if (!full) CopyPartial(tmp, TT.N, count, y, yStride);
+    }
+
+    /// <summary><see cref="KFold"/> for 16 rows: the mins' sum from (int16, int16) pairs, then the same float fold.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> KFoldWide(Vector512<float> f, byte* wb, byte* a, int ydOff, int pairOff, int b, Vector512<int> sumi,
+        Vector512<float> d, Vector512<float> m)
+    {
+        Vector512<int> summ = default;
+        int* pairs = (int*)(a + pairOff) + 4 * b;
+        for (int k = 0; k < 4; k++)
+            summ = Avx512F.Add(summ, Avx512BW.MultiplyAddAdjacent(Vector512.Load((short*)(wb + KMin + 64 * k)), Vector512.Create(pairs[k]).AsInt16()));
+        var yd = Vector512.Create(((float*)(a + ydOff))[b]);
+        return Avx512F.Add(f, Avx512F.Subtract(Avx512F.Multiply(Avx512F.Multiply(d, yd), Avx512F.ConvertToVector512Single(sumi)),
+                                               Avx512F.Multiply(Avx512F.Multiply(m, yd), Avx512F.ConvertToVector512Single(summ))));
+    }
+
+    /// <summary>Up to 4 tokens × 16 rows of Q4_0 on 512-bit registers (see <see cref="WideTilesSupported"/>); the panel and activations of <see cref="LegacyTile"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Q40TileWide<TT>(byte* panel, int count, int cols, byte* act, int actStride, float* y, int yStride) where TT : struct, ITokens
     {

@@ -116,16 +116,17 @@ public sealed unsafe class QuantizedGemmTests
     }
 
     [Theory]
-    [InlineData("Avx2"), InlineData("AvxVnni")]
-    public void WideQ4_0GemmIsBitIdenticalToScalarReference(string isaName)
+    [InlineData("Q4_0", "Avx2"), InlineData("Q4_0", "AvxVnni"), InlineData("Q4_K", "Avx2"), InlineData("Q4_K", "AvxVnni")]
+    public void WideGemmIsBitIdenticalToScalarReference(string format, string isaName)
     {
+        var f = Enum.Parse<GemmFormat>(format);
         var isa = Enum.Parse<GemmIsa>(isaName);
-        if (!QuantizedGemm.IsSupported(isa) || !QuantizedGemm.WideQ40Supported) return; // this CPU lacks AVX-512BW
-        var rng = new Random(4321 + (int)isa);
-        foreach (int cols in new[] { 32, 160, 4096 })
+        if (!QuantizedGemm.IsSupported(isa) || !QuantizedGemm.WideTilesSupported) return; // this CPU lacks AVX-512BW
+        var rng = new Random(4321 + (int)isa + 11 * (int)f);
+        foreach (int cols in f == GemmFormat.Q4_K ? new[] { 256, 768, 4096 } : new[] { 32, 160, 4096 })
             foreach (int rows in new[] { 37, 16, 3 })
                 foreach (int n in new[] { 1, 2, 3, 4, 5, 7, 10, 11 })
-                    Check(GemmFormat.Q4_0, isa, rows, cols, n, rng, wide: true);
+                    Check(f, isa, rows, cols, n, rng, wide: true);
     }
 
     [Theory]
@@ -133,7 +134,7 @@ public sealed unsafe class QuantizedGemmTests
     public void WideQ4_0GemmKeepsExtremeBlockSumsExact(int activation)
     {
         // Every code 15 against every activation at its extreme: the int16 block sums' worst case (8 · 2 · 15 · 128).
-        if (!QuantizedGemm.WideQ40Supported) return;
+        if (!QuantizedGemm.WideTilesSupported) return;
         const int rows = 16, cols = 256, n = 4;
         var isa = QuantizedGemm.BestIsa;
         int rb = QuantizedGemm.WeightRowBytes(GemmFormat.Q4_0, cols), qb = QuantizedGemm.QuantizedRowBytes(GemmFormat.Q4_0, cols);
