@@ -395,15 +395,7 @@ internal static unsafe class QuantizedGemm
             if (TT.N > 2) f2 = KFoldWide(f2, wb, a2, ydOff, pairOff, b, t2, d, m);
             if (TT.N > 3) f3 = KFoldWide(f3, wb, a3, ydOff, pairOff, b, t3, d, m);
         }
-        float* tmp = stackalloc float[PanelRows * MaxTokens];
-        bool full = count == PanelRows;
-        float* dst = full ? y : tmp;
-        nint ds = full ? yStride : PanelRows;
-        f0.Store(dst);
-        if (TT.N > 1) f1.Store(dst + ds);
-        if (TT.N > 2) f2.Store(dst + 2 * ds);
-        if (TT.N > 3) f3.Store(dst + 3 * ds);
-        if (!full) CopyPartial(tmp, TT.N, count, y, yStride);
+        StoreWide<TT>(f0, f1, f2, f3, count, y, yStride);
     }
 
     /// <summary><see cref="KFold"/> for 16 rows: the mins' sum from (int16, int16) pairs, then the same float fold.</summary>
@@ -452,15 +444,35 @@ internal static unsafe class QuantizedGemm
             if (TT.N > 2) f2 = FoldWide(f2, dw, *(float*)(a2 + so), Avx512F.Add(Avx512BW.MultiplyAddAdjacent(s2, ones), Vector512.Create(*(int*)(a2 + co))));
             if (TT.N > 3) f3 = FoldWide(f3, dw, *(float*)(a3 + so), Avx512F.Add(Avx512BW.MultiplyAddAdjacent(s3, ones), Vector512.Create(*(int*)(a3 + co))));
         }
+        StoreWide<TT>(f0, f1, f2, f3, count, y, yStride);
+    }
+
+    /// <summary>The wide tiles' results: a full panel straight into Y, a partial one through a buffer.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreWide<TT>(Vector512<float> f0, Vector512<float> f1, Vector512<float> f2, Vector512<float> f3, int count, float* y, int yStride)
+        where TT : struct, ITokens
+    {
+        if (count != PanelRows)
+        {
+            StorePartialWide<TT>(f0, f1, f2, f3, count, y, yStride);
+            return;
+        }
+        f0.Store(y);
+        if (TT.N > 1) f1.Store(y + yStride);
+        if (TT.N > 2) f2.Store(y + 2 * (nint)yStride);
+        if (TT.N > 3) f3.Store(y + 3 * (nint)yStride);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void StorePartialWide<TT>(Vector512<float> f0, Vector512<float> f1, Vector512<float> f2, Vector512<float> f3, int count, float* y, int yStride)
+        where TT : struct, ITokens
+    {
         float* tmp = stackalloc float[PanelRows * MaxTokens];
-        bool full = count == PanelRows;
-        float* dst = full ? y : tmp;
-        nint ds = full ? yStride : PanelRows;
-        f0.Store(dst);
-        if (TT.N > 1) f1.Store(dst + ds);
-        if (TT.N > 2) f2.Store(dst + 2 * ds);
-        if (TT.N > 3) f3.Store(dst + 3 * ds);
-        if (!full) CopyPartial(tmp, TT.N, count, y, yStride);
+        f0.Store(tmp);
+        f1.Store(tmp + PanelRows);
+        f2.Store(tmp + 2 * PanelRows);
+        f3.Store(tmp + 3 * PanelRows);
+        CopyPartial(tmp, TT.N, count, y, yStride);
     }
 
     /// <summary><see cref="Fold"/> for 16 rows.</summary>
