@@ -31,8 +31,9 @@ namespace Lowbit.Engine;
 /// <para>
 /// The kernels stay 256-bit on AVX-512 CPUs. A Q4_0 kernel on 16-row groups in 512-bit registers (.NET 10 has
 /// vpdpbusd on zmm only under AVX10, so vpmaddubsw with int16 block sums, then one vpmaddwd) ran 1.4–1.7× faster
-/// with its weights in cache, yet decoded the synthetic 1B model 12–25 % slower from DRAM (one process alternating
-/// the two copies every 4 tokens, 1 and 2 threads; codes-then-scales, scales-inline and paired-block layouts alike):
+/// with its weights in cache, yet from DRAM it decoded the synthetic 1B model 20–31 % slower at one thread (one process
+/// alternating the two copies every 4 tokens) and streamed 22–27 % slower at two (<c>lowbit bench --kernels q4_0</c>),
+/// with the scales after a segment's codes or inline (and no better with paired blocks in a standalone test):
 /// decode here is bound by how a core streams memory, not by its instructions, and the 144-byte block streams best.
 /// </para>
 /// </summary>
