@@ -313,6 +313,21 @@ internal static unsafe class MatKernels
     public static void MatMulTile(float* w, int ldw, int rows, float* x, int ldx, int tokens, int n, float* y, int ldy)
     {
         int t = 0;
+        if (WideTiles && rows >= 4)
+            for (; t + 6 <= tokens; t += 6)
+            {
+                float* x0 = x + (long)t * ldx;
+                float* y0 = y + (long)t * ldy;
+                int r = 0;
+                for (; r + 4 <= rows; r += 4)
+                    Kernel4x6Wide(w + (long)r * ldw, ldw, x0, ldx, n, y0 + r, ldy);
+                for (; r < rows; r++)
+                {
+                    float* yr = y0 + r;
+                    Kernel1x3(w + (long)r * ldw, x0, x0 + ldx, x0 + 2L * ldx, n, yr, yr + ldy, yr + 2L * ldy);
+                    Kernel1x3(w + (long)r * ldw, x0 + 3L * ldx, x0 + 4L * ldx, x0 + 5L * ldx, n, yr + 3L * ldy, yr + 4L * ldy, yr + 5L * ldy);
+                }
+            }
         for (; t + 3 <= tokens; t += 3)
         {
             float* x0 = x + (long)t * ldx, x1 = x0 + ldx, x2 = x1 + ldx;
@@ -358,6 +373,48 @@ internal static unsafe class MatKernels
         Finish4(HSum4(a00, a01, a02, a03), w0, ldw, x0, k, n, y0);
         Finish4(HSum4(a10, a11, a12, a13), w0, ldw, x1, k, n, y1);
         Finish4(HSum4(a20, a21, a22, a23), w0, ldw, x2, k, n, y2);
+    }
+
+    /// <summary>Whether <see cref="MatMulTile"/> runs its 512-bit tile (4 rows × 6 tokens) on this CPU.</summary>
+    public static bool WideTiles => Avx512DQ.IsSupported;
+
+    /// <summary>
+    /// 4 rows × 6 tokens in 512-bit registers: each accumulator holds two (row, token) 8-lane chains, tokens 2p and
+    /// 2p + 1 of one row side by side, against the row's 8 weights broadcast to both halves. Per (row, token) that is
+    /// <see cref="Kernel4x3"/>'s chain (the same FMAs in the same order on the same lanes) and the same horizontal
+    /// sum, so the results are the same bits; per 8 columns it does twice the multiply-adds per instruction.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Kernel4x6Wide(float* w0, int ldw, float* x0, int ldx, int n, float* y0, int ldy)
+    {
+        float* w1 = w0 + ldw, w2 = w1 + ldw, w3 = w2 + ldw;
+        float* x1 = x0 + ldx, x2 = x1 + ldx, x3 = x2 + ldx, x4 = x3 + ldx, x5 = x4 + ldx;
+        Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default;
+        Vector512<float> a10 = default, a11 = default, a12 = default, a13 = default;
+        Vector512<float> a20 = default, a21 = default, a22 = default, a23 = default;
+        int k = 0;
+        for (; k <= n - 8; k += 8)
+        {
+            var v0 = Avx512DQ.BroadcastVector256ToVector512(w0 + k);
+            var v1 = Avx512DQ.BroadcastVector256ToVector512(w1 + k);
+            var v2 = Avx512DQ.BroadcastVector256ToVector512(w2 + k);
+            var v3 = Avx512DQ.BroadcastVector256ToVector512(w3 + k);
+            var u = Vector512.Create(Vector256.Load(x0 + k), Vector256.Load(x1 + k));
+            a00 = Avx512F.FusedMultiplyAdd(v0, u, a00); a01 = Avx512F.FusedMultiplyAdd(v1, u, a01);
+            a02 = Avx512F.FusedMultiplyAdd(v2, u, a02); a03 = Avx512F.FusedMultiplyAdd(v3, u, a03);
+            u = Vector512.Create(Vector256.Load(x2 + k), Vector256.Load(x3 + k));
+            a10 = Avx512F.FusedMultiplyAdd(v0, u, a10); a11 = Avx512F.FusedMultiplyAdd(v1, u, a11);
+            a12 = Avx512F.FusedMultiplyAdd(v2, u, a12); a13 = Avx512F.FusedMultiplyAdd(v3, u, a13);
+            u = Vector512.Create(Vector256.Load(x4 + k), Vector256.Load(x5 + k));
+            a20 = Avx512F.FusedMultiplyAdd(v0, u, a20); a21 = Avx512F.FusedMultiplyAdd(v1, u, a21);
+            a22 = Avx512F.FusedMultiplyAdd(v2, u, a22); a23 = Avx512F.FusedMultiplyAdd(v3, u, a23);
+        }
+        Finish4(HSum4(a00.GetLower(), a01.GetLower(), a02.GetLower(), a03.GetLower()), w0, ldw, x0, k, n, y0);
+        Finish4(HSum4(a00.GetUpper(), a01.GetUpper(), a02.GetUpper(), a03.GetUpper()), w0, ldw, x1, k, n, y0 + ldy);
+        Finish4(HSum4(a10.GetLower(), a11.GetLower(), a12.GetLower(), a13.GetLower()), w0, ldw, x2, k, n, y0 + 2L * ldy);
+        Finish4(HSum4(a10.GetUpper(), a11.GetUpper(), a12.GetUpper(), a13.GetUpper()), w0, ldw, x3, k, n, y0 + 3L * ldy);
+        Finish4(HSum4(a20.GetLower(), a21.GetLower(), a22.GetLower(), a23.GetLower()), w0, ldw, x4, k, n, y0 + 4L * ldy);
+        Finish4(HSum4(a20.GetUpper(), a21.GetUpper(), a22.GetUpper(), a23.GetUpper()), w0, ldw, x5, k, n, y0 + 5L * ldy);
     }
 
     private static void Kernel1x3(float* w0, float* x0, float* x1, float* x2, int n, float* y0, float* y1, float* y2)

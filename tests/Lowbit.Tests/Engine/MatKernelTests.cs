@@ -27,6 +27,9 @@ public sealed unsafe class MatKernelTests
     [InlineData(13, 4, 172)]
     [InlineData(8, 9, 64)]
     [InlineData(33, 7, 259)]
+    [InlineData(4, 6, 8)]       // the 512-bit tile (4 rows x 6 tokens) where the CPU has it: exactly one tile
+    [InlineData(6, 13, 1001)]   // tiles plus a row tail, a token tail and a column tail
+    [InlineData(12, 18, 2048)]
     public void Tiled_matmul_matches_naive_reference_and_plain_dot_bit_for_bit(int rows, int tokens, int n)
     {
         var w = Random(rows * n, 1);
