@@ -309,26 +309,43 @@ internal sealed unsafe partial class WeightMatrix
             if (perItem < tileRows) tileRows = Math.Max(8, (perItem + 3) & ~3);
         }
         int tiles = (Rows + tileRows - 1) / tileRows;
-        par.For(tiles, (long)Rows * Cols * n < SerialWorkThreshold, tile =>
+        bool serial = (long)Rows * Cols * n < SerialWorkThreshold;
+        // The 512-bit tile reads the tokens in pairs packed once here (MatKernels.PackTokenPairs).
+        int packedTokens = MatKernels.WideTiles && Rows >= 4 ? n - n % 6 : 0;
+        float[]? pairs = packedTokens > 0 ? ArrayPool<float>.Shared.Rent(packedTokens * (Cols & ~7)) : null;
+        try
         {
-            int r0 = tile * tileRows, count = Math.Min(tileRows, Rows - r0);
-            fixed (float* px = x) fixed (float* py = y)
+            if (pairs is not null)
+                par.For(packedTokens / 6, serial, b =>
+                {
+                    fixed (float* px = x) fixed (float* pp = pairs)
+                        MatKernels.PackTokenPairs(px + xOffset + (long)6 * b * Cols, Cols, 6, Cols, pp + (long)6 * b * (Cols & ~7));
+                });
+            par.For(tiles, serial, tile =>
             {
-                if (_kind == Kind.F32)
+                int r0 = tile * tileRows, count = Math.Min(tileRows, Rows - r0);
+                fixed (float* px = x) fixed (float* py = y) fixed (float* pp = pairs)
                 {
-                    fixed (byte* pw = Data.Span)
-                        MatKernels.MatMulTile((float*)(pw + r0 * _rowBytes), Cols, count, px + xOffset, Cols, n, Cols, py + yOffset + r0, Rows);
-                    return;
+                    if (_kind == Kind.F32)
+                    {
+                        fixed (byte* pw = Data.Span)
+                            MatKernels.MatMulTile((float*)(pw + r0 * _rowBytes), Cols, count, px + xOffset, Cols, n, Cols, py + yOffset + r0, Rows, pp);
+                        return;
+                    }
+                    float[] buf = ArrayPool<float>.Shared.Rent(count * Cols);
+                    try
+                    {
+                        DequantizeRows(r0, count, buf.AsSpan(0, count * Cols));
+                        fixed (float* pw = buf)
+                            MatKernels.MatMulTile(pw, Cols, count, px + xOffset, Cols, n, Cols, py + yOffset + r0, Rows, pp);
+                    }
+                    finally { ArrayPool<float>.Shared.Return(buf); }
                 }
-                float[] buf = ArrayPool<float>.Shared.Rent(count * Cols);
-                try
-                {
-                    DequantizeRows(r0, count, buf.AsSpan(0, count * Cols));
-                    fixed (float* pw = buf)
-                        MatKernels.MatMulTile(pw, Cols, count, px + xOffset, Cols, n, Cols, py + yOffset + r0, Rows);
-                }
-                finally { ArrayPool<float>.Shared.Return(buf); }
-            }
-        });
+            });
+        }
+        finally
+        {
+            if (pairs is not null) ArrayPool<float>.Shared.Return(pairs);
+        }
     }
 }

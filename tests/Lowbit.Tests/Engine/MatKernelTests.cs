@@ -49,6 +49,27 @@ public sealed unsafe class MatKernelTests
     }
 
     [Theory]
+    [InlineData(4, 6, 8)]
+    [InlineData(6, 13, 1001)]
+    [InlineData(12, 18, 2048)]
+    [InlineData(5, 7, 37)]
+    public void Tiled_matmul_on_packed_token_pairs_equals_plain_dot_bit_for_bit(int rows, int tokens, int n)
+    {
+        var w = Random(rows * n, 5);
+        var x = Random(tokens * n, 6);
+        var y = new float[tokens * rows];
+        var pairs = new float[Math.Max(1, (tokens - tokens % 6) * (n & ~7))];
+        fixed (float* pw = w) fixed (float* px = x) fixed (float* py = y) fixed (float* pp = pairs)
+        {
+            MatKernels.PackTokenPairs(px, n, tokens, n, pp);
+            MatKernels.MatMulTile(pw, n, rows, px, n, tokens, n, py, rows, pp);
+            for (int t = 0; t < tokens; t++)
+                for (int r = 0; r < rows; r++)
+                    Assert.Equal(MatKernels.Dot(pw + r * n, px + t * n, n), y[t * rows + r]);
+        }
+    }
+
+    [Theory]
     [InlineData(3)]
     [InlineData(64)]
     [InlineData(300)]
