@@ -73,6 +73,7 @@ internal sealed unsafe partial class WeightMatrix
     /// </summary>
     public static void MatVecShared(WeightMatrix[] matrices, float[][] outputs, float[] x, int xOffset, ParallelRunner par)
     {
+        if (TryMatVecSharedF16(matrices, outputs, x, xOffset, par)) return;
         var firstMatrix = matrices[0];
         bool fused = firstMatrix._interleaved is not null && firstMatrix._int8Gemm is not null;
         foreach (var m in matrices)
@@ -109,6 +110,49 @@ internal sealed unsafe partial class WeightMatrix
             });
         }
         finally { ArrayPool<byte>.Shared.Return(xq); }
+    }
+
+    /// <summary>
+    /// <see cref="MatVecShared"/> for F16 matrices with interleaved copies and whole groups of 8 rows: the activation
+    /// scaled once (<see cref="InterleavedRows.ScaleForF16"/>) and all groups in one step, each through the kernel
+    /// MatVec uses, so the same bits. False (nothing done) when the matrices do not qualify or the scaling does not apply.
+    /// Decode of the synthetic 1B F16 model (q/k/v in one step instead of three, gate/up in one instead of two) ran
+    /// 1.0 and 1.3 % faster (two runs, one process alternating every 4 tokens).
+    /// </summary>
+    private static bool TryMatVecSharedF16(WeightMatrix[] matrices, float[][] outputs, float[] x, int xOffset, ParallelRunner par)
+    {
+        int cols = matrices[0].Cols;
+        foreach (var m in matrices)
+            if (m._kind != Kind.F16 || m._interleaved is null || m.Cols != cols || m.Rows % InterleavedRows.GroupRows != 0) return false;
+        float[] xs = ArrayPool<float>.Shared.Rent(cols);
+        try
+        {
+            if (!InterleavedRows.ScaleForF16(x.AsSpan(xOffset, cols), xs.AsSpan(0, cols))) return false;
+            var first = new int[matrices.Length + 1];
+            long work = 0;
+            for (int i = 0; i < matrices.Length; i++)
+            {
+                first[i + 1] = first[i] + matrices[i].Rows / InterleavedRows.GroupRows;
+                work += (long)matrices[i].Rows * cols;
+            }
+            long groupBytes = InterleavedRows.F16GroupBytes(cols);
+            DecodeRanges(par, first[^1], groupBytes, work < MatVecSerialThreshold, (u0, n) =>
+            {
+                for (int i = 0; i < matrices.Length && n > 0; i++)
+                {
+                    if (u0 >= first[i + 1]) continue;
+                    int g0 = u0 - first[i], take = Math.Min(n, first[i + 1] - u0);
+                    var m = matrices[i];
+                    fixed (float* pxs = xs) fixed (float* py = outputs[i])
+                        InterleavedRows.MultiplyF16(m._interleaved!.Pointer + g0 * groupBytes, take, cols, pxs, py + g0 * InterleavedRows.GroupRows, xScaled: true);
+                    GC.KeepAlive(m._interleaved);
+                    u0 += take;
+                    n -= take;
+                }
+            });
+            return true;
+        }
+        finally { ArrayPool<float>.Shared.Return(xs); }
     }
 
     /// <summary>

@@ -399,11 +399,13 @@ public sealed class SharedInputDecodeTests
     [InlineData("q4_0", "q4_0", "q4_0")]
     [InlineData("q8_0", "q8_0", "q8_0")]
     [InlineData("q4_0", "q8_0", "f16")] // mixed formats: one MatVec each
-    public void Fused_decode_equals_separate_products(string f0, string f1, string f2)
+    [InlineData("f16", "f16", "f16", 16)] // F16 in whole groups of 8 rows: one step over the interleaved copies
+    [InlineData("f16", "f16", "f16")]     // 13 rows: one MatVec each
+    public void Fused_decode_equals_separate_products(string f0, string f1, string f2, int lastRows = 13)
     {
         var rng = new Random(11);
         int cols = 512;
-        var matrices = new[] { (f0, 40), (f1, 8), (f2, 13) }.Select(p =>
+        var matrices = new[] { (f0, 40), (f1, 8), (f2, lastRows) }.Select(p =>
         {
             var codec = CodecRegistry.Get(p.Item1);
             var values = new float[p.Item2 * cols];
