@@ -67,7 +67,7 @@ internal sealed unsafe partial class WeightMatrix
 
     /// <summary>
     /// Decode products of matrices that read the same activation (q/k/v, gate/up): when all have interleaved
-    /// copies of one format and width, the activation is quantized once and all rows run as one parallel step
+    /// copies of one format and width, the activation is quantized (F16: scaled) once and all rows run as one parallel step
     /// (fewer, fuller steps: k and v alone are too small to keep two threads busy). Otherwise one MatVec each.
     /// The per-row arithmetic is MatVec's, so the results are the same bits.
     /// </summary>
