@@ -413,12 +413,20 @@ internal static unsafe class MatKernels
             a20 = Avx512F.FusedMultiplyAdd(v0, u, a20); a21 = Avx512F.FusedMultiplyAdd(v1, u, a21);
             a22 = Avx512F.FusedMultiplyAdd(v2, u, a22); a23 = Avx512F.FusedMultiplyAdd(v3, u, a23);
         }
-        Finish4(HSum4(a00.GetLower(), a01.GetLower(), a02.GetLower(), a03.GetLower()), w0, ldw, x0, k, n, y0);
-        Finish4(HSum4(a00.GetUpper(), a01.GetUpper(), a02.GetUpper(), a03.GetUpper()), w0, ldw, x1, k, n, y0 + ldy);
-        Finish4(HSum4(a10.GetLower(), a11.GetLower(), a12.GetLower(), a13.GetLower()), w0, ldw, x2, k, n, y0 + 2L * ldy);
-        Finish4(HSum4(a10.GetUpper(), a11.GetUpper(), a12.GetUpper(), a13.GetUpper()), w0, ldw, x3, k, n, y0 + 3L * ldy);
-        Finish4(HSum4(a20.GetLower(), a21.GetLower(), a22.GetLower(), a23.GetLower()), w0, ldw, x4, k, n, y0 + 4L * ldy);
-        Finish4(HSum4(a20.GetUpper(), a21.GetUpper(), a22.GetUpper(), a23.GetUpper()), w0, ldw, x5, k, n, y0 + 5L * ldy);
+        FinishPairs(a00, a01, a02, a03, w0, ldw, x0, ldx, k, n, y0, ldy);
+        FinishPairs(a10, a11, a12, a13, w0, ldw, x0 + 2L * ldx, ldx, k, n, y0 + 2L * ldy, ldy);
+        FinishPairs(a20, a21, a22, a23, w0, ldw, x0 + 4L * ldx, ldx, k, n, y0 + 4L * ldy, ldy);
+    }
+
+    /// <summary>
+    /// The 512-bit tiles' results for one token pair (2p in the low halves of the four rows' accumulators, 2p + 1 in
+    /// the high halves): <see cref="Kernel4x3"/>'s horizontal sums and scalar column tails from k.
+    /// </summary>
+    private static void FinishPairs(Vector512<float> r0, Vector512<float> r1, Vector512<float> r2, Vector512<float> r3,
+        float* w0, int ldw, float* x, int ldx, int k, int n, float* y, int ldy)
+    {
+        Finish4(HSum4(r0.GetLower(), r1.GetLower(), r2.GetLower(), r3.GetLower()), w0, ldw, x, k, n, y);
+        Finish4(HSum4(r0.GetUpper(), r1.GetUpper(), r2.GetUpper(), r3.GetUpper()), w0, ldw, x + ldx, k, n, y + ldy);
     }
 
     /// <summary>
@@ -471,13 +479,9 @@ internal static unsafe class MatKernels
             a20 = Avx512F.FusedMultiplyAdd(v0, u, a20); a21 = Avx512F.FusedMultiplyAdd(v1, u, a21);
             a22 = Avx512F.FusedMultiplyAdd(v2, u, a22); a23 = Avx512F.FusedMultiplyAdd(v3, u, a23);
         }
-        float* x1 = x0 + ldx, x2 = x1 + ldx, x3 = x2 + ldx, x4 = x3 + ldx, x5 = x4 + ldx;
-        Finish4(HSum4(a00.GetLower(), a01.GetLower(), a02.GetLower(), a03.GetLower()), w0, ldw, x0, k, n, y0);
-        Finish4(HSum4(a00.GetUpper(), a01.GetUpper(), a02.GetUpper(), a03.GetUpper()), w0, ldw, x1, k, n, y0 + ldy);
-        Finish4(HSum4(a10.GetLower(), a11.GetLower(), a12.GetLower(), a13.GetLower()), w0, ldw, x2, k, n, y0 + 2L * ldy);
-        Finish4(HSum4(a10.GetUpper(), a11.GetUpper(), a12.GetUpper(), a13.GetUpper()), w0, ldw, x3, k, n, y0 + 3L * ldy);
-        Finish4(HSum4(a20.GetLower(), a21.GetLower(), a22.GetLower(), a23.GetLower()), w0, ldw, x4, k, n, y0 + 4L * ldy);
-        Finish4(HSum4(a20.GetUpper(), a21.GetUpper(), a22.GetUpper(), a23.GetUpper()), w0, ldw, x5, k, n, y0 + 5L * ldy);
+        FinishPairs(a00, a01, a02, a03, w0, ldw, x0, ldx, k, n, y0, ldy);
+        FinishPairs(a10, a11, a12, a13, w0, ldw, x0 + 2L * ldx, ldx, k, n, y0 + 2L * ldy, ldy);
+        FinishPairs(a20, a21, a22, a23, w0, ldw, x0 + 4L * ldx, ldx, k, n, y0 + 4L * ldy, ldy);
     }
 
     private static void Kernel1x3(float* w0, float* x0, float* x1, float* x2, int n, float* y0, float* y1, float* y2)
