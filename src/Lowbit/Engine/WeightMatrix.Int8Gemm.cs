@@ -88,28 +88,38 @@ internal sealed unsafe partial class WeightMatrix
         byte[] xq = firstMatrix.QuantizeForDecode(format, isa, x, xOffset, out int xqRow);
         try
         {
-            // One range of units over all the matrices, in order: matrix i's units are [first[i], first[i + 1]).
-            var first = new int[matrices.Length + 1];
-            long work = 0;
-            for (int i = 0; i < matrices.Length; i++)
-            {
-                first[i + 1] = first[i] + matrices[i].InterleavedUnits;
-                work += (long)matrices[i].Rows * matrices[i].Cols;
-            }
-            long unitBytes = InterleavedRows.GroupBytes(format, firstMatrix.Cols);
-            DecodeRanges(par, first[^1], unitBytes, work < MatVecSerialThreshold, (u0, n) =>
-            {
-                for (int i = 0; i < matrices.Length && n > 0; i++)
-                {
-                    if (u0 >= first[i + 1]) continue;
-                    int take = Math.Min(n, first[i + 1] - u0);
-                    matrices[i].InterleavedRange(format, isa, u0 - first[i], take, xq, xqRow, outputs[i], 0);
-                    u0 += take;
-                    n -= take;
-                }
-            });
+            SharedDecodeRanges(matrices, static m => m.InterleavedUnits, InterleavedRows.GroupBytes(format, firstMatrix.Cols), par,
+                (i, u0, count) => matrices[i].InterleavedRange(format, isa, u0, count, xq, xqRow, outputs[i], 0));
         }
         finally { ArrayPool<byte>.Shared.Return(xq); }
+    }
+
+    /// <summary>
+    /// One decode step over the units of several matrices laid end to end (<see cref="DecodeRanges"/>): each piece is
+    /// cut at the matrix boundaries and <paramref name="body"/>(matrix, first unit in it, count) runs on each part.
+    /// </summary>
+    private static void SharedDecodeRanges(WeightMatrix[] matrices, Func<WeightMatrix, int> unitsOf, long unitBytes, ParallelRunner par,
+        Action<int, int, int> body)
+    {
+        // Matrix i's units are [first[i], first[i + 1]) of the step's range.
+        var first = new int[matrices.Length + 1];
+        long work = 0;
+        for (int i = 0; i < matrices.Length; i++)
+        {
+            first[i + 1] = first[i] + unitsOf(matrices[i]);
+            work += (long)matrices[i].Rows * matrices[i].Cols;
+        }
+        DecodeRanges(par, first[^1], unitBytes, work < MatVecSerialThreshold, (u0, n) =>
+        {
+            for (int i = 0; i < matrices.Length && n > 0; i++)
+            {
+                if (u0 >= first[i + 1]) continue;
+                int take = Math.Min(n, first[i + 1] - u0);
+                body(i, u0 - first[i], take);
+                u0 += take;
+                n -= take;
+            }
+        });
     }
 
     /// <summary>
@@ -128,27 +138,13 @@ internal sealed unsafe partial class WeightMatrix
         try
         {
             if (!InterleavedRows.ScaleForF16(x.AsSpan(xOffset, cols), xs.AsSpan(0, cols))) return false;
-            var first = new int[matrices.Length + 1];
-            long work = 0;
-            for (int i = 0; i < matrices.Length; i++)
-            {
-                first[i + 1] = first[i] + matrices[i].Rows / InterleavedRows.GroupRows;
-                work += (long)matrices[i].Rows * cols;
-            }
             long groupBytes = InterleavedRows.F16GroupBytes(cols);
-            DecodeRanges(par, first[^1], groupBytes, work < MatVecSerialThreshold, (u0, n) =>
+            SharedDecodeRanges(matrices, static m => m.Rows / InterleavedRows.GroupRows, groupBytes, par, (i, g0, count) =>
             {
-                for (int i = 0; i < matrices.Length && n > 0; i++)
-                {
-                    if (u0 >= first[i + 1]) continue;
-                    int g0 = u0 - first[i], take = Math.Min(n, first[i + 1] - u0);
-                    var m = matrices[i];
-                    fixed (float* pxs = xs) fixed (float* py = outputs[i])
-                        InterleavedRows.MultiplyF16(m._interleaved!.Pointer + g0 * groupBytes, take, cols, pxs, py + g0 * InterleavedRows.GroupRows, xScaled: true);
-                    GC.KeepAlive(m._interleaved);
-                    u0 += take;
-                    n -= take;
-                }
+                var m = matrices[i];
+                fixed (float* pxs = xs) fixed (float* py = outputs[i])
+                    InterleavedRows.MultiplyF16(m._interleaved!.Pointer + g0 * groupBytes, count, cols, pxs, py + g0 * InterleavedRows.GroupRows, xScaled: true);
+                GC.KeepAlive(m._interleaved);
             });
             return true;
         }
