@@ -22,6 +22,12 @@ public static class BenchCommand
         var tg = new Option<int>("-n", "--n-gen") { Description = "Generated tokens (tg test).", DefaultValueFactory = _ => 128 };
         var reps = new Option<int>("-r", "--repetitions") { Description = "Repetitions per test.", DefaultValueFactory = _ => 5 };
         var noLimits = new Option<bool>("--no-limits") { Description = "Skip measuring memory bandwidth and FLOP peak." };
+        var readEvery = new Option<int>("--read-every")
+        {
+            Description = "Generated tokens between the reads of memory timed alongside tg (\"of read alongside\"); 1 pairs every token with a read, " +
+                          "for a machine whose bandwidth moves within seconds.",
+            DefaultValueFactory = _ => new BenchOptions().ReadEveryTokens,
+        };
         var kernels = new Option<string?>("--kernels")
         {
             Description = "Benchmark the matrix kernels alone instead of a model: comma-separated formats (e.g. q4_0,q4_K,q8_0,f16); " +
@@ -40,13 +46,15 @@ public static class BenchCommand
         var eng = new EngineCliOptions();
         var cmd = new Command("bench", "Prompt-processing and generation speed (like llama-bench), as fractions of measured bandwidth and FLOP peak.")
         {
-            model, synthetic, format, pp, tg, reps, noLimits, kernels, kernelShapes, kernelMiB, json,
+            model, synthetic, format, pp, tg, reps, noLimits, readEvery, kernels, kernelShapes, kernelMiB, json,
         };
         eng.AddTo(cmd);
         cmd.SetAction((pr, ct) =>
         {
             var console = CliRunner.Human(pr.GetValue(json));
             int threads = pr.GetValue(eng.Threads);
+            if (pr.GetValue(readEvery) < 1)
+                throw new LowbitException($"--read-every must be at least 1 token, got {pr.GetValue(readEvery)}");
             if (pr.GetValue(kernels) is { } kernelFormats)
                 return Task.FromResult(RunKernels(console, kernelFormats, pr.GetValue(kernelShapes)!, pr.GetValue(kernelMiB), pr.GetValue(pp), threads,
                     !pr.GetValue(noLimits), !pr.GetValue(eng.NoInterleave), pr.GetValue(json), ct));
@@ -85,7 +93,7 @@ public static class BenchCommand
             var result = Bench.Run(engine, new BenchOptions
             {
                 PromptTokens = pr.GetValue(pp), GenerateTokens = pr.GetValue(tg), Repetitions = pr.GetValue(reps),
-                MeasureReadAlongside = before is not null,
+                MeasureReadAlongside = before is not null, ReadEveryTokens = pr.GetValue(readEvery),
             }, new SyncProgress<string>(s => console.MarkupLine($"[grey]{Markup.Escape(s)}[/]")), ct);
             MachineLimits? limits = before is null ? null : MachineLimits.Around(before, Bench.MeasureMachine(threads));
             long bytes = m.Tensors.Sum(t => t.ByteCount), parameters = m.Tensors.Sum(t => t.ElementCount);

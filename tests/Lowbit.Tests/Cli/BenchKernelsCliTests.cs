@@ -2,7 +2,7 @@ using System.Text.Json;
 
 namespace Lowbit.Tests.Cli;
 
-/// <summary>`lowbit bench --kernels`: serialized with the other CLI tests (it swaps the process-wide console).</summary>
+/// <summary>`lowbit bench --kernels` and bench option checks: serialized with the other CLI tests (it swaps the process-wide console).</summary>
 [Collection("Lowbit CLI")]
 public sealed class BenchKernelsCliTests
 {
@@ -25,5 +25,12 @@ public sealed class BenchKernelsCliTests
     {
         var (code, _) = RunCli("bench", "--kernels", "q4_0", "--kernel-shapes", "64by256", "--no-limits");
         Assert.NotEqual(0, code);
+    }
+
+    [Fact]
+    public void A_read_interval_below_one_token_is_a_clear_error()
+    {
+        var (code, _) = RunCli("bench", "--synthetic", "tiny", "--read-every", "0");
+        Assert.Equal(1, code);
     }
 }
