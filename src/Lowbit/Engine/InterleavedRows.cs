@@ -23,7 +23,10 @@ namespace Lowbit.Engine;
 /// segmented (one thread); with the prefetch, at two threads, whole rows still streamed 2048x8192 Q4_0 at 60–63 % of
 /// the read bandwidth against 69–74 % segmented (three alternated runs of <c>lowbit bench --kernels q4_0</c>). Storing
 /// ~256 KB chunks of groups segment by segment, so that a run of groups is one stream, was no better (68–78 % against
-/// 78–83 %). Per row the blocks are still folded in order, the running sums carried in y from one segment to the
+/// 78–83 %). Rechecked at stop 14 in one process holding four engines of the 1B Q4_0 model, built with segments of 1024,
+/// 2048, 4096 and 8192 columns and alternating every 4 tokens: 2048 decoded 67.1 t/s, the others 63.8–64.5; and
+/// pointing the prefetches of a run's last 6 KB at the next segment's run, instead of past the run's end, changed
+/// nothing (Q4_0, Q8_0, Q4_K within 0.4 %). Per row the blocks are still folded in order, the running sums carried in y from one segment to the
 /// next, so the result does not change.
 /// Per row the arithmetic is the canonical one (Q4_0: <see cref="QuantizedGemm.ReferenceDot"/>; Q4_K:
 /// the scalar Q8_K integer dot): exact int32 sums per block, then one float fold per block in block
@@ -72,7 +75,9 @@ internal static unsafe class InterleavedRows
     /// Q4_0, 2.0–5.2 % for Q4_K, 0–1.3 % for Q8_0 (one process, switching every 4 tokens, two or more runs each) and
     /// 1.8 % for F16 (one run); presumably because lines fetched non-temporally are kept out of the L2 and so do not
     /// push the L2's victims into the L3 at the rate weights stream. A plain read gained nothing from it (56.5 GB/s
-    /// without, 53.9 with), so the read bandwidth the fractions use stays the plain read's.
+    /// without, 53.9 with), so the read bandwidth the fractions use stays the plain read's. PREFETCHT1 (to the L2) at the
+    /// same distance was no better at stop 14: −0.9 % for Q4_0, +4.6 % Q8_0, −0.6 % Q4_K, −2.0 % F16 (one process,
+    /// alternating every 4 tokens), and PREFETCHT1 far ahead (12–16 KB) beside PREFETCHNTA near lost 3–4 % on Q4_0.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void PrefetchStream(byte* p) => Sse.PrefetchNonTemporal(p);
