@@ -160,7 +160,7 @@ internal sealed unsafe partial class WeightMatrix
     /// 5–8 % faster (Q4_0, Q4_K, Q8_0; same process, alternating every 4 tokens). Uniform 64 KiB pieces were
     /// 6 % slower: every piece taken from the back is a fresh stream. The floor does not matter: 32, 64 and 256 KiB
     /// decoded the 1B Q4_0 model at the same 70.3–70.6 t/s as 128 (stop 14, one process alternating); the ~2 % of a
-    /// token the first thread to finish waits is the last piece's latency, not its size.
+    /// token the first thread to finish waits at the end of a step is not set by the size of the last pieces.
     /// </summary>
     private const int DecodePieceBytes = 1 << 20, DecodeMinPieceBytes = 128 << 10;
 
