@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -370,85 +369,39 @@ internal static unsafe class InterleavedRows
 
     // ---- F16 (float activations) ----
 
-    /// <summary>
-    /// Bytes of one interleaved F16 group: per segment of <see cref="F16SegmentValues"/> columns,
-    /// [k-slice: segment/8][row:8][8 halves].
-    /// </summary>
+    /// <summary>Bytes of one interleaved F16 group: [k-slice: cols/8][row:8][8 halves].</summary>
     public static int F16GroupBytes(int cols) => cols * GroupRows * 2;
-
-    /// <summary>
-    /// Columns per stored segment of an F16 copy, as <see cref="SegmentValues"/> for the integer formats: a kernel pass
-    /// over one group then uses 2 KB of (float) activations against 8 KB of weights, about what a 2048-column Q4_0
-    /// segment streams, where whole rows streamed 32–128 KB of weights between two uses of an 8–32 KB activation and
-    /// pushed it out of L1. Decode of the synthetic 1B F16 model, one process holding one engine per segment width and
-    /// alternating every 4 tokens (stop 14): whole rows 16.1–16.8 t/s; 256 columns 17.9; 512 columns 18.4 and 19.5;
-    /// 1024 columns 17.3–19.1; 2048 columns 16.8 (+0–2 %).
-    /// </summary>
-    public const int F16SegmentValues = 512;
 
     /// <summary>Whether an F16 matrix with rows of <paramref name="cols"/> values can be interleaved on this CPU.</summary>
     public static bool F16Supported(int cols) => cols % 8 == 0 && Avx2.IsSupported && Fma.IsSupported && BitConverter.IsLittleEndian;
 
-    /// <summary>Where group <paramref name="g"/> of <paramref name="groups"/> starts segment <paramref name="s0"/> (its first column) of an F16 copy.</summary>
-    private static byte* F16SegmentAddress(byte* copy, int groups, int cols, int g, int s0)
-        => copy + ((long)s0 * groups + (long)g * Math.Min(F16SegmentValues, cols - s0)) * GroupRows * 2;
-
-    /// <summary>
-    /// Packs 8 consecutive F16 rows (<paramref name="rowBytes"/> apart) as group <paramref name="g"/> of a copy of
-    /// <paramref name="groups"/> groups starting at <paramref name="copy"/>.
-    /// </summary>
-    public static void PackF16Group(byte* rows, int rowBytes, int cols, byte* copy, int g, int groups)
+    /// <summary>Packs 8 consecutive F16 rows (<paramref name="rowBytes"/> apart) into one group.</summary>
+    public static void PackF16Group(byte* rows, int rowBytes, int cols, byte* dst)
     {
-        for (int s0 = 0; s0 < cols; s0 += F16SegmentValues)
-        {
-            byte* dst = F16SegmentAddress(copy, groups, cols, g, s0);
-            for (int k = 0; k < Math.Min(F16SegmentValues, cols - s0) / 8; k++)
-                for (int r = 0; r < GroupRows; r++)
-                    Unsafe.CopyBlockUnaligned(dst + 128L * k + 16 * r, rows + (long)r * rowBytes + 2L * s0 + 16L * k, 16);
-        }
+        for (int k = 0; k < cols / 8; k++)
+            for (int r = 0; r < GroupRows; r++)
+                Unsafe.CopyBlockUnaligned(dst + 128L * k + 16 * r, rows + (long)r * rowBytes + 16L * k, 16);
     }
 
     /// <summary>
-    /// y[8(g − g0) + r] = row (8g + r) · x for the <paramref name="count"/> groups from <paramref name="g0"/> of a copy of
-    /// <paramref name="groups"/> groups, F16 rows holding no infinity or NaN, each with exactly the
+    /// y[8g + r] = row (8g + r) · x for F16 rows holding no infinity or NaN, each with exactly the
     /// arithmetic of <see cref="MatKernels.DotF16x4Finite"/> (one 8-lane FMA chain over the row, then the
-    /// fixed horizontal sum), so bit-identical to it: segment by segment, each over all the groups asked for, the eight
-    /// chains of every group carried from one segment to the next. With <paramref name="xScaled"/> x holds the activations
+    /// fixed horizontal sum), so bit-identical to it. With <paramref name="xScaled"/> x holds the activations
     /// times 2^112 (<see cref="ScaleForF16"/>): the weights then enter the FMA as their bits moved into a float
     /// (the value times 2^−112) without the multiply that completes the conversion; both products are w·x
     /// exactly, so the sums are the same bits, for a fifth fewer operations per weight. A 512-bit version (two rows
     /// per zmm, same layout and bits) was 22 % faster in cache but not from DRAM (45.0 vs 44.6 GB/s at two threads,
     /// and −5.2 to +3.7 % over six alternated model runs), so this stays 256-bit like the integer kernels.
     /// </summary>
-    public static void MultiplyF16(byte* copy, int groups, int g0, int count, int cols, float* x, float* y, bool xScaled = false)
+    public static void MultiplyF16(byte* groups, int groupCount, int cols, float* x, float* y, bool xScaled = false)
     {
         if (!F16Supported(cols)) throw new ArgumentException($"no interleaved F16 kernel for rows of {cols} values");
-        if (g0 < 0 || count < 0 || g0 + count > groups) throw new ArgumentOutOfRangeException(nameof(count));
-        if (count == 0) return;
-        bool segmented = cols > F16SegmentValues;
-        // The eight running chains of each group between segments (none when a row is one segment).
-        Vector256<float>[]? chains = segmented ? ArrayPool<Vector256<float>>.Shared.Rent(8 * count) : null;
-        try
+        PrefetchHead(groups, (long)groupCount * F16GroupBytes(cols));
+        for (int g = 0; g < groupCount; g++)
         {
-            fixed (Vector256<float>* pc = chains)
-                for (int s0 = 0; s0 < cols; s0 += F16SegmentValues)
-                {
-                    int length = Math.Min(F16SegmentValues, cols - s0);
-                    PrefetchHead(F16SegmentAddress(copy, groups, cols, g0, s0), (long)count * length * GroupRows * 2);
-                    bool first = s0 == 0, last = s0 + length == cols;
-                    for (int g = g0; g < g0 + count; g++)
-                    {
-                        short* w = (short*)F16SegmentAddress(copy, groups, cols, g, s0);
-                        Vector256<float>* state = segmented ? pc + 8 * (g - g0) : null;
-                        float* yg = y + GroupRows * (g - g0);
-                        if (xScaled) F16Group<ScaledHalves>(w, length, x + s0, yg, state, first, last);
-                        else F16Group<ExactHalves>(w, length, x + s0, yg, state, first, last);
-                    }
-                }
-        }
-        finally
-        {
-            if (chains is not null) ArrayPool<Vector256<float>>.Shared.Return(chains);
+            short* w = (short*)(groups + (long)g * F16GroupBytes(cols));
+            if (xScaled) F16Group<ScaledHalves>(w, cols, x, y + GroupRows * g);
+            else F16Group<ExactHalves>(w, cols, x, y + GroupRows * g);
         }
     }
 
@@ -483,14 +436,9 @@ internal static unsafe class InterleavedRows
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void F16Group<H>(short* w, int cols, float* x, float* y, Vector256<float>* chains, bool first, bool last) where H : struct, IHalfEntry
+    private static void F16Group<H>(short* w, int cols, float* x, float* y) where H : struct, IHalfEntry
     {
         Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
-        if (!first)
-        {
-            a0 = chains[0]; a1 = chains[1]; a2 = chains[2]; a3 = chains[3];
-            a4 = chains[4]; a5 = chains[5]; a6 = chains[6]; a7 = chains[7];
-        }
         for (int k = 0; k < cols; k += 8, w += 64)
         {
             PrefetchStream((byte*)w + PrefetchBytes);
@@ -504,12 +452,6 @@ internal static unsafe class InterleavedRows
             a5 = Fma.MultiplyAdd(H.Load(w + 40), u, a5);
             a6 = Fma.MultiplyAdd(H.Load(w + 48), u, a6);
             a7 = Fma.MultiplyAdd(H.Load(w + 56), u, a7);
-        }
-        if (!last)
-        {
-            chains[0] = a0; chains[1] = a1; chains[2] = a2; chains[3] = a3;
-            chains[4] = a4; chains[5] = a5; chains[6] = a6; chains[7] = a7;
-            return;
         }
         FloatSums.HSum4(a0, a1, a2, a3).Store(y);
         FloatSums.HSum4(a4, a5, a6, a7).Store(y + 4);

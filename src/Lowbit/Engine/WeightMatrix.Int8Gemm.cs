@@ -143,7 +143,7 @@ internal sealed unsafe partial class WeightMatrix
             {
                 var m = matrices[i];
                 fixed (float* pxs = xs) fixed (float* py = outputs[i])
-                    InterleavedRows.MultiplyF16(m._interleaved!.Pointer, m.Rows / InterleavedRows.GroupRows, g0, count, cols, pxs, py + g0 * InterleavedRows.GroupRows, xScaled: true);
+                    InterleavedRows.MultiplyF16(m._interleaved!.Pointer + g0 * groupBytes, count, cols, pxs, py + g0 * InterleavedRows.GroupRows, xScaled: true);
                 GC.KeepAlive(m._interleaved);
             });
             return true;

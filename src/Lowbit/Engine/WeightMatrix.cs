@@ -100,7 +100,7 @@ internal sealed unsafe partial class WeightMatrix
                 {
                     byte* src = pw + (long)g * InterleavedRows.GroupRows * _rowBytes;
                     if (f is { } q) InterleavedRows.PackGroup(q, src, (int)_rowBytes, Cols, pc, g, groups);
-                    else InterleavedRows.PackF16Group(src, (int)_rowBytes, Cols, pc, g, groups);
+                    else InterleavedRows.PackF16Group(src, (int)_rowBytes, Cols, pc + (long)g * gb);
                 }
         });
         return copy;
@@ -203,7 +203,7 @@ internal sealed unsafe partial class WeightMatrix
                         int groups = Math.Min(r1, Rows / InterleavedRows.GroupRows * InterleavedRows.GroupRows) - r0;
                         if (groups > 0)
                         {
-                            InterleavedRows.MultiplyF16(_interleaved.Pointer, Rows / InterleavedRows.GroupRows, r0 / InterleavedRows.GroupRows,
+                            InterleavedRows.MultiplyF16(_interleaved.Pointer + (long)(r0 / InterleavedRows.GroupRows) * InterleavedRows.F16GroupBytes(Cols),
                                 groups / InterleavedRows.GroupRows, Cols, xScaled is null ? xv : pxs, py + yOffset + r0, xScaled is not null);
                             GC.KeepAlive(_interleaved);
                             r += groups;

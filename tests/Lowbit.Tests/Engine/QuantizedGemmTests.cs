@@ -340,8 +340,7 @@ public sealed class InterleavedF16Tests
     {
         var codec = Lowbit.Formats.CodecRegistry.Get("f16");
         var rng = new Random(3);
-        // groups, groups + tail, tail only, cols % 8 ≠ 0, rows stored in segments (8 × 512 + 104 columns)
-        foreach (var (rows, cols) in new[] { (8, 64), (45, 200), (5, 64), (16, 36), (24, 4200) })
+        foreach (var (rows, cols) in new[] { (8, 64), (45, 200), (5, 64), (16, 36) }) // groups, groups + tail, tail only, cols % 8 ≠ 0
         {
             bool copied = InterleavedDecodeCheck.Run(codec, rows, cols, tokens: 2, rng);
             Assert.Equal(rows >= 8 && cols % 8 == 0 && InterleavedRows.F16Supported(cols), copied);
@@ -402,11 +401,10 @@ public sealed class SharedInputDecodeTests
     [InlineData("q4_0", "q8_0", "f16")] // mixed formats: one MatVec each
     [InlineData("f16", "f16", "f16", 16)] // F16 in whole groups of 8 rows: one step over the interleaved copies
     [InlineData("f16", "f16", "f16")]     // 13 rows: one MatVec each
-    [InlineData("f16", "f16", "f16", 16, 4200)] // rows stored in segments, chains carried across them
-    [InlineData("q4_0", "q4_0", "q4_0", 13, 4224)]
-    public void Fused_decode_equals_separate_products(string f0, string f1, string f2, int lastRows = 13, int cols = 512)
+    public void Fused_decode_equals_separate_products(string f0, string f1, string f2, int lastRows = 13)
     {
         var rng = new Random(11);
+        int cols = 512;
         var matrices = new[] { (f0, 40), (f1, 8), (f2, lastRows) }.Select(p =>
         {
             var codec = CodecRegistry.Get(p.Item1);
