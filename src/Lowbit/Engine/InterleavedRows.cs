@@ -23,10 +23,12 @@ namespace Lowbit.Engine;
 /// segmented (one thread); with the prefetch, at two threads, whole rows still streamed 2048x8192 Q4_0 at 60–63 % of
 /// the read bandwidth against 69–74 % segmented (three alternated runs of <c>lowbit bench --kernels q4_0</c>). Storing
 /// ~256 KB chunks of groups segment by segment, so that a run of groups is one stream, was no better (68–78 % against
-/// 78–83 %). Rechecked at stop 14 in one process holding four engines of the 1B Q4_0 model, built with segments of 1024,
-/// 2048, 4096 and 8192 columns and alternating every 4 tokens: 2048 decoded 67.1 t/s, the others 63.8–64.5; and
-/// pointing the prefetches of a run's last 6 KB at the next segment's run, instead of past the run's end, changed
-/// nothing (Q4_0, Q8_0, Q4_K within 0.4 %). Per row the blocks are still folded in order, the running sums carried in y from one segment to the
+/// 78–83 %). At stop 14, pointing the prefetches of a run's last 6 KB at the next segment's run, instead of past the
+/// run's end, changed nothing (Q4_0, Q8_0, Q4_K within 0.4 %). Layouts cannot be compared with one engine (or one set
+/// of matrices) per layout in a process: on this VM identical sets of matrices, built and streamed alike in one process
+/// and alternated, streamed at 33.6–38.7 GB/s (six 512 MiB sets of 2048x2048 Q4_0) and 32.8–42.8 (four), by where their
+/// memory landed; F16 rows in 512-column segments, repacked into the same memory between rounds, decoded +2.5 % in one
+/// run and −5.5 % in another, so F16 rows stay whole. Per row the blocks are still folded in order, the running sums carried in y from one segment to the
 /// next, so the result does not change.
 /// Per row the arithmetic is the canonical one (Q4_0: <see cref="QuantizedGemm.ReferenceDot"/>; Q4_K:
 /// the scalar Q8_K integer dot): exact int32 sums per block, then one float fold per block in block

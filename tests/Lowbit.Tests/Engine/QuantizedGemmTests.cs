@@ -340,7 +340,8 @@ public sealed class InterleavedF16Tests
     {
         var codec = Lowbit.Formats.CodecRegistry.Get("f16");
         var rng = new Random(3);
-        foreach (var (rows, cols) in new[] { (8, 64), (45, 200), (5, 64), (16, 36) }) // groups, groups + tail, tail only, cols % 8 ≠ 0
+        // groups, groups + tail, tail only, cols % 8 ≠ 0, long rows
+        foreach (var (rows, cols) in new[] { (8, 64), (45, 200), (5, 64), (16, 36), (24, 4200) })
         {
             bool copied = InterleavedDecodeCheck.Run(codec, rows, cols, tokens: 2, rng);
             Assert.Equal(rows >= 8 && cols % 8 == 0 && InterleavedRows.F16Supported(cols), copied);
@@ -401,10 +402,11 @@ public sealed class SharedInputDecodeTests
     [InlineData("q4_0", "q8_0", "f16")] // mixed formats: one MatVec each
     [InlineData("f16", "f16", "f16", 16)] // F16 in whole groups of 8 rows: one step over the interleaved copies
     [InlineData("f16", "f16", "f16")]     // 13 rows: one MatVec each
-    public void Fused_decode_equals_separate_products(string f0, string f1, string f2, int lastRows = 13)
+    [InlineData("f16", "f16", "f16", 16, 4200)]    // long rows
+    [InlineData("q4_0", "q4_0", "q4_0", 13, 4224)] // rows in several segments
+    public void Fused_decode_equals_separate_products(string f0, string f1, string f2, int lastRows = 13, int cols = 512)
     {
         var rng = new Random(11);
-        int cols = 512;
         var matrices = new[] { (f0, 40), (f1, 8), (f2, lastRows) }.Select(p =>
         {
             var codec = CodecRegistry.Get(p.Item1);
