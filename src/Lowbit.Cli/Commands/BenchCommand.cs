@@ -24,7 +24,7 @@ public static class BenchCommand
         var noLimits = new Option<bool>("--no-limits") { Description = "Skip measuring memory bandwidth and FLOP peak." };
         var readEvery = new Option<int>("--read-every")
         {
-            Description = "Generated tokens between the reads of memory timed alongside tg (\"of read alongside\"); 1 pairs every token with a read, " +
+            Description = "Generated tokens between the reads of the weights' memory timed alongside tg (\"of weight read alongside\"); 1 pairs every token with a read, " +
                           "for a machine whose bandwidth moves within seconds.",
             DefaultValueFactory = _ => new BenchOptions().ReadEveryTokens,
         };
@@ -103,7 +103,7 @@ public static class BenchCommand
                 : $"{100 * result.PromptFractionOfPeak(limits.FlopsPerSecond, limits.Int8OpsPerSecond):F1}% of {(result.PromptIntegerShare > 0 && limits.Int8OpsPerSecond > 0 ? "int8/FMA" : "FLOP")} peak";
             string tgFrac = limits is null ? "-" : $"{100 * result.GenerateFractionOfBandwidth(limits.ReadBytesPerSecond):F1}% of bandwidth";
             if (limits is not null && result.ReadBytesPerSecondAlongside > 0)
-                tgFrac += $", {100 * result.GenerateFractionOfBandwidth(result.ReadBytesPerSecondAlongside):F1}% of read alongside";
+                tgFrac += $", {100 * result.GenerateFractionOfBandwidth(result.ReadBytesPerSecondAlongside):F1}% of weight read alongside";
             table.AddTextRow(label, Format.Bytes(bytes), Format.Count(parameters), "CPU", result.Threads.ToString(), $"pp{result.PromptTokens}",
                 result.PromptTokensPerSecond.ToString(), ppFrac);
             table.AddTextRow(label, Format.Bytes(bytes), Format.Count(parameters), "CPU", result.Threads.ToString(), $"tg{result.GenerateTokens}",
@@ -111,7 +111,7 @@ public static class BenchCommand
             console.Write(table);
             if (limits is not null)
                 console.WriteLine($"machine: read bandwidth {limits.ReadBandwidthText}" +
-                                  (result.ReadBytesPerSecondAlongside > 0 ? $", alongside tg {result.ReadBytesPerSecondAlongside / 1e9:F1}" : "") +
+                                  (result.ReadBytesPerSecondAlongside > 0 ? $", weights read alongside tg {result.ReadBytesPerSecondAlongside / 1e9:F1}" : "") +
                                   $", triad {limits.TriadBytesPerSecond / 1e9:F1} GB/s, " +
                                   $"FMA peak {limits.FlopsPerSecond / 1e9:F1} GFLOP/s, int8 dot peak {limits.Int8OpsPerSecond / 1e9:F1} GOP/s ({limits.Threads} threads); " +
                                   $"decode reads {result.DecodeBytesPerToken / 1e6:F2} MB/token, prefill {result.PromptFlopsPerToken / 1e6:F1} MFLOP/token, " +

@@ -16,9 +16,9 @@ public sealed record BenchOptions
     public int WarmupRuns { get; init; } = 1;
     public int Seed { get; init; } = 1;
     /// <summary>
-    /// Also time a read of a buffer as large as one token's weights (at most 512 MiB) after every
+    /// Also time a read of the weights a decoded token streams, in their own memory, after every
     /// <see cref="ReadEveryTokens"/> generated tokens (outside the decode timing), so that tg can be set against
-    /// the bandwidth this machine delivered at the same moments (see <see cref="BenchResult.ReadBytesPerSecondAlongside"/>).
+    /// the bandwidth that memory delivered at the same moments (see <see cref="BenchResult.ReadBytesPerSecondAlongside"/>).
     /// </summary>
     public bool MeasureReadAlongside { get; init; }
     public int ReadEveryTokens { get; init; } = 8;
@@ -54,10 +54,11 @@ public sealed record BenchResult
     /// <summary>FLOPs (2 per multiply-add) per prompt token, averaged over the pp run's positions.</summary>
     public required double PromptFlopsPerToken { get; init; }
     /// <summary>
-    /// Read bandwidth (SIMD read on the engine's threads, huge-page memory) timed between stretches of the tg
-    /// run: all bytes read ÷ all read time, 0 when not measured. On a machine shared with other jobs the
-    /// bandwidth moves by tens of percent within minutes, and a best-of figure measured before and after the
-    /// run is the best moment, not what decode had; this is the like-for-like limit for the tg figure.
+    /// Read bandwidth of the weights' own memory (a plain SIMD read of every weight byte a decoded token streams, on
+    /// the engine's threads) timed between stretches of the tg run: all bytes read ÷ all read time, 0 when not
+    /// measured. On a machine shared with other jobs the bandwidth moves by tens of percent within minutes, and a
+    /// best-of figure measured before and after the run is the best moment, not what decode had; memory can differ
+    /// too (some regions read 10–20 % faster than others on this VM). This is the like-for-like limit for the tg figure.
     /// </summary>
     public double ReadBytesPerSecondAlongside { get; init; }
 
@@ -154,8 +155,7 @@ public static class Bench
         }
 
         var tgSamples = new List<double>();
-        using var alongside = options.MeasureReadAlongside && tg > 0
-            ? new ReadProbe(engine.Threads, Math.Clamp(engine.WeightBytesPerToken, 64L << 20, 512L << 20), engine.Runner) : null;
+        using var alongside = options.MeasureReadAlongside && tg > 0 ? new WeightReadProbe(engine) : null;
         if (tg > 0)
         {
             int every = Math.Max(1, options.ReadEveryTokens);
@@ -237,9 +237,8 @@ public static class Bench
     }
 
     /// <summary>
-    /// A buffer of the engine's weight memory (<see cref="NativeBuffer"/>), filled once, read on demand: on the
-    /// thread pool, or on an engine's own threads (which are awake and spinning right after a decode step, where
-    /// thread-pool threads would first have to be woken and would compete with them for the cores).
+    /// A buffer of the engine's weight memory kind (<see cref="NativeBuffer"/>: huge pages where granted), filled once,
+    /// read on demand on the thread pool.
     /// </summary>
     private sealed unsafe class ReadProbe : IDisposable
     {
@@ -247,13 +246,11 @@ public static class Bench
         private readonly long _floats;
         private readonly int _threads;
         private readonly float[] _sink;
-        private readonly ParallelRunner? _runner;
         private double _seconds;
         private long _bytesRead;
 
-        public ReadProbe(int threads, long bufferBytes, ParallelRunner? runner = null)
+        public ReadProbe(int threads, long bufferBytes)
         {
-            _runner = runner;
             _threads = Math.Max(1, threads);
             _floats = Math.Max(1024, bufferBytes / sizeof(float)) & ~63L;
             _memory = new NativeBuffer(_floats * sizeof(float));
@@ -272,8 +269,7 @@ public static class Bench
         public double Pass()
         {
             var sw = Stopwatch.StartNew();
-            if (_runner is not null) _runner.For(_threads, false, ReadPart);
-            else Parallel.For(0, _threads, new ParallelOptions { MaxDegreeOfParallelism = _threads }, ReadPart);
+            Parallel.For(0, _threads, new ParallelOptions { MaxDegreeOfParallelism = _threads }, ReadPart);
             double s = sw.Elapsed.TotalSeconds;
             _seconds += s;
             _bytesRead += Bytes;
@@ -295,6 +291,84 @@ public static class Bench
         }
 
         public void Dispose() => _memory.Dispose();
+    }
+
+    /// <summary>
+    /// Reads the weight memory a decoded token streams (<see cref="InferenceEngine.DecodeWeightMemory"/>), every byte
+    /// once per <see cref="Pass"/>, on the engine's own threads: thread t takes the t-th contiguous part of the regions
+    /// laid end to end. On this VM memory is not all alike: in one process, 512 MiB buffers read 50–54 GB/s for the
+    /// first six allocated and 61–64 for the next eight (stop 14), so a read of a separate buffer can be measuring other
+    /// memory than the weights sit in. The bytes are read as integers (weights seen as floats would include NaNs and
+    /// subnormals).
+    /// </summary>
+    private sealed unsafe class WeightReadProbe : IDisposable
+    {
+        private readonly InferenceEngine _engine; // owns the memory the regions point into
+        private readonly (nint Pointer, long Length)[] _regions;
+        private readonly List<System.Buffers.MemoryHandle> _pins;
+        private readonly ParallelRunner _runner;
+        private readonly int _threads;
+        private readonly ulong[] _sink;
+        private readonly long _bytes;
+        private double _seconds;
+        private long _bytesRead;
+
+        public WeightReadProbe(InferenceEngine engine)
+        {
+            _engine = engine;
+            var (regions, pins) = engine.DecodeWeightMemory();
+            _regions = [.. regions];
+            _pins = pins;
+            _runner = engine.Runner;
+            _threads = engine.Threads;
+            _sink = new ulong[8 * _threads];
+            foreach (var r in _regions) _bytes += r.Length;
+        }
+
+        /// <summary>All bytes read ÷ all seconds spent reading, over every <see cref="Pass"/> so far.</summary>
+        public double BytesPerSecond => _seconds > 0 ? _bytesRead / _seconds : 0;
+
+        /// <summary>Reads every region once on all threads; returns the seconds it took.</summary>
+        public double Pass()
+        {
+            var sw = Stopwatch.StartNew();
+            _runner.For(_threads, false, ReadPart);
+            double s = sw.Elapsed.TotalSeconds;
+            GC.KeepAlive(_engine);
+            _seconds += s;
+            _bytesRead += _bytes;
+            return s;
+        }
+
+        private void ReadPart(int t)
+        {
+            long from = _bytes * t / _threads, to = _bytes * (t + 1) / _threads, at = 0;
+            Vector256<ulong> a0 = default, a1 = default, a2 = default, a3 = default;
+            ulong tail = 0;
+            foreach (var (pointer, size) in _regions)
+            {
+                long lo = Math.Max(from, at), hi = Math.Min(to, at + size);
+                if (lo < hi)
+                {
+                    byte* p = (byte*)pointer + (lo - at);
+                    long n = hi - lo, i = 0;
+                    for (; i + 128 <= n; i += 128)
+                    {
+                        a0 ^= Vector256.Load((ulong*)(p + i)); a1 ^= Vector256.Load((ulong*)(p + i + 32));
+                        a2 ^= Vector256.Load((ulong*)(p + i + 64)); a3 ^= Vector256.Load((ulong*)(p + i + 96));
+                    }
+                    for (; i < n; i++) tail += p[i];
+                }
+                at += size;
+            }
+            _sink[8 * t] = Vector256.Sum(a0 ^ a1 ^ a2 ^ a3) + tail;
+        }
+
+        public void Dispose()
+        {
+            foreach (var pin in _pins) pin.Dispose();
+            _pins.Clear();
+        }
     }
 
     public static unsafe double MeasureTriadBandwidth(int threads, long bufferBytes, int repetitions = 5)

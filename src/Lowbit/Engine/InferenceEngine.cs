@@ -223,6 +223,20 @@ public sealed unsafe class InferenceEngine
         }
     }
 
+    /// <summary>
+    /// The weight memory a decoded token streams (every layer's matrices and the LM head, in that order; the one
+    /// embedding row is left out), and the handles pinning managed rows while it is read: dispose them after.
+    /// </summary>
+    internal (List<(nint Pointer, long Length)> Regions, List<System.Buffers.MemoryHandle> Pins) DecodeWeightMemory()
+    {
+        var regions = new List<(nint Pointer, long Length)>();
+        var pins = new List<System.Buffers.MemoryHandle>();
+        foreach (var l in _layers)
+            foreach (var w in l.Matrices) w.AddDecodeMemory(regions, pins);
+        _lmHead.AddDecodeMemory(regions, pins);
+        return (regions, pins);
+    }
+
     /// <summary>Memory traffic of decoding one token at context length <paramref name="contextTokens"/>: weights plus KV cache rows read.</summary>
     public long DecodeBytesPerToken(int contextTokens)
         => WeightBytesPerToken + (long)_cfg.NumLayers * contextTokens * _cache.BytesPerPositionPerLayer;

@@ -106,6 +106,28 @@ internal sealed unsafe partial class WeightMatrix
         return copy;
     }
 
+    /// <summary>
+    /// Adds the memory a decode of this matrix streams to <paramref name="regions"/>: the interleaved copy (and the
+    /// file's rows for the Rows mod 8 tail) or the file's rows; <paramref name="pins"/> receives the handles that keep
+    /// managed rows in place, to be disposed by the caller.
+    /// </summary>
+    internal void AddDecodeMemory(List<(nint Pointer, long Length)> regions, List<MemoryHandle> pins)
+    {
+        if (_interleaved is not null)
+        {
+            regions.Add(((nint)_interleaved.Pointer, _interleaved.Length));
+            int tail = Rows % InterleavedRows.GroupRows;
+            if (tail == 0) return;
+            var rows = Data.Pin();
+            pins.Add(rows);
+            regions.Add(((nint)rows.Pointer + (nint)((Rows - tail) * _rowBytes), tail * _rowBytes));
+            return;
+        }
+        var all = Data.Pin();
+        pins.Add(all);
+        regions.Add(((nint)all.Pointer, Data.Length));
+    }
+
     public ModelTensor Tensor { get; }
     public string Name { get; }
     public TensorCodec Codec { get; }

@@ -36,6 +36,25 @@ public sealed class BenchTests
     }
 
     [Fact]
+    public void The_read_alongside_covers_the_weights_a_decoded_token_streams()
+    {
+        using var model = Llama2cReader.Load(EngineTestPaths.Stories260K);
+        var e = new InferenceEngine(model, new EngineOptions { ContextLength = 24, Threads = 2 });
+        var (regions, pins) = e.DecodeWeightMemory();
+        try
+        {
+            long bytes = regions.Sum(r => r.Length);
+            long embeddingRow = (long)e.Config.HiddenSize * sizeof(float); // llama2.c weights are F32; decode reads one row
+            Assert.Equal(e.WeightBytesPerToken - embeddingRow, bytes);
+            Assert.All(regions, r => Assert.NotEqual(0, r.Pointer));
+        }
+        finally
+        {
+            foreach (var pin in pins) pin.Dispose();
+        }
+    }
+
+    [Fact]
     public void Machine_limits_are_measured_as_positive_rates()
     {
         var m = Bench.MeasureMachine(threads: 2, bufferBytes: 8 << 20, repetitions: 1);
