@@ -22,6 +22,12 @@ public sealed record BenchOptions
     /// </summary>
     public bool MeasureReadAlongside { get; init; }
     public int ReadEveryTokens { get; init; } = 8;
+    /// <summary>
+    /// Weights per token below which no read alongside is made: a model that small streams from the caches, where a
+    /// read of its weights times cache hits and step start-up (it came to 18–118 GB/s for the bundled 12 MB model),
+    /// not the memory.
+    /// </summary>
+    public long ReadAlongsideMinBytes { get; init; } = 64L << 20;
 }
 
 /// <summary>Mean ± sample standard deviation over repetitions (llama-bench's "t/s" column).</summary>
@@ -155,7 +161,8 @@ public static class Bench
         }
 
         var tgSamples = new List<double>();
-        using var alongside = options.MeasureReadAlongside && tg > 0 ? new WeightReadProbe(engine) : null;
+        using var alongside = options.MeasureReadAlongside && tg > 0 && engine.WeightBytesPerToken >= options.ReadAlongsideMinBytes
+            ? new WeightReadProbe(engine) : null;
         if (tg > 0)
         {
             int every = Math.Max(1, options.ReadEveryTokens);

@@ -29,10 +29,20 @@ public sealed class BenchTests
     {
         using var model = Llama2cReader.Load(EngineTestPaths.Stories260K);
         var e = new InferenceEngine(model, new EngineOptions { ContextLength = 24, Threads = 2 });
-        var r = Bench.Run(e, new BenchOptions { PromptTokens = 0, GenerateTokens = 5, Repetitions = 1, WarmupRuns = 0, MeasureReadAlongside = true, ReadEveryTokens = 2 });
+        var r = Bench.Run(e, new BenchOptions { PromptTokens = 0, GenerateTokens = 5, Repetitions = 1, WarmupRuns = 0, MeasureReadAlongside = true, ReadEveryTokens = 2, ReadAlongsideMinBytes = 0 });
         Assert.True(r.ReadBytesPerSecondAlongside > 1e8, $"read alongside {r.ReadBytesPerSecondAlongside}");
         Assert.True(r.GenerateFractionOfBandwidth(r.ReadBytesPerSecondAlongside) > 0);
         Assert.Equal(0, e.Position);
+    }
+
+    [Fact]
+    public void No_read_alongside_is_made_for_a_model_that_fits_in_the_caches()
+    {
+        using var model = Llama2cReader.Load(EngineTestPaths.Stories260K);
+        var e = new InferenceEngine(model, new EngineOptions { ContextLength = 24, Threads = 2 });
+        var r = Bench.Run(e, new BenchOptions { PromptTokens = 0, GenerateTokens = 3, Repetitions = 1, WarmupRuns = 0, MeasureReadAlongside = true });
+        Assert.Equal(0, r.ReadBytesPerSecondAlongside);
+        Assert.True(r.GenerateTokensPerSecond.Mean > 0);
     }
 
     [Fact]
