@@ -162,7 +162,7 @@ public static class Bench
 
         var tgSamples = new List<double>();
         using var alongside = options.MeasureReadAlongside && tg > 0 && engine.WeightBytesPerToken >= options.ReadAlongsideMinBytes
-            ? new WeightReadProbe(engine) : null;
+            ? ReadProbe.OfWeights(engine) : null;
         if (tg > 0)
         {
             int every = Math.Max(1, options.ReadEveryTokens);
@@ -233,7 +233,7 @@ public static class Bench
     /// </summary>
     public static double MeasureReadBandwidth(int threads, long bufferBytes, int repetitions = 5)
     {
-        using var probe = new ReadProbe(threads, bufferBytes);
+        using var probe = ReadProbe.OfBuffer(threads, bufferBytes);
         double best = 0;
         for (int r = 0; r < repetitions + 1; r++)
         {
@@ -244,93 +244,65 @@ public static class Bench
     }
 
     /// <summary>
-    /// A buffer of the engine's weight memory kind (<see cref="NativeBuffer"/>: huge pages where granted), filled once,
-    /// read on demand on the thread pool.
+    /// Reads memory regions, every byte once per <see cref="Pass"/>: thread t takes the t-th contiguous part of the
+    /// regions laid end to end. Either a buffer of its own (<see cref="OfBuffer"/>) or the weight memory a decoded token
+    /// streams (<see cref="OfWeights"/>). The bytes are read as integers (weights seen as floats would include NaNs and
+    /// subnormals).
     /// </summary>
     private sealed unsafe class ReadProbe : IDisposable
     {
-        private readonly NativeBuffer _memory;
-        private readonly long _floats;
-        private readonly int _threads;
-        private readonly float[] _sink;
-        private double _seconds;
-        private long _bytesRead;
-
-        public ReadProbe(int threads, long bufferBytes)
-        {
-            _threads = Math.Max(1, threads);
-            _floats = Math.Max(1024, bufferBytes / sizeof(float)) & ~63L;
-            _memory = new NativeBuffer(_floats * sizeof(float));
-            _sink = new float[_threads];
-            float* buffer = (float*)_memory.Pointer;
-            Parallel.For(0, _threads, new ParallelOptions { MaxDegreeOfParallelism = _threads },
-                t => new Span<float>(buffer + Part(_floats, _threads, t).Start, (int)Part(_floats, _threads, t).Length).Fill(1f));
-        }
-
-        public long Bytes => _floats * sizeof(float);
-
-        /// <summary>All bytes read ÷ all seconds spent reading, over every <see cref="Pass"/> so far.</summary>
-        public double BytesPerSecond => _seconds > 0 ? _bytesRead / _seconds : 0;
-
-        /// <summary>Reads the whole buffer once on all threads; returns the seconds it took.</summary>
-        public double Pass()
-        {
-            var sw = Stopwatch.StartNew();
-            Parallel.For(0, _threads, new ParallelOptions { MaxDegreeOfParallelism = _threads }, ReadPart);
-            double s = sw.Elapsed.TotalSeconds;
-            _seconds += s;
-            _bytesRead += Bytes;
-            return s;
-        }
-
-        private void ReadPart(int t)
-        {
-            float* buffer = (float*)_memory.Pointer;
-            var (start, length) = Part(_floats, _threads, t);
-            float* p0 = buffer + start;
-            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
-            for (long i = 0; i + 32 <= length; i += 32)
-            {
-                a0 += Vector256.Load(p0 + i); a1 += Vector256.Load(p0 + i + 8);
-                a2 += Vector256.Load(p0 + i + 16); a3 += Vector256.Load(p0 + i + 24);
-            }
-            _sink[t] = Vector256.Sum(a0 + a1 + a2 + a3);
-        }
-
-        public void Dispose() => _memory.Dispose();
-    }
-
-    /// <summary>
-    /// Reads the weight memory a decoded token streams (<see cref="InferenceEngine.DecodeWeightMemory"/>), every byte
-    /// once per <see cref="Pass"/>, on the engine's own threads: thread t takes the t-th contiguous part of the regions
-    /// laid end to end. On this VM memory is not all alike: in one process, 512 MiB buffers read 50–54 GB/s for the
-    /// first six allocated and 61–64 for the next eight (stop 14), so a read of a separate buffer can be measuring other
-    /// memory than the weights sit in. The bytes are read as integers (weights seen as floats would include NaNs and
-    /// subnormals).
-    /// </summary>
-    private sealed unsafe class WeightReadProbe : IDisposable
-    {
-        private readonly InferenceEngine _engine; // owns the memory the regions point into
         private readonly (nint Pointer, long Length)[] _regions;
-        private readonly List<System.Buffers.MemoryHandle> _pins;
-        private readonly ParallelRunner _runner;
         private readonly int _threads;
+        private readonly ParallelRunner? _runner; // null: the thread pool
+        private readonly object? _owner;          // keeps alive the memory the regions point into
+        private readonly NativeBuffer? _buffer;   // the probe's own memory, freed with it
+        private readonly List<System.Buffers.MemoryHandle> _pins;
         private readonly ulong[] _sink;
-        private readonly long _bytes;
         private double _seconds;
         private long _bytesRead;
 
-        public WeightReadProbe(InferenceEngine engine)
+        private ReadProbe((nint Pointer, long Length)[] regions, int threads, ParallelRunner? runner, object? owner, NativeBuffer? buffer,
+            List<System.Buffers.MemoryHandle> pins)
         {
-            _engine = engine;
-            var (regions, pins) = engine.DecodeWeightMemory();
-            _regions = [.. regions];
+            _regions = regions;
+            _threads = Math.Max(1, threads);
+            _runner = runner;
+            _owner = owner;
+            _buffer = buffer;
             _pins = pins;
-            _runner = engine.Runner;
-            _threads = engine.Threads;
             _sink = new ulong[8 * _threads];
-            foreach (var r in _regions) _bytes += r.Length;
+            foreach (var r in regions) Bytes += r.Length;
         }
+
+        /// <summary>
+        /// A buffer of the engine's weight memory kind (<see cref="NativeBuffer"/>: huge pages where granted), filled
+        /// once, read on the thread pool.
+        /// </summary>
+        public static ReadProbe OfBuffer(int threads, long bufferBytes)
+        {
+            var buffer = new NativeBuffer(Math.Max(4096, bufferBytes) & ~255L);
+            var probe = new ReadProbe([((nint)buffer.Pointer, buffer.Length)], threads, null, null, buffer, []);
+            Parallel.For(0, probe._threads, new ParallelOptions { MaxDegreeOfParallelism = probe._threads }, t =>
+            {
+                var (from, to) = probe.Share(t);
+                new Span<byte>(buffer.Pointer + from, checked((int)(to - from))).Fill(1);
+            });
+            return probe;
+        }
+
+        /// <summary>
+        /// The weight memory a decoded token streams (<see cref="InferenceEngine.DecodeWeightMemory"/>), read on the
+        /// engine's own threads. On this VM memory is not all alike: in one process, 512 MiB buffers read 50–54 GB/s for
+        /// the first six allocated and 61–64 for the next eight (stop 14), so a read of a separate buffer can be
+        /// measuring other memory than the weights sit in.
+        /// </summary>
+        public static ReadProbe OfWeights(InferenceEngine engine)
+        {
+            var (regions, pins) = engine.DecodeWeightMemory();
+            return new ReadProbe([.. regions], engine.Threads, engine.Runner, engine, null, pins);
+        }
+
+        public long Bytes { get; }
 
         /// <summary>All bytes read ÷ all seconds spent reading, over every <see cref="Pass"/> so far.</summary>
         public double BytesPerSecond => _seconds > 0 ? _bytesRead / _seconds : 0;
@@ -339,17 +311,23 @@ public static class Bench
         public double Pass()
         {
             var sw = Stopwatch.StartNew();
-            _runner.For(_threads, false, ReadPart);
+            if (_runner is not null) _runner.For(_threads, false, ReadPart);
+            else Parallel.For(0, _threads, new ParallelOptions { MaxDegreeOfParallelism = _threads }, ReadPart);
             double s = sw.Elapsed.TotalSeconds;
-            GC.KeepAlive(_engine);
+            GC.KeepAlive(_owner);
+            GC.KeepAlive(_buffer);
             _seconds += s;
-            _bytesRead += _bytes;
+            _bytesRead += Bytes;
             return s;
         }
 
+        /// <summary>Thread t's bytes [from, to) of the regions laid end to end.</summary>
+        private (long From, long To) Share(int t) => (Bytes * t / _threads, Bytes * (t + 1) / _threads);
+
         private void ReadPart(int t)
         {
-            long from = _bytes * t / _threads, to = _bytes * (t + 1) / _threads, at = 0;
+            var (from, to) = Share(t);
+            long at = 0;
             Vector256<ulong> a0 = default, a1 = default, a2 = default, a3 = default;
             ulong tail = 0;
             foreach (var (pointer, size) in _regions)
@@ -375,6 +353,7 @@ public static class Bench
         {
             foreach (var pin in _pins) pin.Dispose();
             _pins.Clear();
+            _buffer?.Dispose();
         }
     }
 
