@@ -41,6 +41,20 @@ namespace Lowbit.Engine;
 /// with the scales after a segment's codes or inline (and no better with paired blocks in a standalone test):
 /// decode here is bound by how a core streams memory, not by its instructions, and the 144-byte block streams best.
 /// </para>
+/// <para>
+/// Yet on this VM the cores' speed moves as much as the memory's (the same in-cache kernel ran 74 and 96 GB/s at
+/// two threads an hour apart), and with weights in cache the kernels ran at ~5 instructions a cycle, so each
+/// instruction a block spends counts whenever memory is the faster of the two. Stop 15 wrote the Q8_0 and Q4_K
+/// slice loops out (the JIT kept them as loops at ~8–9 scalar instructions per pair of slices), built the GFNI
+/// constant once per call instead of per block, and indexed blocks with nint (no sign extension per block). With
+/// 384 KiB a thread in cache (two threads, one process alternating old and new): Q4_0 +4.5 %, Q8_0 +24 %, Q4_K
+/// +22 %; in the synthetic 1B model from DRAM, neutral (new/old 0.987–1.013, one process alternating every 4
+/// tokens, at 37–50 GB/s, when memory was the bound). Same bits: integer sums are exact in any order. Two groups
+/// sharing each activation broadcast (16 rows a pass) cut Q4_0's instructions a further 13 % and ran 22 % faster in
+/// cache, but read as two streams 9 KB apart it streamed at 29 GB/s against 53 (one process, same memory), and
+/// interleaved as one 288-byte stream it was no faster from DRAM; a single dpbusd chain per Q4_0 block was 4 %
+/// slower in cache than two.
+/// </para>
 /// </summary>
 internal static unsafe class InterleavedRows
 {
@@ -105,9 +119,19 @@ internal static unsafe class InterleavedRows
     /// threads 5–7 % faster (the kernels are close to their issue limit even when memory-bound).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector256<byte> High(Vector256<byte> v, Vector256<byte> low)
-        => Gfni.V256.IsSupported ? Gfni.V256.GaloisFieldAffineTransform(v, Vector256.Create(0x1020408000000000UL).AsByte(), 0)
+    internal static Vector256<byte> High(Vector256<byte> v, Vector256<byte> low) => High(v, low, HighNibbleMatrix);
+
+    /// <summary>
+    /// <see cref="High(Vector256{byte}, Vector256{byte})"/> with the affine matrix (<see cref="HighNibbleMatrix"/>) made
+    /// by the caller once, outside its loop: the JIT rebuilt the constant every block.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<byte> High(Vector256<byte> v, Vector256<byte> low, Vector256<byte> matrix)
+        => Gfni.V256.IsSupported ? Gfni.V256.GaloisFieldAffineTransform(v, matrix, 0)
                                  : Vector256.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & low;
+
+    /// <summary>The GF(2) affine matrix whose transform moves each byte's bits 4–7 to bits 0–3 and clears 4–7.</summary>
+    internal static Vector256<byte> HighNibbleMatrix => Vector256.Create(0x1020408000000000UL).AsByte();
 
     /// <summary>Formats with an interleaved decode kernel on this CPU.</summary>
     public static bool IsSupported(GemmFormat f) => f is GemmFormat.Q4_0 or GemmFormat.Q8_0 or GemmFormat.Q4_K && QuantizedGemm.BestIsa != GemmIsa.Scalar;
@@ -242,29 +266,30 @@ internal static unsafe class InterleavedRows
         float* da = (float*)(act + cols) + b0;
         int* corr = (int*)(act + cols + 4 * (cols / 32)) + b0;
         var low = Vector256.Create((byte)0x0F);
+        var highMatrix = HighNibbleMatrix;
         Vector256<float> acc = carry ? Vector256.Load(y) : default;
         byte* a = act + 32 * b0;
-        for (int b = 0; b < blocks; b++, w += Q40Block, a += 32)
+        for (nint b = 0; b < blocks; b++, w += Q40Block, a += 32)
         {
             // Every 64-byte line of the block ahead (prefetch gaps ≤ 64 bytes).
-            PrefetchStream(w + PrefetchBytes);
-            PrefetchStream(w + PrefetchBytes + 64);
-            PrefetchStream(w + PrefetchBytes + 128);
+            byte* ahead = w + PrefetchBytes;
+            PrefetchStream(ahead);
+            PrefetchStream(ahead + 64);
+            PrefetchStream(ahead + 128);
             var v0 = Vector256.Load(w + Q40Codes);
             var v1 = Vector256.Load(w + Q40Codes + 32);
             var v2 = Vector256.Load(w + Q40Codes + 64);
             var v3 = Vector256.Load(w + Q40Codes + 96);
             // Two chains (low / high nibbles); −8·Σa makes the unsigned codes stand for q − 8.
             var i0 = Vector256.Create(corr[b]);
-            var i1 = Vector256<int>.Zero;
+            var i1 = QuantizedGemm.Step<V>(Vector256<int>.Zero, High(v0, low, highMatrix), default, QuantizedGemm.Bcast(a + 16));
             i0 = QuantizedGemm.Step<V>(i0, v0 & low, default, QuantizedGemm.Bcast(a));
-            i1 = QuantizedGemm.Step<V>(i1, High(v0, low), default, QuantizedGemm.Bcast(a + 16));
+            i1 = QuantizedGemm.Step<V>(i1, High(v1, low, highMatrix), default, QuantizedGemm.Bcast(a + 20));
             i0 = QuantizedGemm.Step<V>(i0, v1 & low, default, QuantizedGemm.Bcast(a + 4));
-            i1 = QuantizedGemm.Step<V>(i1, High(v1, low), default, QuantizedGemm.Bcast(a + 20));
+            i1 = QuantizedGemm.Step<V>(i1, High(v2, low, highMatrix), default, QuantizedGemm.Bcast(a + 24));
             i0 = QuantizedGemm.Step<V>(i0, v2 & low, default, QuantizedGemm.Bcast(a + 8));
-            i1 = QuantizedGemm.Step<V>(i1, High(v2, low), default, QuantizedGemm.Bcast(a + 24));
+            i1 = QuantizedGemm.Step<V>(i1, High(v3, low, highMatrix), default, QuantizedGemm.Bcast(a + 28));
             i0 = QuantizedGemm.Step<V>(i0, v3 & low, default, QuantizedGemm.Bcast(a + 12));
-            i1 = QuantizedGemm.Step<V>(i1, High(v3, low), default, QuantizedGemm.Bcast(a + 28));
             var dw = MatKernels.HalfToSingleAvx2((short*)w);
             // The reference's sum += d_w·d_a·sumi, eight rows at once.
             acc = Avx.Add(acc, Avx.Multiply(Avx.Multiply(dw, Vector256.Create(da[b])), Avx.ConvertToVector256Single(Avx2.Add(i0, i1))));
@@ -280,31 +305,17 @@ internal static unsafe class InterleavedRows
     private static void Q80Group<V>(byte* w, int b0, int blocks, int cols, byte* act, float* y, bool carry) where V : struct, QuantizedGemm.IVariant
     {
         float* da = (float*)(act + cols) + b0;
-        var bias = Vector256.Create((byte)0x80);
         Vector256<float> acc = carry ? Vector256.Load(y) : default;
         byte* a = act + 32 * b0;
-        for (int b = 0; b < blocks; b++, w += Q80Block, a += 32)
+        for (nint b = 0; b < blocks; b++, w += Q80Block, a += 32)
         {
             PrefetchStream(w + PrefetchBytes);
+            // The eight slices written out (the JIT keeps a loop over them, at ~9 scalar instructions a pair).
             Vector256<int> i0 = default, i1 = default, c0 = default, c1 = default;
-            for (int s = 0; s < 8; s += 2)
-            {
-                PrefetchStream(w + PrefetchBytes + Q80Codes + 32 * s);
-                var v0 = Vector256.Load(w + Q80Codes + 32 * s);
-                var v1 = Vector256.Load(w + Q80Codes + 32 * s + 32);
-                if (V.Vnni)
-                {
-                    i0 = QuantizedGemm.Step<V>(i0, v0, default, QuantizedGemm.Bcast(a + 4 * s));
-                    i1 = QuantizedGemm.Step<V>(i1, v1, default, QuantizedGemm.Bcast(a + 4 * s + 4));
-                    c0 = AvxVnni.MultiplyWideningAndAdd(c0, bias, v0.AsSByte());
-                    c1 = AvxVnni.MultiplyWideningAndAdd(c1, bias, v1.AsSByte());
-                }
-                else
-                {
-                    i0 = QuantizedGemm.Step<V>(i0, v0, Avx2.Abs(v0.AsSByte()), QuantizedGemm.Bcast(a + 4 * s));
-                    i1 = QuantizedGemm.Step<V>(i1, v1, Avx2.Abs(v1.AsSByte()), QuantizedGemm.Bcast(a + 4 * s + 4));
-                }
-            }
+            Q80Slices<V>(w + Q80Codes, a, ref i0, ref i1, ref c0, ref c1);
+            Q80Slices<V>(w + Q80Codes + 64, a + 8, ref i0, ref i1, ref c0, ref c1);
+            Q80Slices<V>(w + Q80Codes + 128, a + 16, ref i0, ref i1, ref c0, ref c1);
+            Q80Slices<V>(w + Q80Codes + 192, a + 24, ref i0, ref i1, ref c0, ref c1);
             var isum = Avx2.Add(i0, i1);
             if (V.Vnni) isum = Avx2.Subtract(isum, Avx2.Add(c0, c1));
             var dw = MatKernels.HalfToSingleAvx2((short*)w);
@@ -313,39 +324,65 @@ internal static unsafe class InterleavedRows
         acc.Store(y);
     }
 
+    /// <summary>
+    /// Two 4-value slices of a Q8_0 block (64 code bytes at <paramref name="codes"/>, activations at <paramref name="a"/>).
+    /// VNNI multiplies the activation biased by +128 (unsigned, as prepared) with the codes and counts 128·Σw in
+    /// <paramref name="c0"/>/<paramref name="c1"/> (one vpdpbusd of 0x80 bytes with the codes) to subtract; AVX2 uses |w| ⊗ sign(a, w).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Q80Slices<V>(byte* codes, byte* a, ref Vector256<int> i0, ref Vector256<int> i1, ref Vector256<int> c0, ref Vector256<int> c1)
+        where V : struct, QuantizedGemm.IVariant
+    {
+        PrefetchStream(codes + PrefetchBytes);
+        var v0 = Vector256.Load(codes);
+        var v1 = Vector256.Load(codes + 32);
+        if (V.Vnni)
+        {
+            var bias = Vector256.Create((byte)0x80);
+            i0 = QuantizedGemm.Step<V>(i0, v0, default, QuantizedGemm.Bcast(a));
+            i1 = QuantizedGemm.Step<V>(i1, v1, default, QuantizedGemm.Bcast(a + 4));
+            c0 = AvxVnni.MultiplyWideningAndAdd(c0, bias, v0.AsSByte());
+            c1 = AvxVnni.MultiplyWideningAndAdd(c1, bias, v1.AsSByte());
+        }
+        else
+        {
+            i0 = QuantizedGemm.Step<V>(i0, v0, Avx2.Abs(v0.AsSByte()), QuantizedGemm.Bcast(a));
+            i1 = QuantizedGemm.Step<V>(i1, v1, Avx2.Abs(v1.AsSByte()), QuantizedGemm.Bcast(a + 4));
+        }
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Q4KGroup<V>(byte* w, int first, int blocks, int cols, byte* act, float* y, bool carry) where V : struct, QuantizedGemm.IVariant
     {
         float* yd = (float*)(act + cols) + first;
         int* pairs = (int*)(act + cols + 4 * (cols / 256)) + 4 * first;
         var low = Vector256.Create((byte)0x0F);
+        var highMatrix = HighNibbleMatrix;
         Vector256<float> acc = carry ? Vector256.Load(y) : default;
         byte* a = act + 256 * first;
-        for (int b = 0; b < blocks; b++, w += KBlock, a += 256)
+        for (nint b = 0; b < blocks; b++, w += KBlock, a += 256, pairs += 4)
         {
-            PrefetchStream(w + PrefetchBytes);
-            PrefetchStream(w + PrefetchBytes + 64);
-            PrefetchStream(w + PrefetchBytes + 128);
+            byte* ahead = w + PrefetchBytes;
+            PrefetchStream(ahead);
+            PrefetchStream(ahead + 64);
+            PrefetchStream(ahead + 128);
             Vector256<int> sumi = default;
             byte* codes = w + KCodes;
             byte* ac = a;
             for (int c = 0; c < 4; c++, codes += 256, ac += 64)
             {
-                PrefetchStream(codes + PrefetchBytes);
-                PrefetchStream(codes + PrefetchBytes + 64);
-                PrefetchStream(codes + PrefetchBytes + 128);
-                PrefetchStream(codes + PrefetchBytes + 192);
-                // Group 2c (low nibbles) and 2c + 1 (high nibbles), two chains each.
+                byte* codesAhead = codes + PrefetchBytes;
+                PrefetchStream(codesAhead);
+                PrefetchStream(codesAhead + 64);
+                PrefetchStream(codesAhead + 128);
+                PrefetchStream(codesAhead + 192);
+                // Group 2c (low nibbles) and 2c + 1 (high nibbles), two chains each; the four slice pairs written out
+                // (the JIT keeps a loop over them, at ~8 scalar instructions a pair).
                 Vector256<int> a0 = default, a1 = default, b0 = default, b1 = default;
-                for (int s = 0; s < 8; s += 2)
-                {
-                    var v0 = Vector256.Load(codes + 32 * s);
-                    var v1 = Vector256.Load(codes + 32 * s + 32);
-                    a0 = QuantizedGemm.Step<V>(a0, v0 & low, default, QuantizedGemm.Bcast(ac + 4 * s));
-                    b0 = QuantizedGemm.Step<V>(b0, High(v0, low), default, QuantizedGemm.Bcast(ac + 32 + 4 * s));
-                    a1 = QuantizedGemm.Step<V>(a1, v1 & low, default, QuantizedGemm.Bcast(ac + 4 * s + 4));
-                    b1 = QuantizedGemm.Step<V>(b1, High(v1, low), default, QuantizedGemm.Bcast(ac + 36 + 4 * s));
-                }
+                Q4KSlices<V>(codes, ac, low, highMatrix, ref a0, ref a1, ref b0, ref b1);
+                Q4KSlices<V>(codes + 64, ac + 8, low, highMatrix, ref a0, ref a1, ref b0, ref b1);
+                Q4KSlices<V>(codes + 128, ac + 16, low, highMatrix, ref a0, ref a1, ref b0, ref b1);
+                Q4KSlices<V>(codes + 192, ac + 24, low, highMatrix, ref a0, ref a1, ref b0, ref b1);
                 // Σ_g sc_g·(group dot), exact in int32 (≤ 8·63·32·15·128 < 2^31).
                 var scA = Avx2.ConvertToVector256Int32(w + KSc + 16 * c);
                 var scB = Avx2.ConvertToVector256Int32(w + KSc + 16 * c + 8);
@@ -353,12 +390,10 @@ internal static unsafe class InterleavedRows
             }
             // Σ_g m_g·(32-value activation sum) from (m_2k, m_2k+1) × (bsum_2k, bsum_2k+1) int16 pairs.
             Vector256<int> summ = default;
-            for (int k = 0; k < 4; k++)
-            {
-                var m = Avx2.ConvertToVector256Int16(w + KMins + 16 * k);
-                var p = Vector256.Create(pairs[4 * b + k]).AsInt16();
-                summ = V.Vnni ? AvxVnni.MultiplyWideningAndAdd(summ, m, p) : Avx2.Add(summ, Avx2.MultiplyAddAdjacent(m, p));
-            }
+            summ = MinsStep<V>(summ, w + KMins, pairs[0]);
+            summ = MinsStep<V>(summ, w + KMins + 16, pairs[1]);
+            summ = MinsStep<V>(summ, w + KMins + 32, pairs[2]);
+            summ = MinsStep<V>(summ, w + KMins + 48, pairs[3]);
             var d = MatKernels.HalfToSingleAvx2((short*)w);
             var dmin = MatKernels.HalfToSingleAvx2((short*)(w + KDmin));
             var ydv = Vector256.Create(yd[b]);
@@ -367,6 +402,28 @@ internal static unsafe class InterleavedRows
                                             Avx.Multiply(Avx.Multiply(dmin, ydv), Avx.ConvertToVector256Single(summ))));
         }
         acc.Store(y);
+    }
+
+    /// <summary>Slices s and s + 1 of a Q4_K 32-byte code chunk pair: low nibbles into a0/a1, high nibbles into b0/b1.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Q4KSlices<V>(byte* codes, byte* ac, Vector256<byte> low, Vector256<byte> highMatrix,
+        ref Vector256<int> a0, ref Vector256<int> a1, ref Vector256<int> b0, ref Vector256<int> b1) where V : struct, QuantizedGemm.IVariant
+    {
+        var v0 = Vector256.Load(codes);
+        var v1 = Vector256.Load(codes + 32);
+        a0 = QuantizedGemm.Step<V>(a0, v0 & low, default, QuantizedGemm.Bcast(ac));
+        b0 = QuantizedGemm.Step<V>(b0, High(v0, low, highMatrix), default, QuantizedGemm.Bcast(ac + 32));
+        a1 = QuantizedGemm.Step<V>(a1, v1 & low, default, QuantizedGemm.Bcast(ac + 4));
+        b1 = QuantizedGemm.Step<V>(b1, High(v1, low, highMatrix), default, QuantizedGemm.Bcast(ac + 36));
+    }
+
+    /// <summary>summ + the 8 rows' (m_2k, m_2k+1) int16 pairs at <paramref name="mins"/> dotted with one activation pair.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> MinsStep<V>(Vector256<int> summ, byte* mins, int pair) where V : struct, QuantizedGemm.IVariant
+    {
+        var m = Avx2.ConvertToVector256Int16(mins);
+        var p = Vector256.Create(pair).AsInt16();
+        return V.Vnni ? AvxVnni.MultiplyWideningAndAdd(summ, m, p) : Avx2.Add(summ, Avx2.MultiplyAddAdjacent(m, p));
     }
 
     // ---- F16 (float activations) ----
