@@ -104,10 +104,13 @@ public static class BenchCommand
             string tgFrac = limits is null ? "-" : $"{100 * result.GenerateFractionOfBandwidth(limits.ReadBytesPerSecond):F1}% of bandwidth";
             if (limits is not null && result.ReadBytesPerSecondAlongside > 0)
                 tgFrac += $", {100 * result.GenerateFractionOfBandwidth(result.ReadBytesPerSecondAlongside):F1}% of weight read alongside";
-            table.AddTextRow(label, Format.Bytes(bytes), Format.Count(parameters), "CPU", result.Threads.ToString(), $"pp{result.PromptTokens}",
-                result.PromptTokensPerSecond.ToString(), ppFrac);
-            table.AddTextRow(label, Format.Bytes(bytes), Format.Count(parameters), "CPU", result.Threads.ToString(), $"tg{result.GenerateTokens}",
-                result.GenerateTokensPerSecond.ToString(), tgFrac);
+            // A test asked for 0 tokens was not run (as llama-bench skips -p 0 / -n 0): no row of zeros for it.
+            if (result.PromptTokens > 0)
+                table.AddTextRow(label, Format.Bytes(bytes), Format.Count(parameters), "CPU", result.Threads.ToString(), $"pp{result.PromptTokens}",
+                    result.PromptTokensPerSecond.ToString(), ppFrac);
+            if (result.GenerateTokens > 0)
+                table.AddTextRow(label, Format.Bytes(bytes), Format.Count(parameters), "CPU", result.Threads.ToString(), $"tg{result.GenerateTokens}",
+                    result.GenerateTokensPerSecond.ToString(), tgFrac);
             console.Write(table);
             if (limits is not null)
                 console.WriteLine($"machine: read bandwidth {limits.ReadBandwidthText}" +

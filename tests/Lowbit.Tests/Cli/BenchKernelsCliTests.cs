@@ -28,6 +28,20 @@ public sealed class BenchKernelsCliTests
     }
 
     [Fact]
+    public void A_test_of_zero_tokens_gets_no_row()
+    {
+        // Child processes: the in-process console keeps the writer of its first run.
+        var genOnly = CliHarness.Run("bench", "--synthetic", "tiny", "-p", "0", "-n", "4", "-r", "1", "--no-limits");
+        Assert.Equal(0, genOnly.ExitCode);
+        Assert.Contains("tg4", genOnly.Stdout);
+        Assert.DoesNotContain("pp0", genOnly.Stdout);
+        var promptOnly = CliHarness.Run("bench", "--synthetic", "tiny", "-p", "8", "-n", "0", "-r", "1", "--no-limits");
+        Assert.Equal(0, promptOnly.ExitCode);
+        Assert.Contains("pp8", promptOnly.Stdout);
+        Assert.DoesNotContain("tg0", promptOnly.Stdout);
+    }
+
+    [Fact]
     public void A_read_interval_below_one_token_is_a_clear_error()
     {
         var (code, _) = RunCli("bench", "--synthetic", "tiny", "--read-every", "0");
