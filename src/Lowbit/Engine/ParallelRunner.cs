@@ -124,7 +124,9 @@ internal sealed class ParallelRunner
         while (true)
         {
             long spinUntil = Stopwatch.GetTimestamp() + SpinTicks;
-            while (Volatile.Read(ref _generation) == seen && Stopwatch.GetTimestamp() < spinUntil) Thread.SpinWait(30);
+            // One pause between looks, not 30: a worker began its first piece of a 2048x2048 Q4_0 decode step 0.66 µs
+            // after the caller started the step instead of 1.20 (median over 1,000 steps; ~75 steps a 1B token).
+            while (Volatile.Read(ref _generation) == seen && Stopwatch.GetTimestamp() < spinUntil) Thread.SpinWait(1);
             if (Volatile.Read(ref _generation) == seen)
             {
                 Interlocked.Increment(ref _sleepers);
