@@ -70,7 +70,12 @@ internal static unsafe class InterleavedRows
     /// way once decode steps ran as per-thread shares (<see cref="ParallelRunner.ForRanges"/>), gained 4–9 %. Checked
     /// again at stop 13: a standalone one-thread stream of one long run favoured no prefetch (the F16 kernel at 75–77 %
     /// of a plain read against 65–67 %), but in the model at two threads the F16 decode ran 31.0 t/s with it, 28.1 with
-    /// only each run's head prefetched and 27.4 with none.
+    /// only each run's head prefetched and 27.4 with none. At stop 15 that no longer held, and the F16 kernel prefetches
+    /// only each run's head: with the weights in the same memory (one process switching every 4 tokens, three runs of
+    /// 60 s), the synthetic 1B F16 model decoded 3.5, 4.4 and 8.7 % faster without the prefetch ahead, and a long F16
+    /// stream over one 512 MiB buffer ran 44.8–45.0 GB/s without it against 41.6–43.3 with it at 6 KB (3, 12 and 12 KB
+    /// doubled no better). The integer kernels still gain from it: Q4_0 decoded 5.2 and 10.1 % slower without it
+    /// (same test).
     /// </summary>
     private const int PrefetchBytes = 6144;
 
@@ -498,10 +503,9 @@ internal static unsafe class InterleavedRows
     private static void F16Group<H>(short* w, int cols, float* x, float* y) where H : struct, IHalfEntry
     {
         Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+        // No software prefetch ahead here (only each run's head, in MultiplyF16): see PrefetchBytes.
         for (int k = 0; k < cols; k += 8, w += 64)
         {
-            PrefetchStream((byte*)w + PrefetchBytes);
-            PrefetchStream((byte*)w + PrefetchBytes + 64);
             var u = Avx.LoadVector256(x + k);
             a0 = Fma.MultiplyAdd(H.Load(w), u, a0);
             a1 = Fma.MultiplyAdd(H.Load(w + 8), u, a1);
