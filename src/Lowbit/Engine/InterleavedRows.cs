@@ -28,7 +28,10 @@ namespace Lowbit.Engine;
 /// of matrices) per layout in a process: on this VM identical sets of matrices, built and streamed alike in one process
 /// and alternated, streamed at 33.6–38.7 GB/s (six 512 MiB sets of 2048x2048 Q4_0) and 32.8–42.8 (four), by where their
 /// memory landed; F16 rows in 512-column segments, repacked into the same memory between rounds, decoded +2.5 % in one
-/// run and −5.5 % in another, so F16 rows stay whole. Per row the blocks are still folded in order, the running sums carried in y from one segment to the
+/// run and −5.5 % in another; at stop 15, with no prefetch ahead in the F16 kernel, the same test gave 1024 columns
+/// +3.0 / +1.2 %, 512 −6.1 / −7.4 % and 2048 −2.5 % against whole rows (a long F16 stream over one 512 MiB buffer had
+/// run 20–30 % faster in 512–1024-column pieces, the activation staying in L1, but the model did not follow), so F16
+/// rows stay whole. Per row the blocks are still folded in order, the running sums carried in y from one segment to the
 /// next, so the result does not change.
 /// Per row the arithmetic is the canonical one (Q4_0: <see cref="QuantizedGemm.ReferenceDot"/>; Q4_K:
 /// the scalar Q8_K integer dot): exact int32 sums per block, then one float fold per block in block
