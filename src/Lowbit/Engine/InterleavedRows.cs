@@ -315,6 +315,7 @@ internal static unsafe class InterleavedRows
     private static void Q80Group<V>(byte* w, int b0, int blocks, int cols, byte* act, float* y, bool carry) where V : struct, QuantizedGemm.IVariant
     {
         float* da = (float*)(act + cols) + b0;
+        var bias = Vector256.Create((byte)0x80);
         Vector256<float> acc = carry ? Vector256.Load(y) : default;
         byte* a = act + 32 * b0;
         for (nint b = 0; b < blocks; b++, w += Q80Block, a += 32)
@@ -322,10 +323,10 @@ internal static unsafe class InterleavedRows
             PrefetchStream(w + PrefetchBytes);
             // The eight slices written out (the JIT keeps a loop over them, at ~9 scalar instructions a pair).
             Vector256<int> i0 = default, i1 = default, c0 = default, c1 = default;
-            Q80Slices<V>(w + Q80Codes, a, ref i0, ref i1, ref c0, ref c1);
-            Q80Slices<V>(w + Q80Codes + 64, a + 8, ref i0, ref i1, ref c0, ref c1);
-            Q80Slices<V>(w + Q80Codes + 128, a + 16, ref i0, ref i1, ref c0, ref c1);
-            Q80Slices<V>(w + Q80Codes + 192, a + 24, ref i0, ref i1, ref c0, ref c1);
+            Q80Slices<V>(w, a, 0, bias, ref i0, ref i1, ref c0, ref c1);
+            Q80Slices<V>(w, a, 2, bias, ref i0, ref i1, ref c0, ref c1);
+            Q80Slices<V>(w, a, 4, bias, ref i0, ref i1, ref c0, ref c1);
+            Q80Slices<V>(w, a, 6, bias, ref i0, ref i1, ref c0, ref c1);
             var isum = Avx2.Add(i0, i1);
             if (V.Vnni) isum = Avx2.Subtract(isum, Avx2.Add(c0, c1));
             var dw = MatKernels.HalfToSingleAvx2((short*)w);
@@ -335,29 +336,30 @@ internal static unsafe class InterleavedRows
     }
 
     /// <summary>
-    /// Two 4-value slices of a Q8_0 block (64 code bytes at <paramref name="codes"/>, activations at <paramref name="a"/>).
+    /// Slices <paramref name="s"/> and s + 1 of the Q8_0 block at <paramref name="w"/> (activations at <paramref name="a"/>).
     /// VNNI multiplies the activation biased by +128 (unsigned, as prepared) with the codes and counts 128·Σw in
-    /// <paramref name="c0"/>/<paramref name="c1"/> (one vpdpbusd of 0x80 bytes with the codes) to subtract; AVX2 uses |w| ⊗ sign(a, w).
+    /// <paramref name="c0"/>/<paramref name="c1"/> (one vpdpbusd of <paramref name="bias"/>, 0x80 bytes, with the codes)
+    /// to subtract; AVX2 uses |w| ⊗ sign(a, w). The caller passes a constant s and builds the bias once: with pointers
+    /// or the bias made here, the JIT spent an lea per address and rebuilt the bias every block.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Q80Slices<V>(byte* codes, byte* a, ref Vector256<int> i0, ref Vector256<int> i1, ref Vector256<int> c0, ref Vector256<int> c1)
-        where V : struct, QuantizedGemm.IVariant
+    private static void Q80Slices<V>(byte* w, byte* a, int s, Vector256<byte> bias,
+        ref Vector256<int> i0, ref Vector256<int> i1, ref Vector256<int> c0, ref Vector256<int> c1) where V : struct, QuantizedGemm.IVariant
     {
-        PrefetchStream(codes + PrefetchBytes);
-        var v0 = Vector256.Load(codes);
-        var v1 = Vector256.Load(codes + 32);
+        PrefetchStream(w + PrefetchBytes + Q80Codes + 32 * s);
+        var v0 = Vector256.Load(w + Q80Codes + 32 * s);
+        var v1 = Vector256.Load(w + Q80Codes + 32 * s + 32);
         if (V.Vnni)
         {
-            var bias = Vector256.Create((byte)0x80);
-            i0 = QuantizedGemm.Step<V>(i0, v0, default, QuantizedGemm.Bcast(a));
-            i1 = QuantizedGemm.Step<V>(i1, v1, default, QuantizedGemm.Bcast(a + 4));
+            i0 = QuantizedGemm.Step<V>(i0, v0, default, QuantizedGemm.Bcast(a + 4 * s));
+            i1 = QuantizedGemm.Step<V>(i1, v1, default, QuantizedGemm.Bcast(a + 4 * s + 4));
             c0 = AvxVnni.MultiplyWideningAndAdd(c0, bias, v0.AsSByte());
             c1 = AvxVnni.MultiplyWideningAndAdd(c1, bias, v1.AsSByte());
         }
         else
         {
-            i0 = QuantizedGemm.Step<V>(i0, v0, Avx2.Abs(v0.AsSByte()), QuantizedGemm.Bcast(a));
-            i1 = QuantizedGemm.Step<V>(i1, v1, Avx2.Abs(v1.AsSByte()), QuantizedGemm.Bcast(a + 4));
+            i0 = QuantizedGemm.Step<V>(i0, v0, Avx2.Abs(v0.AsSByte()), QuantizedGemm.Bcast(a + 4 * s));
+            i1 = QuantizedGemm.Step<V>(i1, v1, Avx2.Abs(v1.AsSByte()), QuantizedGemm.Bcast(a + 4 * s + 4));
         }
     }
 
@@ -389,10 +391,10 @@ internal static unsafe class InterleavedRows
                 // Group 2c (low nibbles) and 2c + 1 (high nibbles), two chains each; the four slice pairs written out
                 // (the JIT keeps a loop over them, at ~8 scalar instructions a pair).
                 Vector256<int> a0 = default, a1 = default, b0 = default, b1 = default;
-                Q4KSlices<V>(codes, ac, low, highMatrix, ref a0, ref a1, ref b0, ref b1);
-                Q4KSlices<V>(codes + 64, ac + 8, low, highMatrix, ref a0, ref a1, ref b0, ref b1);
-                Q4KSlices<V>(codes + 128, ac + 16, low, highMatrix, ref a0, ref a1, ref b0, ref b1);
-                Q4KSlices<V>(codes + 192, ac + 24, low, highMatrix, ref a0, ref a1, ref b0, ref b1);
+                Q4KSlices<V>(codes, ac, 0, low, highMatrix, ref a0, ref a1, ref b0, ref b1);
+                Q4KSlices<V>(codes, ac, 2, low, highMatrix, ref a0, ref a1, ref b0, ref b1);
+                Q4KSlices<V>(codes, ac, 4, low, highMatrix, ref a0, ref a1, ref b0, ref b1);
+                Q4KSlices<V>(codes, ac, 6, low, highMatrix, ref a0, ref a1, ref b0, ref b1);
                 // Σ_g sc_g·(group dot), exact in int32 (≤ 8·63·32·15·128 < 2^31).
                 var scA = Avx2.ConvertToVector256Int32(w + KSc + 16 * c);
                 var scB = Avx2.ConvertToVector256Int32(w + KSc + 16 * c + 8);
@@ -414,17 +416,20 @@ internal static unsafe class InterleavedRows
         acc.Store(y);
     }
 
-    /// <summary>Slices s and s + 1 of a Q4_K 32-byte code chunk pair: low nibbles into a0/a1, high nibbles into b0/b1.</summary>
+    /// <summary>
+    /// Slices <paramref name="s"/> and s + 1 of a Q4_K code chunk (low nibbles into a0/a1, high nibbles into b0/b1); the
+    /// caller passes a constant s, which the JIT folds into the addresses (pointers passed in cost an lea each).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Q4KSlices<V>(byte* codes, byte* ac, Vector256<byte> low, Vector256<byte> highMatrix,
+    private static void Q4KSlices<V>(byte* codes, byte* ac, int s, Vector256<byte> low, Vector256<byte> highMatrix,
         ref Vector256<int> a0, ref Vector256<int> a1, ref Vector256<int> b0, ref Vector256<int> b1) where V : struct, QuantizedGemm.IVariant
     {
-        var v0 = Vector256.Load(codes);
-        var v1 = Vector256.Load(codes + 32);
-        a0 = QuantizedGemm.Step<V>(a0, v0 & low, default, QuantizedGemm.Bcast(ac));
-        b0 = QuantizedGemm.Step<V>(b0, High(v0, low, highMatrix), default, QuantizedGemm.Bcast(ac + 32));
-        a1 = QuantizedGemm.Step<V>(a1, v1 & low, default, QuantizedGemm.Bcast(ac + 4));
-        b1 = QuantizedGemm.Step<V>(b1, High(v1, low, highMatrix), default, QuantizedGemm.Bcast(ac + 36));
+        var v0 = Vector256.Load(codes + 32 * s);
+        var v1 = Vector256.Load(codes + 32 * s + 32);
+        a0 = QuantizedGemm.Step<V>(a0, v0 & low, default, QuantizedGemm.Bcast(ac + 4 * s));
+        b0 = QuantizedGemm.Step<V>(b0, High(v0, low, highMatrix), default, QuantizedGemm.Bcast(ac + 32 + 4 * s));
+        a1 = QuantizedGemm.Step<V>(a1, v1 & low, default, QuantizedGemm.Bcast(ac + 4 * s + 4));
+        b1 = QuantizedGemm.Step<V>(b1, High(v1, low, highMatrix), default, QuantizedGemm.Bcast(ac + 36 + 4 * s));
     }
 
     /// <summary>summ + the 8 rows' (m_2k, m_2k+1) int16 pairs at <paramref name="mins"/> dotted with one activation pair.</summary>
