@@ -126,14 +126,9 @@ internal static unsafe class InterleavedRows
     /// <summary>
     /// The high nibble of every byte (x &gt;&gt; 4). With GFNI one affine transform (output bits 0–3 = input bits
     /// 4–7) replaces shift-and-mask: one vector op fewer per 32 code bytes, which decoded Q4_K and Q4_0 at two
-    /// threads 5–7 % faster (the kernels are close to their issue limit even when memory-bound).
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector256<byte> High(Vector256<byte> v, Vector256<byte> low) => High(v, low, HighNibbleMatrix);
-
-    /// <summary>
-    /// <see cref="High(Vector256{byte}, Vector256{byte})"/> with the affine matrix (<see cref="HighNibbleMatrix"/>) made
-    /// by the caller once, outside its loop: the JIT rebuilt the constant every block.
+    /// threads 5–7 % faster (the kernels are close to their issue limit even when memory-bound). The caller makes
+    /// <paramref name="matrix"/> (<see cref="HighNibbleMatrix"/>) once, outside its loop: built here, the JIT rebuilt
+    /// the constant every block.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static Vector256<byte> High(Vector256<byte> v, Vector256<byte> low, Vector256<byte> matrix)

@@ -309,7 +309,7 @@ public sealed unsafe class QuantizedGemmTests
         {
             var bytes = new byte[32];
             for (int i = 0; i < 32; i++) bytes[i] = (byte)(start + i);
-            var high = InterleavedRows.High(System.Runtime.Intrinsics.Vector256.Create(bytes), low);
+            var high = InterleavedRows.High(System.Runtime.Intrinsics.Vector256.Create(bytes), low, InterleavedRows.HighNibbleMatrix);
             for (int i = 0; i < 32; i++) Assert.Equal(bytes[i] >> 4, high[i]);
         }
     }
