@@ -105,12 +105,14 @@ public static class BenchCommand
             if (limits is not null && result.ReadBytesPerSecondAlongside > 0)
                 tgFrac += $", {100 * result.GenerateFractionOfBandwidth(result.ReadBytesPerSecondAlongside):F1}% of weight read alongside";
             // A test asked for 0 tokens was not run (as llama-bench skips -p 0 / -n 0): no row of zeros for it.
-            if (result.PromptTokens > 0)
-                table.AddTextRow(label, Format.Bytes(bytes), Format.Count(parameters), "CPU", result.Threads.ToString(), $"pp{result.PromptTokens}",
-                    result.PromptTokensPerSecond.ToString(), ppFrac);
-            if (result.GenerateTokens > 0)
-                table.AddTextRow(label, Format.Bytes(bytes), Format.Count(parameters), "CPU", result.Threads.ToString(), $"tg{result.GenerateTokens}",
-                    result.GenerateTokensPerSecond.ToString(), tgFrac);
+            void AddTest(string test, int tokens, Measurement tokensPerSecond, string fraction)
+            {
+                if (tokens > 0)
+                    table.AddTextRow(label, Format.Bytes(bytes), Format.Count(parameters), "CPU", result.Threads.ToString(), $"{test}{tokens}",
+                        tokensPerSecond.ToString(), fraction);
+            }
+            AddTest("pp", result.PromptTokens, result.PromptTokensPerSecond, ppFrac);
+            AddTest("tg", result.GenerateTokens, result.GenerateTokensPerSecond, tgFrac);
             console.Write(table);
             if (limits is not null)
                 console.WriteLine($"machine: read bandwidth {limits.ReadBandwidthText}" +
