@@ -349,6 +349,42 @@ public sealed class InterleavedF16Tests
     }
 }
 
+/// <summary>Both widths of the interleaved F16 kernel (256-bit everywhere, 512-bit on AVX-512) give the four-row kernel's bits.</summary>
+public sealed unsafe class InterleavedF16WidthTests
+{
+    [Theory]
+    [InlineData(false, false)]
+    [InlineData(false, true)]
+    [InlineData(true, false)]
+    [InlineData(true, true)]
+    public void Each_kernel_width_equals_the_four_row_kernel_bit_for_bit(bool wide, bool xScaled)
+    {
+        if (wide && !InterleavedRows.WideF16Supported) return;
+        int groups = 3, rows = groups * InterleavedRows.GroupRows, cols = 1048;
+        if (!InterleavedRows.F16Supported(cols)) return;
+        var rng = new Random(wide ? 21 : 12);
+        var w = new Half[rows * cols];
+        for (int i = 0; i < w.Length; i++)
+            w[i] = (Half)((i % 5 == 0 ? 1e-5 : 1.0) * (rng.NextDouble() * 2 - 1)); // normal and subnormal halves
+        var x = new float[cols];
+        for (int i = 0; i < cols; i++) x[i] = (float)(rng.NextDouble() * 4 - 2);
+        var xs = new float[cols];
+        Assert.True(InterleavedRows.ScaleForF16(x, xs));
+        var expected = new float[rows];
+        var actual = new float[rows];
+        var packed = new byte[groups * InterleavedRows.F16GroupBytes(cols)];
+        fixed (Half* pw = w) fixed (float* px = x) fixed (float* pxs = xs) fixed (float* pe = expected) fixed (float* pa = actual) fixed (byte* pp = packed)
+        {
+            for (int r = 0; r < rows; r += 4) MatKernels.DotF16x4Finite(pw + r * cols, cols, px, cols, pe + r);
+            for (int g = 0; g < groups; g++)
+                InterleavedRows.PackF16Group((byte*)(pw + g * InterleavedRows.GroupRows * cols), 2 * cols, cols, pp + g * InterleavedRows.F16GroupBytes(cols));
+            InterleavedRows.MultiplyF16(pp, groups, cols, xScaled ? pxs : px, pa, xScaled, wide);
+        }
+        for (int r = 0; r < rows; r++)
+            Assert.Equal(BitConverter.SingleToInt32Bits(expected[r]), BitConverter.SingleToInt32Bits(actual[r]));
+    }
+}
+
 /// <summary>The F16 copy's scaled-activation path (x·2^112) and its fallback give the row kernels' bits.</summary>
 public sealed class InterleavedF16ScalingTests
 {
