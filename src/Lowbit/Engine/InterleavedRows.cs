@@ -532,7 +532,9 @@ internal static unsafe class InterleavedRows
 
     /// <summary>
     /// <see cref="F16Group{H}"/> with rows 2i and 2i + 1 in the two halves of one zmm: each half is that row's
-    /// 8-lane FMA chain, so the sums are the same bits.
+    /// 8-lane FMA chain, so the sums are the same bits. No software prefetch ahead either: checked again with this
+    /// kernel at stop 16, prefetching every line 6 KB ahead decoded the 1B F16 model 9.3 and 5.5 % slower (two 60 s
+    /// runs, one process alternating every 4 tokens).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void F16GroupWide<H>(short* w, int cols, float* x, float* y) where H : struct, IHalfEntry
