@@ -315,6 +315,8 @@ internal static unsafe class InterleavedRows
         byte* a = act + 32 * b0;
         for (nint b = 0; b < blocks; b++, w += Q80Block, a += 32)
         {
+            // One line ahead per 272-byte block, not every line: prefetching all five lines of the block ahead
+            // decoded the 1B Q8_0 model at the same speed (0.9995 and 0.9973, stop 16, one process alternating).
             PrefetchStream(w + PrefetchBytes);
             // The eight slices written out (the JIT keeps a loop over them, at ~9 scalar instructions a pair).
             Vector256<int> i0 = default, i1 = default, c0 = default, c1 = default;
