@@ -105,7 +105,7 @@ public sealed unsafe class InferenceEngine
             };
         }
 
-        _cache = new KvCache(options.KvCache, c.NumLayers, ContextLength, kvd);
+        _cache = new KvCache(options.KvCache, c.NumLayers, ContextLength, kvd, c.HeadDim);
         (_x, _xb, _xb2, _q, _k, _v, _att, _hb, _hb2, _kScratch, _vScratch) = AllocateBuffers(c, _maxBatch, ContextLength, options.KvCache);
 
         // RoPE inverse frequencies, as llama2.c computes them (float).
@@ -129,7 +129,7 @@ public sealed unsafe class InferenceEngine
         _par = new ParallelRunner(threads);
         VocabSize = source.VocabSize;
         ContextLength = source.ContextLength;
-        _cache = new KvCache(_options.KvCache, _cfg.NumLayers, ContextLength, _cfg.KvDim);
+        _cache = new KvCache(_options.KvCache, _cfg.NumLayers, ContextLength, _cfg.KvDim, _cfg.HeadDim);
         (_x, _xb, _xb2, _q, _k, _v, _att, _hb, _hb2, _kScratch, _vScratch) = AllocateBuffers(_cfg, _maxBatch, ContextLength, _options.KvCache);
     }
 
@@ -447,8 +447,8 @@ public sealed unsafe class InferenceEngine
     {
         var c = _cfg;
         int hd = c.HeadDim, kvHeads = c.NumKvHeads, group = c.NumHeads / kvHeads, kvd = c.KvDim, window = c.SlidingWindow;
-        float[] keys = _cache.Read(layer, false, pos + 1, _kScratch, _par);
-        float[] values = _cache.Read(layer, true, pos + 1, _vScratch, _par);
+        float[] keys = _cache.Read(layer, false, pos + 1, _kScratch, out var kl, _par);
+        float[] values = _cache.Read(layer, true, pos + 1, _vScratch, out var vl, _par);
         int start = window > 0 ? Math.Max(0, pos - window + 1) : 0, span = pos - start + 1;
         float scale = 1f / MathF.Sqrt(hd);
         long work = (long)span * c.QDim;
@@ -461,9 +461,10 @@ public sealed unsafe class InferenceEngine
                     for (int kv = k0; kv < k0 + count; kv++)
                     {
                         int h0 = kv * group;
-                        MatKernels.MatMulTile(pk + (long)start * kvd + kv * hd, kvd, span, pq + (long)h0 * hd, hd, group, hd, ps, span);
+                        MatKernels.MatMulTile(pk + (long)kv * kl.HeadStride + (long)start * kl.RowStride, kl.RowStride, span, pq + (long)h0 * hd, hd, group, hd, ps, span);
                         for (int j = 0; j < group; j++)
-                            SoftmaxWeightedSum(ps + (long)j * span, span, scale, pv + (long)start * kvd + kv * hd, kvd, po + (long)(h0 + j) * hd, hd);
+                            SoftmaxWeightedSum(ps + (long)j * span, span, scale, pv + (long)kv * vl.HeadStride + (long)start * vl.RowStride, vl.RowStride,
+                                po + (long)(h0 + j) * hd, hd);
                     }
             }
             finally { ArrayPool<float>.Shared.Return(scores); }
@@ -499,8 +500,8 @@ public sealed unsafe class InferenceEngine
         var c = _cfg;
         int end = p0 + n, hd = c.HeadDim, heads = c.NumHeads, qd = c.QDim, kvd = c.KvDim;
         int group = heads / c.NumKvHeads, window = c.SlidingWindow;
-        float[] keys = _cache.Read(layer, false, end, _kScratch, _par);
-        float[] values = _cache.Read(layer, true, end, _vScratch, _par);
+        float[] keys = _cache.Read(layer, false, end, _kScratch, out var kl, _par);
+        float[] values = _cache.Read(layer, true, end, _vScratch, out var vl, _par);
         float scale = 1f / MathF.Sqrt(hd);
         const int tokenBlock = 16;
         int blocks = (n + tokenBlock - 1) / tokenBlock;
@@ -508,7 +509,7 @@ public sealed unsafe class InferenceEngine
         _par.For(heads * blocks, work < 1 << 15, item =>
         {
             int head = item % heads, t0 = item / heads * tokenBlock, t1 = Math.Min(n, t0 + tokenBlock);
-            int kvOff = head / group * hd;
+            int kvHead = head / group;
             int bt = t1 - t0;
             int kEnd = p0 + t1;                                           // keys visible to the last query of the block
             int kStart = window > 0 ? Math.Max(0, p0 + t0 - window + 1) : 0; // first key visible to the first query
@@ -518,13 +519,13 @@ public sealed unsafe class InferenceEngine
             {
                 fixed (float* pk = keys) fixed (float* pv = values) fixed (float* pq = _q) fixed (float* po = _att) fixed (float* ps = scores)
                 {
-                    MatKernels.MatMulTile(pk + (long)kStart * kvd + kvOff, kvd, span, pq + (long)t0 * qd + head * hd, qd, bt, hd, ps, span);
+                    MatKernels.MatMulTile(pk + (long)kvHead * kl.HeadStride + (long)kStart * kl.RowStride, kl.RowStride, span, pq + (long)t0 * qd + head * hd, qd, bt, hd, ps, span);
                     for (int t = t0; t < t1; t++)
                     {
                         int pos = p0 + t;
                         int start = window > 0 ? Math.Max(0, pos - window + 1) : 0;
                         SoftmaxWeightedSum(ps + (long)(t - t0) * span + (start - kStart), pos - start + 1, scale,
-                            pv + (long)start * kvd + kvOff, kvd, po + (long)t * qd + head * hd, hd);
+                            pv + (long)kvHead * vl.HeadStride + (long)start * vl.RowStride, vl.RowStride, po + (long)t * qd + head * hd, hd);
                     }
                 }
             }

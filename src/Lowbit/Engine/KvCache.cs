@@ -16,8 +16,22 @@ public enum KvCacheType
 }
 
 /// <summary>
+/// Where K (or V) row values lie in the array <see cref="KvCache.Read"/> returns: head h's values for position p start at
+/// h·<see cref="HeadStride"/> + p·<see cref="RowStride"/> (head dim values, contiguous).
+/// </summary>
+internal readonly record struct KvLayout(int HeadStride, int RowStride);
+
+/// <summary>
 /// Per-layer key and value rows (kvDim values per position) for positions [0, capacity).
 /// Rows are encoded on write and decoded to F32 for attention.
+/// <para>
+/// An F32 cache, which attention reads in place, stores each KV head's rows together ([head][position][head dim]):
+/// one-token attention walks one head's keys and values at a time, and so reads one contiguous stream per head
+/// instead of 256-byte slices of rows kvDim apart, from memory (a token streams all the weights in between). The 1B
+/// Q4_0 model decoded 0.9 and 1.7 % faster at positions up to 250 and 7.2 and 4.7 % faster up to 1018 (stop 16: one
+/// process, two engines over the same weights, one per layout, alternating every 4 tokens for 60 s); F16 weights,
+/// whose tokens take longer, −0.2 % up to 250. Quantized caches decode into a scratch array per step, row by row.
+/// </para>
 /// </summary>
 internal sealed class KvCache
 {
@@ -26,12 +40,14 @@ internal sealed class KvCache
     private readonly int _rowBytes;
     private readonly TensorCodec? _q8;
 
-    public KvCache(KvCacheType type, int layers, int capacity, int kvDim)
+    public KvCache(KvCacheType type, int layers, int capacity, int kvDim, int headDim)
     {
+        if (headDim <= 0 || kvDim % headDim != 0) throw new ArgumentException($"KV row of {kvDim} values is not whole heads of {headDim}");
         Type = type;
         Layers = layers;
         Capacity = capacity;
         KvDim = kvDim;
+        HeadDim = headDim;
         if (type == KvCacheType.F32)
         {
             _kF32 = NewArrays<float>(layers, (long)capacity * kvDim);
@@ -67,6 +83,7 @@ internal sealed class KvCache
     public int Layers { get; }
     public int Capacity { get; }
     public int KvDim { get; }
+    public int HeadDim { get; }
 
     /// <summary>Bytes per position per layer for K and V together.</summary>
     public long BytesPerPositionPerLayer => 2L * (Type == KvCacheType.F32 ? KvDim * 4 : _rowBytes);
@@ -75,8 +92,12 @@ internal sealed class KvCache
     {
         if (_kF32 is not null)
         {
-            k.CopyTo(_kF32[layer].AsSpan(pos * KvDim, KvDim));
-            v.CopyTo(_vF32![layer].AsSpan(pos * KvDim, KvDim));
+            for (int h = 0; h < KvDim / HeadDim; h++)
+            {
+                int at = (h * Capacity + pos) * HeadDim;
+                k.Slice(h * HeadDim, HeadDim).CopyTo(_kF32[layer].AsSpan(at, HeadDim));
+                v.Slice(h * HeadDim, HeadDim).CopyTo(_vF32![layer].AsSpan(at, HeadDim));
+            }
             return;
         }
         Encode(k, _k![layer].AsSpan(pos * _rowBytes, _rowBytes));
@@ -84,13 +105,17 @@ internal sealed class KvCache
     }
 
     /// <summary>
-    /// K (or V) rows for positions [0, count) as F32: the cache array itself for F32 caches
-    /// (row p at p × KvDim), else decoded into <paramref name="scratch"/> (count × KvDim).
+    /// K (or V) rows for positions [0, count) as F32, laid out as <paramref name="layout"/> says: the cache array itself
+    /// for F32 caches, else decoded into <paramref name="scratch"/> (count × KvDim, row p at p × KvDim).
     /// </summary>
-    public float[] Read(int layer, bool values, int count, float[] scratch, ParallelRunner? par = null)
+    public float[] Read(int layer, bool values, int count, float[] scratch, out KvLayout layout, ParallelRunner? par = null)
     {
         if (_kF32 is not null)
+        {
+            layout = new KvLayout(Capacity * HeadDim, HeadDim);
             return (values ? _vF32! : _kF32)[layer];
+        }
+        layout = new KvLayout(HeadDim, KvDim);
         var rows = (values ? _v! : _k!)[layer];
         const int BlockRows = 64;
         int blocks = (count + BlockRows - 1) / BlockRows;

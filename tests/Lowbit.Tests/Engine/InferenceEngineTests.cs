@@ -107,15 +107,17 @@ public sealed class InferenceEngineTests
     [InlineData(KvCacheType.Fp8E4M3, 1.0 / 16)]
     public void Kv_cache_rows_round_trip_within_the_format_precision(KvCacheType type, double relative)
     {
-        int kvDim = 64;
-        var cache = new KvCache(type, layers: 2, capacity: 4, kvDim);
+        int kvDim = 64, headDim = 16;
+        var cache = new KvCache(type, layers: 2, capacity: 4, kvDim, headDim);
         var r = new Random(11);
         var k = Enumerable.Range(0, kvDim).Select(_ => (float)(r.NextDouble() * 6 - 3)).ToArray();
         var v = Enumerable.Range(0, kvDim).Select(_ => (float)(r.NextDouble() * 0.2 - 0.1)).ToArray();
         cache.Write(1, 2, k, v);
         var scratch = new float[4 * kvDim];
-        var kb = cache.Read(1, false, 3, scratch).AsSpan(2 * kvDim, kvDim).ToArray();
-        var vb = cache.Read(1, true, 3, scratch).AsSpan(2 * kvDim, kvDim).ToArray();
+        var kb = RowAt(cache.Read(1, false, 3, scratch, out var kl), kl, 2);
+        var vb = RowAt(cache.Read(1, true, 3, scratch, out var vl), vl, 2);
+        float[] RowAt(float[] rows, KvLayout layout, int pos) // the position's values, head by head
+            => Enumerable.Range(0, kvDim).Select(i => rows[i / headDim * layout.HeadStride + pos * layout.RowStride + i % headDim]).ToArray();
         for (int i = 0; i < kvDim; i++)
         {
             // Q8_0 error is relative to the block maximum, the float formats' to the value.
