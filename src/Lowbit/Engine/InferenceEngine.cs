@@ -446,7 +446,7 @@ public sealed unsafe class InferenceEngine
     private void AttentionOneToken(int layer, int pos)
     {
         var c = _cfg;
-        int hd = c.HeadDim, kvHeads = c.NumKvHeads, group = c.NumHeads / kvHeads, kvd = c.KvDim, window = c.SlidingWindow;
+        int hd = c.HeadDim, kvHeads = c.NumKvHeads, group = c.NumHeads / kvHeads, window = c.SlidingWindow;
         float[] keys = _cache.Read(layer, false, pos + 1, _kScratch, out var kl, _par);
         float[] values = _cache.Read(layer, true, pos + 1, _vScratch, out var vl, _par);
         int start = window > 0 ? Math.Max(0, pos - window + 1) : 0, span = pos - start + 1;
@@ -498,7 +498,7 @@ public sealed unsafe class InferenceEngine
             return;
         }
         var c = _cfg;
-        int end = p0 + n, hd = c.HeadDim, heads = c.NumHeads, qd = c.QDim, kvd = c.KvDim;
+        int end = p0 + n, hd = c.HeadDim, heads = c.NumHeads, qd = c.QDim;
         int group = heads / c.NumKvHeads, window = c.SlidingWindow;
         float[] keys = _cache.Read(layer, false, end, _kScratch, out var kl, _par);
         float[] values = _cache.Read(layer, true, end, _vScratch, out var vl, _par);

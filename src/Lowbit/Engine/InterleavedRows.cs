@@ -514,22 +514,14 @@ internal static unsafe class InterleavedRows
     private readonly struct ExactHalves : IHalfEntry
     {
         public static Vector256<float> Load(short* p) => MatKernels.HalfToSingleAvx2(p);
-        public static Vector512<float> LoadPair(short* p) => Avx512F.Multiply(HalfBits512(p), Vector512.Create(KQuantMath.TwoPow112));
+        public static Vector512<float> LoadPair(short* p) => MatKernels.HalfToSingleAvx512(p);
     }
 
     /// <summary>8 finite halves as floats times 2^−112 (exact, subnormal for small halves).</summary>
     private readonly struct ScaledHalves : IHalfEntry
     {
         public static Vector256<float> Load(short* p) => MatKernels.HalfBitsAsSingleAvx2(p);
-        public static Vector512<float> LoadPair(short* p) => HalfBits512(p);
-    }
-
-    /// <summary>16 finite halves (two rows' 8) as floats times 2^−112: <see cref="MatKernels.HalfBitsAsSingleAvx2"/> in a zmm.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> HalfBits512(short* p)
-    {
-        var s = Avx512F.ShiftLeftLogical(Avx512F.ConvertToVector512Int32(Vector256.Load(p)), 13);
-        return Avx512F.And(s, Vector512.Create(unchecked((int)0x8FFFE000))).AsSingle();
+        public static Vector512<float> LoadPair(short* p) => MatKernels.HalfBitsAsSingleAvx512(p);
     }
 
     /// <summary>

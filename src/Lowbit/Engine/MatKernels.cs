@@ -131,8 +131,23 @@ internal static unsafe class MatKernels
     public static Vector256<float> HalfBitsAsSingleAvx2(short* p)
     {
         var s = Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32(p), 13);
-        return Avx2.And(s, Vector256.Create(unchecked((int)0x8FFFE000))).AsSingle();
+        return Avx2.And(s, Vector256.Create(HalfBitsMask)).AsSingle();
     }
+
+    /// <summary><see cref="HalfBitsAsSingleAvx2"/> on 16 finite halves (AVX-512F).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> HalfBitsAsSingleAvx512(short* p)
+    {
+        var s = Avx512F.ShiftLeftLogical(Avx512F.ConvertToVector512Int32(Vector256.Load(p)), 13);
+        return Avx512F.And(s, Vector512.Create(HalfBitsMask)).AsSingle();
+    }
+
+    /// <summary><see cref="HalfToSingleAvx2"/> on 16 finite halves (AVX-512F).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> HalfToSingleAvx512(short* p) => Avx512F.Multiply(HalfBitsAsSingleAvx512(p), Vector512.Create(Formats.KQuantMath.TwoPow112));
+
+    /// <summary>After the sign extension and the shift by 13: keeps the sign (bit 31) and the 15 magnitude bits (27..13).</summary>
+    private const int HalfBitsMask = unchecked((int)0x8FFFE000);
 
     /// <summary>True when a fused F16 conversion met an infinity or NaN (see <see cref="HalfToSingleAvx2"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
