@@ -58,13 +58,14 @@ public sealed unsafe class InferenceEngine
         bool interleave = options.InterleavedDecode
             && model.Tensors.Where(t => t.Shape.Length == 2 && (output is null || t.Name != TensorNames.TokenEmbedding))
                             .Sum(t => t.ByteCount) <= GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 2;
+        var decodeMemory = new NativeArena(); // all decode copies in huge pages (see NativeArena)
 
         WeightMatrix Matrix(string name, long rows, long cols)
         {
             var t = model.Get(name);
             if (t.Rows != rows || t.Cols != cols)
                 throw new InvalidModelFileException(model.SourcePath, $"tensor '{name}' has shape [{string.Join(", ", t.Shape)}], expected [{rows}, {cols}]");
-            return new WeightMatrix(t, qa, qaPrefill, interleave);
+            return new WeightMatrix(t, qa, qaPrefill, interleave, decodeMemory);
         }
         float[] Vector(string name, int length)
         {
@@ -80,7 +81,7 @@ public sealed unsafe class InferenceEngine
             : throw new InvalidModelFileException(model.SourcePath, $"'{TensorNames.TokenEmbedding}' must have {h} columns"), false);
         // Tied embeddings: the head is its own matrix over the same tensor (the lookup table never multiplies),
         // so it gets quantized activations and the interleaved copy as an untied head would, as in llama.cpp.
-        _lmHead = output is null ? new WeightMatrix(_embedding.Tensor, qa, qaPrefill, interleave) : Matrix(TensorNames.Output, output.Rows, h);
+        _lmHead = output is null ? new WeightMatrix(_embedding.Tensor, qa, qaPrefill, interleave, decodeMemory) : Matrix(TensorNames.Output, output.Rows, h);
         VocabSize = _lmHead.Rows;
         _outputNorm = Vector(TensorNames.OutputNorm, h);
         _layers = new Layer[c.NumLayers];

@@ -58,12 +58,13 @@ public static class KernelBench
         int matrices = (int)Math.Max(1, (decodeBytes + matrixBytes - 1) / matrixBytes);
         var set = new WeightMatrix[matrices];
         bool quantizedActivations = codec.VecDotCodec is not null;
+        var decodeMemory = new NativeArena(); // as the engine places its decode copies
         for (int i = 0; i < matrices; i++)
         {
             var copy = GC.AllocateUninitializedArray<byte>(encoded.Length, pinned: true);
             encoded.CopyTo(copy, 0);
             set[i] = new WeightMatrix(new ModelTensor($"m{i}", [rows, cols], codec, copy), quantizedActivations, quantizedPrefill: true,
-                interleave: interleave);
+                interleave: interleave, decodeMemory: decodeMemory);
         }
         var par = new ParallelRunner(threads);
         var x = new float[cols];

@@ -13,8 +13,14 @@ internal sealed unsafe class NativeBuffer : IDisposable
     private const nuint HugePage = 2 << 20;
     private const int MadvHugepage = 14;
     private byte* _pointer;
+    private long _pressure; // bytes reported to the GC, removed when freed
 
-    public NativeBuffer(long length)
+    /// <param name="length">Bytes.</param>
+    /// <param name="reportPressure">
+    /// Tell the GC about all of it now; false for memory that is reserved now and used piece by piece
+    /// (<see cref="NativeArena"/>, which reports each piece through <see cref="ReportUse"/>).
+    /// </param>
+    public NativeBuffer(long length, bool reportPressure = true)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(length);
         Length = length;
@@ -24,7 +30,7 @@ internal sealed unsafe class NativeBuffer : IDisposable
         bool huge = (nuint)length >= HugePage;
         nuint size = ((nuint)length + 4095) & ~(nuint)4095;
         _pointer = (byte*)NativeMemory.AlignedAlloc(size, huge ? HugePage : 64);
-        GC.AddMemoryPressure(length);
+        if (reportPressure) ReportUse(length);
         if (huge && OperatingSystem.IsLinux())
         {
             try { _ = Madvise(_pointer, size, MadvHugepage); } // best effort: an error only means 4 KiB pages
@@ -36,6 +42,13 @@ internal sealed unsafe class NativeBuffer : IDisposable
     public long Length { get; }
 
     public byte* Pointer => _pointer != null ? _pointer : throw new ObjectDisposedException(nameof(NativeBuffer));
+
+    /// <summary>Reports <paramref name="bytes"/> more of this buffer in use to the GC (memory pressure).</summary>
+    public void ReportUse(long bytes)
+    {
+        GC.AddMemoryPressure(bytes);
+        _pressure += bytes;
+    }
 
     [DllImport("libc", EntryPoint = "madvise", SetLastError = false)]
     private static extern int Madvise(void* address, nuint length, int advice);
@@ -53,6 +66,7 @@ internal sealed unsafe class NativeBuffer : IDisposable
         if (_pointer == null) return;
         NativeMemory.AlignedFree(_pointer);
         _pointer = null;
-        GC.RemoveMemoryPressure(Length);
+        if (_pressure > 0) GC.RemoveMemoryPressure(_pressure);
+        _pressure = 0;
     }
 }

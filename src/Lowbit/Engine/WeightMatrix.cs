@@ -39,9 +39,11 @@ internal sealed unsafe partial class WeightMatrix
     private readonly bool _quantizedPrefill;
     private readonly GemmFormat? _int8Gemm; // formats with the integer GEMM: used for prefill and decode
     private readonly bool _f16Finite;
-    private readonly NativeBuffer? _interleaved; // decode copy, 8 rows interleaved (InterleavedRows), or null
+    private readonly NativeSlice? _interleaved; // decode copy, 8 rows interleaved (InterleavedRows), or null
 
-    public WeightMatrix(ModelTensor tensor, bool useQuantizedActivations, bool quantizedPrefill = false, bool interleave = false)
+    /// <param name="decodeMemory">Where the interleaved decode copy goes: the engine's arena (huge pages throughout), or null for a buffer of its own.</param>
+    public WeightMatrix(ModelTensor tensor, bool useQuantizedActivations, bool quantizedPrefill = false, bool interleave = false,
+        NativeArena? decodeMemory = null)
     {
         Tensor = tensor;
         Name = tensor.Name;
@@ -69,8 +71,8 @@ internal sealed unsafe partial class WeightMatrix
         _int8Gemm = _useQuantizedActivations ? QuantizedGemm.FormatOf(Codec) : null;
         if (interleave && Rows >= InterleavedRows.GroupRows)
         {
-            if (_int8Gemm is { } f && InterleavedRows.IsSupported(f) && ScalesFinite(f)) _interleaved = Interleave(f);
-            else if (_kind == Kind.F16 && _f16Finite && InterleavedRows.F16Supported(Cols)) _interleaved = Interleave(null);
+            if (_int8Gemm is { } f && InterleavedRows.IsSupported(f) && ScalesFinite(f)) _interleaved = Interleave(f, decodeMemory);
+            else if (_kind == Kind.F16 && _f16Finite && InterleavedRows.F16Supported(Cols)) _interleaved = Interleave(null, decodeMemory);
         }
     }
 
@@ -86,11 +88,12 @@ internal sealed unsafe partial class WeightMatrix
     public long InterleavedBytes => _interleaved?.Length ?? 0;
 
     /// <summary>The interleaved decode copy of the whole groups of 8 rows (format null: F16).</summary>
-    private NativeBuffer Interleave(GemmFormat? f)
+    private NativeSlice Interleave(GemmFormat? f, NativeArena? memory)
     {
         int groups = Rows / InterleavedRows.GroupRows;
         int gb = f is { } q ? InterleavedRows.GroupBytes(q, Cols) : InterleavedRows.F16GroupBytes(Cols);
-        var copy = new NativeBuffer((long)groups * gb);
+        long bytes = (long)groups * gb;
+        var copy = memory is not null ? memory.Allocate(bytes) : NativeSlice.Own(bytes);
         int perItem = Math.Max(1, (1 << 20) / gb);
         Parallel.For(0, (groups + perItem - 1) / perItem, item =>
         {
