@@ -21,7 +21,6 @@ internal sealed class NativeArena
     /// <summary>Bytes of each chunk (a multiple of 2 MiB).</summary>
     public const long ChunkBytes = 64L << 20;
 
-    private const long HugePage = 2L << 20;
     private readonly object _lock = new();
     private NativeBuffer? _chunk;
     private long _used;
@@ -35,7 +34,7 @@ internal sealed class NativeArena
         {
             if (_chunk is null || _used + size > _chunk.Length)
             {
-                _chunk = new NativeBuffer(Math.Max(ChunkBytes, (size + HugePage - 1) / HugePage * HugePage), reportPressure: false);
+                _chunk = new NativeBuffer(Math.Max(ChunkBytes, (size + NativeBuffer.HugePage - 1) / NativeBuffer.HugePage * NativeBuffer.HugePage), reportPressure: false);
                 _used = 0;
             }
             var slice = new NativeSlice(_chunk, _used, length);

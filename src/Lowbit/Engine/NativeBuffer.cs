@@ -10,7 +10,8 @@ namespace Lowbit.Engine;
 /// </summary>
 internal sealed unsafe class NativeBuffer : IDisposable
 {
-    private const nuint HugePage = 2 << 20;
+    /// <summary>Bytes of a transparent huge page (x86-64): buffers this large are aligned to it.</summary>
+    public const long HugePage = 2L << 20;
     private const int MadvHugepage = 14;
     private byte* _pointer;
     private long _pressure; // bytes reported to the GC, removed when freed
@@ -27,9 +28,9 @@ internal sealed unsafe class NativeBuffer : IDisposable
         // Huge-page alignment only for buffers of at least one huge page, and no rounding up to whole huge pages:
         // a small matrix must not cost 2 MiB, and the partial last one stays in 4 KiB pages (madvise covers only
         // the buffer, so the kernel never backs the tail with a huge page).
-        bool huge = (nuint)length >= HugePage;
+        bool huge = length >= HugePage;
         nuint size = ((nuint)length + 4095) & ~(nuint)4095;
-        _pointer = (byte*)NativeMemory.AlignedAlloc(size, huge ? HugePage : 64);
+        _pointer = (byte*)NativeMemory.AlignedAlloc(size, huge ? (nuint)HugePage : 64);
         if (reportPressure) ReportUse(length);
         if (huge && OperatingSystem.IsLinux())
         {

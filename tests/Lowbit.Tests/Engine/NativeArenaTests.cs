@@ -35,7 +35,7 @@ public sealed unsafe class NativeArenaTests
         Assert.NotEqual((nint)first.Pointer + (nint)(NativeArena.ChunkBytes - 64), (nint)next.Pointer);
         var large = arena.Allocate(NativeArena.ChunkBytes + 5);
         Assert.Equal(0, large.Offset);
-        Assert.Equal(0, (long)large.Pointer % (2 << 20)); // huge-page aligned, so every full 2 MiB of it can be a huge page
+        Assert.Equal(0, (long)large.Pointer % NativeBuffer.HugePage); // huge-page aligned, so every full 2 MiB of it can be a huge page
         large.Pointer[NativeArena.ChunkBytes + 4] = 42;   // its last byte is in bounds
         Assert.Equal(42, large.Pointer[NativeArena.ChunkBytes + 4]);
     }
