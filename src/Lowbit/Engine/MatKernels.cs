@@ -347,6 +347,31 @@ internal static unsafe class MatKernels
                     Kernel1x3(w + (long)r * ldw, x0 + 3L * ldx, x0 + 4L * ldx, x0 + 5L * ldx, n, yr + 3L * ldy, yr + 4L * ldy, yr + 5L * ldy);
                 }
             }
+        // Four tokens left (tokens mod 6 = 4 or 5, e.g. the four query heads of a KV head at decode): one 512-bit pass
+        // over the rows instead of a 4x3 pass and a 4x1 pass.
+        if (WideTiles && rows >= 4 && tokens - t >= 4)
+        {
+            float* x0 = x + (long)t * ldx;
+            float* y0 = y + (long)t * ldy;
+            // The four tokens as two packed pairs (one 64-byte load per pair and 8 columns), on the stack for short rows.
+            int nv = n & ~7;
+            float* pairs = stackalloc float[nv <= 1024 ? 4 * nv : 0];
+            if (nv <= 1024)
+            {
+                PackPair(x0, x0 + ldx, nv, pairs);
+                PackPair(x0 + 2L * ldx, x0 + 3L * ldx, nv, pairs + 2 * nv);
+            }
+            else pairs = null;
+            int r = 0;
+            for (; r + 4 <= rows; r += 4) Kernel4x4Wide(w + (long)r * ldw, ldw, x0, ldx, pairs, n, y0 + r, ldy);
+            for (; r < rows; r++)
+            {
+                float* yr = y0 + r;
+                Kernel1x3(w + (long)r * ldw, x0, x0 + ldx, x0 + 2L * ldx, n, yr, yr + ldy, yr + 2L * ldy);
+                yr[3L * ldy] = Dot(w + (long)r * ldw, x0 + 3L * ldx, n);
+            }
+            t += 4;
+        }
         for (; t + 3 <= tokens; t += 3)
         {
             float* x0 = x + (long)t * ldx, x1 = x0 + ldx, x2 = x1 + ldx;
@@ -431,6 +456,50 @@ internal static unsafe class MatKernels
         FinishPairs(a00, a01, a02, a03, w0, ldw, x0, ldx, k, n, y0, ldy);
         FinishPairs(a10, a11, a12, a13, w0, ldw, x0 + 2L * ldx, ldx, k, n, y0 + 2L * ldy, ldy);
         FinishPairs(a20, a21, a22, a23, w0, ldw, x0 + 4L * ldx, ldx, k, n, y0 + 4L * ldy, ldy);
+    }
+
+    /// <summary>
+    /// 4 rows × 4 tokens in 512-bit registers, <see cref="Kernel4x6Wide"/>'s scheme with two token pairs, so per
+    /// (row, token) <see cref="Kernel4x3"/>'s chain and the same bits. Prefetches the rows 16 rows ahead: at decode its
+    /// rows are the attention keys of one KV head, read once per token from memory.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Kernel4x4Wide(float* w0, int ldw, float* x0, int ldx, float* pairs, int n, float* y0, int ldy)
+    {
+        float* w1 = w0 + ldw, w2 = w1 + ldw, w3 = w2 + ldw;
+        float* x1 = x0 + ldx, x2 = x1 + ldx, x3 = x2 + ldx;
+        int nv = n & ~7;
+        byte* ahead = (byte*)(w0 + 16L * ldw);
+        for (long row = 0; row < 4; row++, ahead += (long)ldw * sizeof(float))
+            for (long o = 0; o < (long)n * sizeof(float); o += 64) Sse.Prefetch0(ahead + o);
+        Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default;
+        Vector512<float> a10 = default, a11 = default, a12 = default, a13 = default;
+        int k = 0;
+        for (; k <= n - 8; k += 8)
+        {
+            var v0 = Avx512DQ.BroadcastVector256ToVector512(w0 + k);
+            var v1 = Avx512DQ.BroadcastVector256ToVector512(w1 + k);
+            var v2 = Avx512DQ.BroadcastVector256ToVector512(w2 + k);
+            var v3 = Avx512DQ.BroadcastVector256ToVector512(w3 + k);
+            var u = pairs != null ? Vector512.Load(pairs + 2 * k) : Vector512.Create(Vector256.Load(x0 + k), Vector256.Load(x1 + k));
+            a00 = Avx512F.FusedMultiplyAdd(v0, u, a00); a01 = Avx512F.FusedMultiplyAdd(v1, u, a01);
+            a02 = Avx512F.FusedMultiplyAdd(v2, u, a02); a03 = Avx512F.FusedMultiplyAdd(v3, u, a03);
+            u = pairs != null ? Vector512.Load(pairs + 2 * nv + 2 * k) : Vector512.Create(Vector256.Load(x2 + k), Vector256.Load(x3 + k));
+            a10 = Avx512F.FusedMultiplyAdd(v0, u, a10); a11 = Avx512F.FusedMultiplyAdd(v1, u, a11);
+            a12 = Avx512F.FusedMultiplyAdd(v2, u, a12); a13 = Avx512F.FusedMultiplyAdd(v3, u, a13);
+        }
+        FinishPairs(a00, a01, a02, a03, w0, ldw, x0, ldx, k, n, y0, ldy);
+        FinishPairs(a10, a11, a12, a13, w0, ldw, x0 + 2L * ldx, ldx, k, n, y0 + 2L * ldy, ldy);
+    }
+
+    /// <summary>Two tokens' first <paramref name="nv"/> values (a multiple of 8) as pairs: per 8 columns a's 8, then b's 8.</summary>
+    private static void PackPair(float* a, float* b, int nv, float* dst)
+    {
+        for (int k = 0; k < nv; k += 8, dst += 16)
+        {
+            Vector256.Load(a + k).Store(dst);
+            Vector256.Load(b + k).Store(dst + 8);
+        }
     }
 
     /// <summary>
@@ -527,6 +596,64 @@ internal static unsafe class MatKernels
             a3 = MulAdd(Vector256.Load(w3 + k), u, a3);
         }
         Finish4(HSum4(a0, a1, a2, a3), w0, ldw, x0, k, n, y);
+    }
+
+    /// <summary>
+    /// <see cref="WeightedRowSum"/> for <paramref name="heads"/> probability rows (row h at p + h·<paramref name="ldp"/>)
+    /// over the same <paramref name="count"/> value rows, into output + h·<paramref name="ldo"/>: the query heads that share
+    /// one KV head in grouped-query attention. Four heads at a time on AVX-512 for head dims that are multiples of 64:
+    /// each value row is loaded once for the four (against once per head), with software prefetch a few rows ahead, since
+    /// at decode the cache's rows come from memory (a token streams all the weights in between). Per output column
+    /// the sum is <see cref="WeightedRowSum"/>'s FMA chain over j, on the same lane, so the results are the same bits.
+    /// </summary>
+    public static void WeightedRowSums(float* p, int ldp, int heads, int count, float* v, int ldv, float* output, int ldo, int dim)
+    {
+        int h = 0;
+        if (Avx512F.IsSupported && Fma.IsSupported && dim % 64 == 0)
+            for (; h + 4 <= heads; h += 4)
+                for (int d = 0; d < dim; d += 64)
+                    WeightedRowSums4x64(p + (long)h * ldp, ldp, count, v + d, ldv, output + (long)h * ldo + d, ldo);
+        for (; h < heads; h++) WeightedRowSum(p + (long)h * ldp, count, v, ldv, output + (long)h * ldo, dim);
+    }
+
+    /// <summary>Rows of value prefetched ahead in <see cref="WeightedRowSums4x64"/> (4 KiB of a 64-wide F32 head).</summary>
+    private const int ValuePrefetchRows = 16;
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void WeightedRowSums4x64(float* p, int ldp, int count, float* v, int ldv, float* output, int ldo)
+    {
+        float* p1 = p + ldp, p2 = p1 + ldp, p3 = p2 + ldp;
+        Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default;
+        Vector512<float> a10 = default, a11 = default, a12 = default, a13 = default;
+        Vector512<float> a20 = default, a21 = default, a22 = default, a23 = default;
+        Vector512<float> a30 = default, a31 = default, a32 = default, a33 = default;
+        float* vj = v;
+        byte* ahead = (byte*)(v + (long)ValuePrefetchRows * ldv);
+        for (int j = 0; j < count; j++, vj += ldv, ahead += (long)ldv * sizeof(float))
+        {
+            Sse.Prefetch0(ahead); Sse.Prefetch0(ahead + 64); Sse.Prefetch0(ahead + 128); Sse.Prefetch0(ahead + 192);
+            var v0 = Vector512.Load(vj);
+            var v1 = Vector512.Load(vj + 16);
+            var v2 = Vector512.Load(vj + 32);
+            var v3 = Vector512.Load(vj + 48);
+            var q = Vector512.Create(p[j]);
+            a00 = Avx512F.FusedMultiplyAdd(q, v0, a00); a01 = Avx512F.FusedMultiplyAdd(q, v1, a01);
+            a02 = Avx512F.FusedMultiplyAdd(q, v2, a02); a03 = Avx512F.FusedMultiplyAdd(q, v3, a03);
+            q = Vector512.Create(p1[j]);
+            a10 = Avx512F.FusedMultiplyAdd(q, v0, a10); a11 = Avx512F.FusedMultiplyAdd(q, v1, a11);
+            a12 = Avx512F.FusedMultiplyAdd(q, v2, a12); a13 = Avx512F.FusedMultiplyAdd(q, v3, a13);
+            q = Vector512.Create(p2[j]);
+            a20 = Avx512F.FusedMultiplyAdd(q, v0, a20); a21 = Avx512F.FusedMultiplyAdd(q, v1, a21);
+            a22 = Avx512F.FusedMultiplyAdd(q, v2, a22); a23 = Avx512F.FusedMultiplyAdd(q, v3, a23);
+            q = Vector512.Create(p3[j]);
+            a30 = Avx512F.FusedMultiplyAdd(q, v0, a30); a31 = Avx512F.FusedMultiplyAdd(q, v1, a31);
+            a32 = Avx512F.FusedMultiplyAdd(q, v2, a32); a33 = Avx512F.FusedMultiplyAdd(q, v3, a33);
+        }
+        float* o = output;
+        a00.Store(o); a01.Store(o + 16); a02.Store(o + 32); a03.Store(o + 48); o += ldo;
+        a10.Store(o); a11.Store(o + 16); a12.Store(o + 32); a13.Store(o + 48); o += ldo;
+        a20.Store(o); a21.Store(o + 16); a22.Store(o + 32); a23.Store(o + 48); o += ldo;
+        a30.Store(o); a31.Store(o + 16); a32.Store(o + 32); a33.Store(o + 48);
     }
 
     /// <summary>out[d] = Σ_j p[j]·v[j·ldv + d] for d &lt; dim (attention's probability-weighted sum of value rows).</summary>

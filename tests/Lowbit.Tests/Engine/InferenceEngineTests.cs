@@ -37,6 +37,22 @@ public sealed class InferenceEngineTests
         Assert.Equal(a, b);
     }
 
+    [Theory]
+    [InlineData(4, 1)] // four query heads a KV head: one 4-head pass of the value sums, one 4x4 tile of the scores
+    [InlineData(8, 1)] // eight: two 4-head passes; the scores in a 6-token tile and two single tokens
+    public void Prefill_equals_token_by_token_decode_for_64_wide_heads(int heads, int kvHeads)
+    {
+        var config = new ModelConfig
+        {
+            Architecture = "llama", VocabSize = 512, HiddenSize = heads * 64, IntermediateSize = 96, NumLayers = 2,
+            NumHeads = heads, NumKvHeads = kvHeads, HeadDim = 64, MaxPositions = 64, TieEmbeddings = false,
+        };
+        using var model = SyntheticModel.Create(config, CodecRegistry.Get("f32"), seed: 5);
+        var e = new InferenceEngine(model, new EngineOptions { Threads = 2 });
+        // Bit for bit: one-token attention's kernels (several query heads per pass) do the batched kernels' arithmetic.
+        Assert.Equal(PrefillAll(e, Sequence), DecodeAll(e, Sequence));
+    }
+
     [Fact]
     public void Batches_split_by_MaxBatch_give_the_same_logits()
     {
@@ -113,11 +129,16 @@ public sealed class InferenceEngineTests
         var k = Enumerable.Range(0, kvDim).Select(_ => (float)(r.NextDouble() * 6 - 3)).ToArray();
         var v = Enumerable.Range(0, kvDim).Select(_ => (float)(r.NextDouble() * 0.2 - 0.1)).ToArray();
         cache.Write(1, 2, k, v);
-        var scratch = new float[4 * kvDim];
-        var kb = RowAt(cache.Read(1, false, 3, scratch, out var kl), kl, 2);
-        var vb = RowAt(cache.Read(1, true, 3, scratch, out var vl), vl, 2);
-        float[] RowAt(float[] rows, KvLayout layout, int pos) // the position's values, head by head
-            => Enumerable.Range(0, kvDim).Select(i => rows[i / headDim * layout.HeadStride + pos * layout.RowStride + i % headDim]).ToArray();
+        var scratch = GC.AllocateArray<float>(4 * kvDim, pinned: true);
+        var kb = RowAt(false, 2);
+        var vb = RowAt(true, 2);
+        unsafe float[] RowAt(bool values, int pos) // the position's values, head by head (copied before the scratch is reused)
+        {
+            float* rows = cache.Read(1, values, 3, scratch, out var layout);
+            var row = new float[kvDim];
+            for (int i = 0; i < kvDim; i++) row[i] = rows[i / headDim * layout.HeadStride + pos * layout.RowStride + i % headDim];
+            return row;
+        }
         for (int i = 0; i < kvDim; i++)
         {
             // Q8_0 error is relative to the block maximum, the float formats' to the value.

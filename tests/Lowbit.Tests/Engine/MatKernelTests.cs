@@ -30,6 +30,8 @@ public sealed unsafe class MatKernelTests
     [InlineData(4, 6, 8)]       // the 512-bit tile (4 rows x 6 tokens) where the CPU has it: exactly one tile
     [InlineData(6, 13, 1001)]   // tiles plus a row tail, a token tail and a column tail
     [InlineData(12, 18, 2048)]
+    [InlineData(16, 4, 64)]     // one-token attention: four query heads against a KV head's keys (4x4 512-bit tile)
+    [InlineData(9, 10, 200)]    // a 4 rows x 6 tokens tile, then a 4 x 4 one, with a row tail
     public void Tiled_matmul_matches_naive_reference_and_plain_dot_bit_for_bit(int rows, int tokens, int n)
     {
         var w = Random(rows * n, 1);
@@ -53,6 +55,7 @@ public sealed unsafe class MatKernelTests
     [InlineData(6, 13, 1001)]
     [InlineData(12, 18, 2048)]
     [InlineData(5, 7, 37)]
+    [InlineData(7, 11, 45)]
     public void Tiled_matmul_on_packed_token_pairs_equals_plain_dot_bit_for_bit(int rows, int tokens, int n)
     {
         var w = Random(rows * n, 5);
@@ -294,6 +297,32 @@ public sealed unsafe class AttentionKernelTests
             float chain = 0;
             for (int j = 0; j < count; j++) chain = MathF.FusedMultiplyAdd(p[j], v[j * ldv + d], chain);
             Assert.Equal(chain, o[d]);
+        }
+    }
+
+    [Theory]
+    [InlineData(4, 37, 64)]   // one 4-head 512-bit pass
+    [InlineData(9, 100, 128)] // two 4-head passes over two 64-column halves, then one head alone
+    [InlineData(2, 21, 64)]   // fewer heads than a pass: the single-head kernel
+    [InlineData(4, 13, 72)]   // a head dim that is not whole 64-column passes: the single-head kernel
+    [InlineData(4, 0, 64)]    // no rows: zeros
+    public void Weighted_row_sums_of_several_heads_equal_one_head_at_a_time_bit_for_bit(int heads, int count, int dim)
+    {
+        var r = new Random(heads * 1000 + count);
+        int ldv = dim + 8, ldp = count + 3, ldo = dim + 5;
+        var p = Enumerable.Range(0, heads * ldp).Select(_ => (float)r.NextDouble()).ToArray();
+        var v = Enumerable.Range(0, Math.Max(1, count) * ldv).Select(_ => (float)(r.NextDouble() * 2 - 1)).ToArray();
+        var fused = Enumerable.Repeat(float.NaN, heads * ldo).ToArray();
+        var single = new float[heads * dim];
+        fixed (float* pp = p) fixed (float* pv = v) fixed (float* pf = fused) fixed (float* ps = single)
+        {
+            MatKernels.WeightedRowSums(pp, ldp, heads, count, pv, ldv, pf, ldo, dim);
+            for (int h = 0; h < heads; h++) MatKernels.WeightedRowSum(pp + h * ldp, count, pv, ldv, ps + h * dim, dim);
+        }
+        for (int h = 0; h < heads; h++)
+        {
+            Assert.Equal(single.AsSpan(h * dim, dim).ToArray(), fused.AsSpan(h * ldo, dim).ToArray());
+            Assert.All(fused.AsSpan(h * ldo + dim, h + 1 < heads ? ldo - dim : 0).ToArray(), x => Assert.True(float.IsNaN(x))); // nothing written between heads
         }
     }
 }
