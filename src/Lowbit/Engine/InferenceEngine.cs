@@ -468,7 +468,8 @@ public sealed unsafe class InferenceEngine
                     {
                         int h0 = kv * group;
                         float* headValues = pv + (long)kv * vl.HeadStride + (long)start * vl.RowStride;
-                        MatKernels.MatMulTile(pk + (long)kv * kl.HeadStride + (long)start * kl.RowStride, kl.RowStride, span, pq + (long)h0 * hd, hd, group, hd, ps, span);
+                        MatKernels.MatMulTile(pk + (long)kv * kl.HeadStride + (long)start * kl.RowStride, kl.RowStride, span, pq + (long)h0 * hd, hd, group, hd, ps, span,
+                            rowsFromMemory: true);
                         for (int j = 0; j < group; j++) Softmax(ps + (long)j * span, span, scale);
                         MatKernels.WeightedRowSums(ps, span, group, span, headValues, vl.RowStride, po + (long)h0 * hd, hd, hd);
                     }

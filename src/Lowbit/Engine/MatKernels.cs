@@ -325,7 +325,10 @@ internal static unsafe class MatKernels
     /// Register-blocked 4 rows × 3 tokens (12 accumulators): each weight vector loaded once feeds
     /// three tokens and each activation vector four rows.
     /// </summary>
-    public static void MatMulTile(float* w, int ldw, int rows, float* x, int ldx, int tokens, int n, float* y, int ldy, float* xPairs = null)
+    /// <param name="rowsFromMemory">The rows are not in cache (decode attention's keys): prefetch them ahead where the
+    /// tile does (<see cref="Kernel4x4Wide"/>).</param>
+    public static void MatMulTile(float* w, int ldw, int rows, float* x, int ldx, int tokens, int n, float* y, int ldy, float* xPairs = null,
+        bool rowsFromMemory = false)
     {
         int t = 0;
         if (WideTiles && rows >= 4)
@@ -363,7 +366,7 @@ internal static unsafe class MatKernels
             }
             else pairs = null;
             int r = 0;
-            for (; r + 4 <= rows; r += 4) Kernel4x4Wide(w + (long)r * ldw, ldw, x0, ldx, pairs, n, y0 + r, ldy);
+            for (; r + 4 <= rows; r += 4) Kernel4x4Wide(w + (long)r * ldw, ldw, x0, ldx, pairs, n, y0 + r, ldy, rowsFromMemory);
             for (; r < rows; r++)
             {
                 float* yr = y0 + r;
@@ -460,18 +463,20 @@ internal static unsafe class MatKernels
 
     /// <summary>
     /// 4 rows × 4 tokens in 512-bit registers, <see cref="Kernel4x6Wide"/>'s scheme with two token pairs, so per
-    /// (row, token) <see cref="Kernel4x3"/>'s chain and the same bits. Prefetches the rows 16 rows ahead: at decode its
-    /// rows are the attention keys of one KV head, read once per token from memory.
+    /// (row, token) <see cref="Kernel4x3"/>'s chain and the same bits. With <paramref name="prefetch"/> it asks for the
+    /// rows 16 rows ahead: at decode its rows are one KV head's keys, read from memory once per token; in cache (the
+    /// batched attention's blocks) the prefetches cost 2–5 % of the tile's time, so there it does not.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Kernel4x4Wide(float* w0, int ldw, float* x0, int ldx, float* pairs, int n, float* y0, int ldy)
+    private static void Kernel4x4Wide(float* w0, int ldw, float* x0, int ldx, float* pairs, int n, float* y0, int ldy, bool prefetch)
     {
         float* w1 = w0 + ldw, w2 = w1 + ldw, w3 = w2 + ldw;
         float* x1 = x0 + ldx, x2 = x1 + ldx, x3 = x2 + ldx;
         int nv = n & ~7;
         byte* ahead = (byte*)(w0 + 16L * ldw);
-        for (long row = 0; row < 4; row++, ahead += (long)ldw * sizeof(float))
-            for (long o = 0; o < (long)n * sizeof(float); o += 64) Sse.Prefetch0(ahead + o);
+        if (prefetch)
+            for (long row = 0; row < 4; row++, ahead += (long)ldw * sizeof(float))
+                for (long o = 0; o < (long)n * sizeof(float); o += 64) Sse.Prefetch0(ahead + o);
         Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default;
         Vector512<float> a10 = default, a11 = default, a12 = default, a13 = default;
         int k = 0;
