@@ -527,14 +527,7 @@ internal static unsafe class MatKernels
     {
         int nv = n & ~7;
         for (int t = 0; t + 1 < tokens - tokens % 6; t += 2)
-        {
-            float* a = x + (long)t * ldx, b = a + ldx, d = dst + (long)t * nv;
-            for (int k = 0; k < nv; k += 8, d += 16)
-            {
-                Vector256.Load(a + k).Store(d);
-                Vector256.Load(b + k).Store(d + 8);
-            }
-        }
+            PackPair(x + (long)t * ldx, x + (long)(t + 1) * ldx, nv, dst + (long)t * nv);
     }
 
     /// <summary>
