@@ -35,7 +35,7 @@ public sealed unsafe class InferenceEngine
     private readonly float[] _invFreq;
 
     // Activation buffers, sized for _maxBatch tokens.
-    private readonly float[] _x, _xb, _xb2, _q, _k, _v, _att, _hb, _hb2, _kScratch, _vScratch;
+    private readonly float[] _x, _xb, _xb2, _q, _k, _v, _att, _hb, _hb2;
     private float[] _logits = []; // grown to the rows a call asks for (vocab × batch can be hundreds of MB)
     private float[] _ropeCos = [], _ropeSin = [];
     private float[] _ropeCos2 = [], _ropeSin2 = []; // per token, per value of a head: RopeKernels.RotatePairs' tables
@@ -107,7 +107,7 @@ public sealed unsafe class InferenceEngine
         }
 
         _cache = new KvCache(options.KvCache, c.NumLayers, ContextLength, kvd, c.HeadDim);
-        (_x, _xb, _xb2, _q, _k, _v, _att, _hb, _hb2, _kScratch, _vScratch) = AllocateBuffers(c, _maxBatch, ContextLength, options.KvCache);
+        (_x, _xb, _xb2, _q, _k, _v, _att, _hb, _hb2) = AllocateBuffers(c, _maxBatch);
 
         // RoPE inverse frequencies, as llama2.c computes them (float).
         int half = c.HeadDim / 2;
@@ -131,7 +131,7 @@ public sealed unsafe class InferenceEngine
         VocabSize = source.VocabSize;
         ContextLength = source.ContextLength;
         _cache = new KvCache(_options.KvCache, _cfg.NumLayers, ContextLength, _cfg.KvDim, _cfg.HeadDim);
-        (_x, _xb, _xb2, _q, _k, _v, _att, _hb, _hb2, _kScratch, _vScratch) = AllocateBuffers(_cfg, _maxBatch, ContextLength, _options.KvCache);
+        (_x, _xb, _xb2, _q, _k, _v, _att, _hb, _hb2) = AllocateBuffers(_cfg, _maxBatch);
     }
 
     private readonly EngineOptions _options;
@@ -142,14 +142,11 @@ public sealed unsafe class InferenceEngine
     /// </summary>
     public InferenceEngine CreateSibling(int threads = 1) => new(this, threads);
 
-    private static (float[], float[], float[], float[], float[], float[], float[], float[], float[], float[], float[]) AllocateBuffers(
-        ModelConfig c, int n, int context, KvCacheType kv)
+    private static (float[], float[], float[], float[], float[], float[], float[], float[], float[]) AllocateBuffers(ModelConfig c, int n)
     {
         int h = c.HiddenSize, qd = c.QDim, kvd = c.KvDim, ff = c.IntermediateSize;
-        bool f32Cache = kv == KvCacheType.F32;
         return (new float[n * h], new float[n * h], new float[n * h], new float[n * qd], new float[n * kvd], new float[n * kvd],
-            new float[n * qd], new float[n * ff], new float[n * ff],
-            f32Cache ? [] : GC.AllocateArray<float>(context * kvd, pinned: true), f32Cache ? [] : GC.AllocateArray<float>(context * kvd, pinned: true));
+            new float[n * qd], new float[n * ff], new float[n * ff]);
     }
 
     public ModelConfig Config => _cfg;
@@ -453,8 +450,8 @@ public sealed unsafe class InferenceEngine
     {
         var c = _cfg;
         int hd = c.HeadDim, kvHeads = c.NumKvHeads, group = c.NumHeads / kvHeads, window = c.SlidingWindow;
-        float* pk = _cache.Read(layer, false, pos + 1, _kScratch, out var kl, _par);
-        float* pv = _cache.Read(layer, true, pos + 1, _vScratch, out var vl, _par);
+        float* pk = _cache.Read(layer, false, pos + 1, out var kl, _par);
+        float* pv = _cache.Read(layer, true, pos + 1, out var vl, _par);
         int start = window > 0 ? Math.Max(0, pos - window + 1) : 0, span = pos - start + 1;
         float scale = 1f / MathF.Sqrt(hd);
         long work = (long)span * c.QDim;
@@ -513,8 +510,8 @@ public sealed unsafe class InferenceEngine
         var c = _cfg;
         int end = p0 + n, hd = c.HeadDim, heads = c.NumHeads, qd = c.QDim;
         int group = heads / c.NumKvHeads, window = c.SlidingWindow;
-        float* pk = _cache.Read(layer, false, end, _kScratch, out var kl, _par);
-        float* pv = _cache.Read(layer, true, end, _vScratch, out var vl, _par);
+        float* pk = _cache.Read(layer, false, end, out var kl, _par);
+        float* pv = _cache.Read(layer, true, end, out var vl, _par);
         float scale = 1f / MathF.Sqrt(hd);
         const int tokenBlock = 16;
         int blocks = (n + tokenBlock - 1) / tokenBlock;

@@ -46,6 +46,7 @@ internal sealed unsafe class KvCache
     private readonly NativeBuffer? _f32; // F32 caches: [layer][K, V][head][position][head dim]
     private readonly long _f32Half;     // floats of one layer's K (or V)
     private readonly byte[][]? _k, _v;
+    private readonly float[]? _kDecoded, _vDecoded; // quantized caches: pinned, the rows Read decodes (capacity × kvDim)
     private readonly int _rowBytes;
     private readonly TensorCodec? _q8;
 
@@ -79,6 +80,8 @@ internal sealed unsafe class KvCache
         }
         _k = NewArrays<byte>(layers, (long)capacity * _rowBytes);
         _v = NewArrays<byte>(layers, (long)capacity * _rowBytes);
+        _kDecoded = GC.AllocateArray<float>(checked(capacity * kvDim), pinned: true);
+        _vDecoded = GC.AllocateArray<float>(checked(capacity * kvDim), pinned: true);
     }
 
     private static T[][] NewArrays<T>(int n, long length)
@@ -116,10 +119,10 @@ internal sealed unsafe class KvCache
 
     /// <summary>
     /// K (or V) rows for positions [0, count) as F32, laid out as <paramref name="layout"/> says: the cache's own memory
-    /// for F32 caches, else decoded into <paramref name="scratch"/> (count × KvDim, row p at p × KvDim), which must be a
-    /// pinned array (the pointer returned points into it). Valid while this cache (or the scratch) lives.
+    /// for F32 caches, else decoded into the cache's pinned K (or V) scratch (count × KvDim, row p at p × KvDim), which
+    /// the next Read of the same kind overwrites. Valid while this cache lives.
     /// </summary>
-    public float* Read(int layer, bool values, int count, float[] scratch, out KvLayout layout, ParallelRunner? par = null)
+    public float* Read(int layer, bool values, int count, out KvLayout layout, ParallelRunner? par = null)
     {
         if (_f32 is not null)
         {
@@ -128,16 +131,17 @@ internal sealed unsafe class KvCache
         }
         layout = new KvLayout(HeadDim, KvDim);
         var rows = (values ? _v! : _k!)[layer];
+        var decoded = values ? _vDecoded! : _kDecoded!;
         const int BlockRows = 64;
         int blocks = (count + BlockRows - 1) / BlockRows;
         void DecodeBlock(int b)
         {
             int r0 = b * BlockRows, n = Math.Min(BlockRows, count - r0);
-            Decode(rows.AsSpan(r0 * _rowBytes, n * _rowBytes), scratch.AsSpan(r0 * KvDim, n * KvDim));
+            Decode(rows.AsSpan(r0 * _rowBytes, n * _rowBytes), decoded.AsSpan(r0 * KvDim, n * KvDim));
         }
         if (par is null) for (int b = 0; b < blocks; b++) DecodeBlock(b);
         else par.For(blocks, (long)count * KvDim < 1 << 15, DecodeBlock);
-        return (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(scratch));
+        return (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(decoded));
     }
 
     /// <summary>Layer <paramref name="layer"/>'s K (or V) block of an F32 cache.</summary>

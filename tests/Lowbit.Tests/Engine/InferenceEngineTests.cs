@@ -129,12 +129,11 @@ public sealed class InferenceEngineTests
         var k = Enumerable.Range(0, kvDim).Select(_ => (float)(r.NextDouble() * 6 - 3)).ToArray();
         var v = Enumerable.Range(0, kvDim).Select(_ => (float)(r.NextDouble() * 0.2 - 0.1)).ToArray();
         cache.Write(1, 2, k, v);
-        var scratch = GC.AllocateArray<float>(4 * kvDim, pinned: true);
         var kb = RowAt(false, 2);
         var vb = RowAt(true, 2);
-        unsafe float[] RowAt(bool values, int pos) // the position's values, head by head (copied before the scratch is reused)
+        unsafe float[] RowAt(bool values, int pos) // the position's values, head by head
         {
-            float* rows = cache.Read(1, values, 3, scratch, out var layout);
+            float* rows = cache.Read(1, values, 3, out var layout);
             var row = new float[kvDim];
             for (int i = 0; i < kvDim; i++) row[i] = rows[i / headDim * layout.HeadStride + pos * layout.RowStride + i % headDim];
             return row;
