@@ -473,10 +473,12 @@ internal static unsafe class MatKernels
         float* w1 = w0 + ldw, w2 = w1 + ldw, w3 = w2 + ldw;
         float* x1 = x0 + ldx, x2 = x1 + ldx, x3 = x2 + ldx;
         int nv = n & ~7;
-        byte* ahead = (byte*)(w0 + 16L * ldw);
         if (prefetch)
+        {
+            byte* ahead = (byte*)(w0 + 16L * ldw);
             for (long row = 0; row < 4; row++, ahead += (long)ldw * sizeof(float))
                 for (long o = 0; o < (long)n * sizeof(float); o += 64) Sse.Prefetch0(ahead + o);
+        }
         Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default;
         Vector512<float> a10 = default, a11 = default, a12 = default, a13 = default;
         int k = 0;
