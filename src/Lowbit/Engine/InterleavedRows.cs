@@ -272,6 +272,7 @@ internal static unsafe class InterleavedRows
         int* corr = (int*)(act + cols + 4 * (cols / 32)) + b0;
         var low = Vector256.Create((byte)0x0F);
         var highMatrix = HighNibbleMatrix;
+        var ones = Vector256.Create((short)1);
         Vector256<float> acc = carry ? Vector256.Load(y) : default;
         byte* a = act + 32 * b0;
         for (nint b = 0; b < blocks; b++, w += Q40Block, a += 32)
@@ -285,6 +286,27 @@ internal static unsafe class InterleavedRows
             var v1 = Vector256.Load(w + Q40Codes + 32);
             var v2 = Vector256.Load(w + Q40Codes + 64);
             var v3 = Vector256.Load(w + Q40Codes + 96);
+            if (!V.Vnni)
+            {
+                // Without VNNI (AMD Zen 4 has AVX-512 VNNI but not AVX-VNNI, and .NET 10 reaches the former only
+                // through AVX10) a step is pmaddubsw + pmaddwd + paddd. The pair sums of a block add up in int16
+                // instead (8 steps · 2 · 15 · 128 = 30720 < 2^15), so a block takes one pmaddwd: 17 vector ops, not 24.
+                // On a Zen 4 VM, one thread with its weights in L2: Q4_0 +13–15 %, Q4_K +12 %. There a core's kernel
+                // (~35–40 GB/s in cache) is the bound whenever the VM's memory gives two cores ~60 GB/s; at ~32 GB/s
+                // the 1B model decoded alike (0.991 Q4_0, 1.024 Q4_K; one process alternating every 4 tokens).
+                var s0 = Avx2.MultiplyAddAdjacent(v0 & low, QuantizedGemm.Bcast(a).AsSByte());
+                var s1 = Avx2.MultiplyAddAdjacent(High(v0, low, highMatrix), QuantizedGemm.Bcast(a + 16).AsSByte());
+                s0 = Avx2.Add(s0, Avx2.MultiplyAddAdjacent(v1 & low, QuantizedGemm.Bcast(a + 4).AsSByte()));
+                s1 = Avx2.Add(s1, Avx2.MultiplyAddAdjacent(High(v1, low, highMatrix), QuantizedGemm.Bcast(a + 20).AsSByte()));
+                s0 = Avx2.Add(s0, Avx2.MultiplyAddAdjacent(v2 & low, QuantizedGemm.Bcast(a + 8).AsSByte()));
+                s1 = Avx2.Add(s1, Avx2.MultiplyAddAdjacent(High(v2, low, highMatrix), QuantizedGemm.Bcast(a + 24).AsSByte()));
+                s0 = Avx2.Add(s0, Avx2.MultiplyAddAdjacent(v3 & low, QuantizedGemm.Bcast(a + 12).AsSByte()));
+                s1 = Avx2.Add(s1, Avx2.MultiplyAddAdjacent(High(v3, low, highMatrix), QuantizedGemm.Bcast(a + 28).AsSByte()));
+                var isum = Avx2.Add(Avx2.MultiplyAddAdjacent(Avx2.Add(s0, s1), ones), Vector256.Create(corr[b]));
+                var dw16 = MatKernels.HalfToSingleAvx2((short*)w);
+                acc = Avx.Add(acc, Avx.Multiply(Avx.Multiply(dw16, Vector256.Create(da[b])), Avx.ConvertToVector256Single(isum)));
+                continue;
+            }
             // Two chains (low / high nibbles); −8·Σa makes the unsigned codes stand for q − 8.
             var i0 = Vector256.Create(corr[b]);
             var i1 = QuantizedGemm.Step<V>(Vector256<int>.Zero, High(v0, low, highMatrix), default, QuantizedGemm.Bcast(a + 16));
@@ -367,6 +389,7 @@ internal static unsafe class InterleavedRows
         int* pairs = (int*)(act + cols + 4 * (cols / 256)) + 4 * first;
         var low = Vector256.Create((byte)0x0F);
         var highMatrix = HighNibbleMatrix;
+        var ones = Vector256.Create((short)1);
         Vector256<float> acc = carry ? Vector256.Load(y) : default;
         byte* a = act + 256 * first;
         for (nint b = 0; b < blocks; b++, w += KBlock, a += 256, pairs += 4)
@@ -385,6 +408,22 @@ internal static unsafe class InterleavedRows
                 PrefetchStream(codesAhead + 64);
                 PrefetchStream(codesAhead + 128);
                 PrefetchStream(codesAhead + 192);
+                var scA = Avx2.ConvertToVector256Int32(w + KSc + 16 * c);
+                var scB = Avx2.ConvertToVector256Int32(w + KSc + 16 * c + 8);
+                if (!V.Vnni)
+                {
+                    // Without VNNI a group's pair sums add up in int16 (8 steps · 2 · 15 · 128 = 30720 < 2^15), so a
+                    // group takes one pmaddwd instead of one per step.
+                    Vector256<short> p0 = default, p1 = default, q0 = default, q1 = default;
+                    Q4KSlices16(codes, ac, 0, low, highMatrix, ref p0, ref p1, ref q0, ref q1);
+                    Q4KSlices16(codes, ac, 2, low, highMatrix, ref p0, ref p1, ref q0, ref q1);
+                    Q4KSlices16(codes, ac, 4, low, highMatrix, ref p0, ref p1, ref q0, ref q1);
+                    Q4KSlices16(codes, ac, 6, low, highMatrix, ref p0, ref p1, ref q0, ref q1);
+                    var gA = Avx2.MultiplyAddAdjacent(Avx2.Add(p0, p1), ones);
+                    var gB = Avx2.MultiplyAddAdjacent(Avx2.Add(q0, q1), ones);
+                    sumi = Avx2.Add(sumi, Avx2.Add(Avx2.MultiplyLow(gA, scA), Avx2.MultiplyLow(gB, scB)));
+                    continue;
+                }
                 // Group 2c (low nibbles) and 2c + 1 (high nibbles), two chains each; the four slice pairs written out
                 // (the JIT keeps a loop over them, at ~8 scalar instructions a pair).
                 Vector256<int> a0 = default, a1 = default, b0 = default, b1 = default;
@@ -393,8 +432,6 @@ internal static unsafe class InterleavedRows
                 Q4KSlices<V>(codes, ac, 4, low, highMatrix, ref a0, ref a1, ref b0, ref b1);
                 Q4KSlices<V>(codes, ac, 6, low, highMatrix, ref a0, ref a1, ref b0, ref b1);
                 // Σ_g sc_g·(group dot), exact in int32 (≤ 8·63·32·15·128 < 2^31).
-                var scA = Avx2.ConvertToVector256Int32(w + KSc + 16 * c);
-                var scB = Avx2.ConvertToVector256Int32(w + KSc + 16 * c + 8);
                 sumi = Avx2.Add(sumi, Avx2.Add(Avx2.MultiplyLow(Avx2.Add(a0, a1), scA), Avx2.MultiplyLow(Avx2.Add(b0, b1), scB)));
             }
             // Σ_g m_g·(32-value activation sum) from (m_2k, m_2k+1) × (bsum_2k, bsum_2k+1) int16 pairs.
@@ -427,6 +464,22 @@ internal static unsafe class InterleavedRows
         b0 = QuantizedGemm.Step<V>(b0, High(v0, low, highMatrix), default, QuantizedGemm.Bcast(ac + 32 + 4 * s));
         a1 = QuantizedGemm.Step<V>(a1, v1 & low, default, QuantizedGemm.Bcast(ac + 4 * s + 4));
         b1 = QuantizedGemm.Step<V>(b1, High(v1, low, highMatrix), default, QuantizedGemm.Bcast(ac + 36 + 4 * s));
+    }
+
+    /// <summary>
+    /// <see cref="Q4KSlices{V}"/> without VNNI: the pmaddubsw pair sums are added in int16, each chain reduced by the
+    /// caller with one pmaddwd.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Q4KSlices16(byte* codes, byte* ac, int s, Vector256<byte> low, Vector256<byte> highMatrix,
+        ref Vector256<short> a0, ref Vector256<short> a1, ref Vector256<short> b0, ref Vector256<short> b1)
+    {
+        var v0 = Vector256.Load(codes + 32 * s);
+        var v1 = Vector256.Load(codes + 32 * s + 32);
+        a0 = Avx2.Add(a0, Avx2.MultiplyAddAdjacent(v0 & low, QuantizedGemm.Bcast(ac + 4 * s).AsSByte()));
+        b0 = Avx2.Add(b0, Avx2.MultiplyAddAdjacent(High(v0, low, highMatrix), QuantizedGemm.Bcast(ac + 32 + 4 * s).AsSByte()));
+        a1 = Avx2.Add(a1, Avx2.MultiplyAddAdjacent(v1 & low, QuantizedGemm.Bcast(ac + 4 * s + 4).AsSByte()));
+        b1 = Avx2.Add(b1, Avx2.MultiplyAddAdjacent(High(v1, low, highMatrix), QuantizedGemm.Bcast(ac + 36 + 4 * s).AsSByte()));
     }
 
     /// <summary>summ + the 8 rows' (m_2k, m_2k+1) int16 pairs at <paramref name="mins"/> dotted with one activation pair.</summary>

@@ -43,6 +43,7 @@ public sealed unsafe class QuantizedGemmTests
             if (f == GemmFormat.Q8_0 && kind == 3) w.AsSpan(off + 2, 32).Fill(0x80);           // all −128
             if (f == GemmFormat.Q8_0 && kind == 4) w.AsSpan(off + 2, 32).Fill(0x7F);           // all 127
             if (f == GemmFormat.Q4_0 && kind == 3) w.AsSpan(off + 2, 16).Fill(0x00);           // all −8
+            if (f == GemmFormat.Q4_0 && kind == 4) w.AsSpan(off + 2, 16).Fill(0xFF);           // all +7: the largest int16 pair sums
             if (f == GemmFormat.Q4_K && kind == 3) w.AsSpan(off + 4, 140).Fill(0xFF);          // max scales, mins and codes
         }
         return w;
@@ -57,7 +58,9 @@ public sealed unsafe class QuantizedGemmTests
         {
             int kind = rng.Next(6);
             for (int j = 0; j < 32; j++)
-                x[32 * b + j] = kind == 0 ? 0f : kind == 1 ? x[32 * b + j] * 1000f : kind == 2 ? x[32 * b + j] * 1e-3f : x[32 * b + j];
+                x[32 * b + j] = kind == 0 ? 0f : kind == 1 ? x[32 * b + j] * 1000f : kind == 2 ? x[32 * b + j] * 1e-3f
+                    : kind == 3 ? (b % 2 == 0 ? 1f : -1f) // every code ±127: with the largest codes, the largest int16 sums a kernel keeps
+                    : x[32 * b + j];
         }
         var vc = CodecOf(f).VecDotCodec!;
         int qb = QuantizedGemm.QuantizedRowBytes(f, cols);
