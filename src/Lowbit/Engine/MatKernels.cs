@@ -326,7 +326,7 @@ internal static unsafe class MatKernels
     /// three tokens and each activation vector four rows.
     /// </summary>
     /// <param name="rowsFromMemory">The rows are not in cache (decode attention's keys): prefetch them ahead where the
-    /// tile does (<see cref="Kernel4x4Wide"/>).</param>
+    /// tile does (<see cref="KernelWide{P}"/>).</param>
     public static void MatMulTile(float* w, int ldw, int rows, float* x, int ldx, int tokens, int n, float* y, int ldy, float* xPairs = null,
         bool rowsFromMemory = false)
     {
@@ -340,8 +340,8 @@ internal static unsafe class MatKernels
                 int r = 0;
                 for (; r + 4 <= rows; r += 4)
                 {
-                    if (p0 is not null) Kernel4x6Packed(w + (long)r * ldw, ldw, p0, x0, ldx, n, y0 + r, ldy);
-                    else Kernel4x6Wide(w + (long)r * ldw, ldw, x0, ldx, n, y0 + r, ldy);
+                    if (p0 is not null) KernelWide<SixPacked>(w + (long)r * ldw, ldw, x0, ldx, p0, n, y0 + r, ldy, prefetch: false);
+                    else KernelWide<SixLoaded>(w + (long)r * ldw, ldw, x0, ldx, null, n, y0 + r, ldy, prefetch: false);
                 }
                 for (; r < rows; r++)
                 {
@@ -366,7 +366,11 @@ internal static unsafe class MatKernels
             }
             else pairs = null;
             int r = 0;
-            for (; r + 4 <= rows; r += 4) Kernel4x4Wide(w + (long)r * ldw, ldw, x0, ldx, pairs, n, y0 + r, ldy, rowsFromMemory);
+            for (; r + 4 <= rows; r += 4)
+            {
+                if (pairs != null) KernelWide<FourPacked>(w + (long)r * ldw, ldw, x0, ldx, pairs, n, y0 + r, ldy, rowsFromMemory);
+                else KernelWide<FourLoaded>(w + (long)r * ldw, ldw, x0, ldx, null, n, y0 + r, ldy, rowsFromMemory);
+            }
             for (; r < rows; r++)
             {
                 float* yr = y0 + r;
@@ -426,78 +430,85 @@ internal static unsafe class MatKernels
     public static bool WideTiles => Avx512DQ.IsSupported;
 
     /// <summary>
-    /// 4 rows × 6 tokens in 512-bit registers: each accumulator holds two (row, token) 8-lane chains, tokens 2p and
-    /// 2p + 1 of one row side by side, against the row's 8 weights broadcast to both halves. Per (row, token) that is
-    /// <see cref="Kernel4x3"/>'s chain (the same FMAs in the same order on the same lanes) and the same horizontal
-    /// sum, so the results are the same bits; per 8 columns it does twice the multiply-adds per instruction.
+    /// 4 rows × 4 or 6 tokens (<typeparamref name="P"/>) in 512-bit registers: each accumulator holds two (row, token)
+    /// 8-lane chains, tokens 2p and 2p + 1 of one row side by side, against the row's 8 weights broadcast to both halves.
+    /// Per (row, token) that is <see cref="Kernel4x3"/>'s chain (the same FMAs in the same order on the same lanes) and
+    /// the same horizontal sum, so the results are the same bits; per 8 columns it does twice the multiply-adds per
+    /// instruction. Packed (<see cref="PackTokenPairs"/>, <see cref="PackPair"/>), a pair is one 64-byte load from
+    /// <paramref name="pairs"/> instead of two 32-byte loads and an insert, which ran the 6-token tile 1.3× faster in L1
+    /// (177–183 against 134 GFLOP/s on one core). With <paramref name="prefetch"/> it asks for the rows 16 rows ahead: at
+    /// decode the 4-token tile's rows are one KV head's keys, read from memory once per token; in cache (the batched
+    /// attention's blocks) the prefetches cost 2–5 % of the tile's time, so there it does not.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Kernel4x6Wide(float* w0, int ldw, float* x0, int ldx, int n, float* y0, int ldy)
+    private static void KernelWide<P>(float* w0, int ldw, float* x0, int ldx, float* pairs, int n, float* y0, int ldy, bool prefetch)
+        where P : struct, ITokenPairs
     {
+        if (prefetch) PrefetchRows(w0 + 16L * ldw, ldw, n);
         float* w1 = w0 + ldw, w2 = w1 + ldw, w3 = w2 + ldw;
-        float* x1 = x0 + ldx, x2 = x1 + ldx, x3 = x2 + ldx, x4 = x3 + ldx, x5 = x4 + ldx;
+        // Only the pointers the variant reads (live pointers the packed loop does not use made the JIT spill its own).
+        float* x1 = P.Packed ? null : x0 + ldx, x2 = P.Packed ? null : x1 + ldx, x3 = P.Packed ? null : x2 + ldx;
+        float* x4 = P.Packed || P.Pairs < 3 ? null : x3 + ldx, x5 = P.Packed || P.Pairs < 3 ? null : x4 + ldx;
+        int nv = n & ~7;
+        float* q0 = P.Packed ? pairs : null, q1 = P.Packed ? pairs + 2 * nv : null, q2 = P.Packed && P.Pairs > 2 ? pairs + 4 * nv : null;
         Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default;
         Vector512<float> a10 = default, a11 = default, a12 = default, a13 = default;
         Vector512<float> a20 = default, a21 = default, a22 = default, a23 = default;
         int k = 0;
-        for (; k <= n - 8; k += 8)
+        for (; k < nv; k += 8)
         {
             var v0 = Avx512DQ.BroadcastVector256ToVector512(w0 + k);
             var v1 = Avx512DQ.BroadcastVector256ToVector512(w1 + k);
             var v2 = Avx512DQ.BroadcastVector256ToVector512(w2 + k);
             var v3 = Avx512DQ.BroadcastVector256ToVector512(w3 + k);
-            var u = Vector512.Create(Vector256.Load(x0 + k), Vector256.Load(x1 + k));
-            a00 = Avx512F.FusedMultiplyAdd(v0, u, a00); a01 = Avx512F.FusedMultiplyAdd(v1, u, a01);
-            a02 = Avx512F.FusedMultiplyAdd(v2, u, a02); a03 = Avx512F.FusedMultiplyAdd(v3, u, a03);
-            u = Vector512.Create(Vector256.Load(x2 + k), Vector256.Load(x3 + k));
-            a10 = Avx512F.FusedMultiplyAdd(v0, u, a10); a11 = Avx512F.FusedMultiplyAdd(v1, u, a11);
-            a12 = Avx512F.FusedMultiplyAdd(v2, u, a12); a13 = Avx512F.FusedMultiplyAdd(v3, u, a13);
-            u = Vector512.Create(Vector256.Load(x4 + k), Vector256.Load(x5 + k));
-            a20 = Avx512F.FusedMultiplyAdd(v0, u, a20); a21 = Avx512F.FusedMultiplyAdd(v1, u, a21);
-            a22 = Avx512F.FusedMultiplyAdd(v2, u, a22); a23 = Avx512F.FusedMultiplyAdd(v3, u, a23);
+            var u0 = Pair<P>(q0, x0, x1, k);
+            a00 = Avx512F.FusedMultiplyAdd(v0, u0, a00); a01 = Avx512F.FusedMultiplyAdd(v1, u0, a01);
+            a02 = Avx512F.FusedMultiplyAdd(v2, u0, a02); a03 = Avx512F.FusedMultiplyAdd(v3, u0, a03);
+            var u1 = Pair<P>(q1, x2, x3, k);
+            a10 = Avx512F.FusedMultiplyAdd(v0, u1, a10); a11 = Avx512F.FusedMultiplyAdd(v1, u1, a11);
+            a12 = Avx512F.FusedMultiplyAdd(v2, u1, a12); a13 = Avx512F.FusedMultiplyAdd(v3, u1, a13);
+            if (P.Pairs > 2)
+            {
+                var u2 = Pair<P>(q2, x4, x5, k);
+                a20 = Avx512F.FusedMultiplyAdd(v0, u2, a20); a21 = Avx512F.FusedMultiplyAdd(v1, u2, a21);
+                a22 = Avx512F.FusedMultiplyAdd(v2, u2, a22); a23 = Avx512F.FusedMultiplyAdd(v3, u2, a23);
+            }
         }
         FinishPairs(a00, a01, a02, a03, w0, ldw, x0, ldx, k, n, y0, ldy);
         FinishPairs(a10, a11, a12, a13, w0, ldw, x0 + 2L * ldx, ldx, k, n, y0 + 2L * ldy, ldy);
-        FinishPairs(a20, a21, a22, a23, w0, ldw, x0 + 4L * ldx, ldx, k, n, y0 + 4L * ldy, ldy);
+        if (P.Pairs > 2) FinishPairs(a20, a21, a22, a23, w0, ldw, x0 + 4L * ldx, ldx, k, n, y0 + 4L * ldy, ldy);
     }
 
     /// <summary>
-    /// 4 rows × 4 tokens in 512-bit registers, <see cref="Kernel4x6Wide"/>'s scheme with two token pairs, so per
-    /// (row, token) <see cref="Kernel4x3"/>'s chain and the same bits. With <paramref name="prefetch"/> it asks for the
-    /// rows 16 rows ahead: at decode its rows are one KV head's keys, read from memory once per token; in cache (the
-    /// batched attention's blocks) the prefetches cost 2–5 % of the tile's time, so there it does not.
+    /// Tokens 2p and 2p + 1 at column k for <see cref="KernelWide{P}"/>: packed at <paramref name="q"/>, else from their
+    /// rows, the second half inserted straight from memory (Vector512.Create here made the JIT keep each pair on the stack).
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Kernel4x4Wide(float* w0, int ldw, float* x0, int ldx, float* pairs, int n, float* y0, int ldy, bool prefetch)
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Pair<P>(float* q, float* xa, float* xb, int k) where P : struct, ITokenPairs
     {
-        float* w1 = w0 + ldw, w2 = w1 + ldw, w3 = w2 + ldw;
-        float* x1 = x0 + ldx, x2 = x1 + ldx, x3 = x2 + ldx;
-        int nv = n & ~7;
-        if (prefetch)
-        {
-            byte* ahead = (byte*)(w0 + 16L * ldw);
-            for (long row = 0; row < 4; row++, ahead += (long)ldw * sizeof(float))
-                for (long o = 0; o < (long)n * sizeof(float); o += 64) Sse.Prefetch0(ahead + o);
-        }
-        Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default;
-        Vector512<float> a10 = default, a11 = default, a12 = default, a13 = default;
-        int k = 0;
-        for (; k <= n - 8; k += 8)
-        {
-            var v0 = Avx512DQ.BroadcastVector256ToVector512(w0 + k);
-            var v1 = Avx512DQ.BroadcastVector256ToVector512(w1 + k);
-            var v2 = Avx512DQ.BroadcastVector256ToVector512(w2 + k);
-            var v3 = Avx512DQ.BroadcastVector256ToVector512(w3 + k);
-            var u = pairs != null ? Vector512.Load(pairs + 2 * k) : Vector512.Create(Vector256.Load(x0 + k), Vector256.Load(x1 + k));
-            a00 = Avx512F.FusedMultiplyAdd(v0, u, a00); a01 = Avx512F.FusedMultiplyAdd(v1, u, a01);
-            a02 = Avx512F.FusedMultiplyAdd(v2, u, a02); a03 = Avx512F.FusedMultiplyAdd(v3, u, a03);
-            u = pairs != null ? Vector512.Load(pairs + 2 * nv + 2 * k) : Vector512.Create(Vector256.Load(x2 + k), Vector256.Load(x3 + k));
-            a10 = Avx512F.FusedMultiplyAdd(v0, u, a10); a11 = Avx512F.FusedMultiplyAdd(v1, u, a11);
-            a12 = Avx512F.FusedMultiplyAdd(v2, u, a12); a13 = Avx512F.FusedMultiplyAdd(v3, u, a13);
-        }
-        FinishPairs(a00, a01, a02, a03, w0, ldw, x0, ldx, k, n, y0, ldy);
-        FinishPairs(a10, a11, a12, a13, w0, ldw, x0 + 2L * ldx, ldx, k, n, y0 + 2L * ldy, ldy);
+        if (P.Packed) return Vector512.Load(q + 2 * k);
+        return Avx512F.InsertVector256(Vector256.Load(xa + k).ToVector512Unsafe(), Vector256.Load(xb + k), 1);
     }
+
+    /// <summary>Asks for 4 rows of <paramref name="n"/> floats from <paramref name="w"/> (<paramref name="ldw"/> apart), every 64-byte line.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void PrefetchRows(float* w, int ldw, int n)
+    {
+        byte* ahead = (byte*)w;
+        for (long row = 0; row < 4; row++, ahead += (long)ldw * sizeof(float))
+            for (long o = 0; o < (long)n * sizeof(float); o += 64) Sse.Prefetch0(ahead + o);
+    }
+
+    /// <summary>How <see cref="KernelWide{P}"/> reads its tokens: how many pairs, and whether packed.</summary>
+    private interface ITokenPairs
+    {
+        static abstract int Pairs { get; }
+        static abstract bool Packed { get; }
+    }
+    private readonly struct SixPacked : ITokenPairs { public static int Pairs => 3; public static bool Packed => true; }
+    private readonly struct SixLoaded : ITokenPairs { public static int Pairs => 3; public static bool Packed => false; }
+    private readonly struct FourPacked : ITokenPairs { public static int Pairs => 2; public static bool Packed => true; }
+    private readonly struct FourLoaded : ITokenPairs { public static int Pairs => 2; public static bool Packed => false; }
 
     /// <summary>Two tokens' first <paramref name="nv"/> values (a multiple of 8) as pairs: per 8 columns a's 8, then b's 8.</summary>
     private static void PackPair(float* a, float* b, int nv, float* dst)
@@ -521,7 +532,7 @@ internal static unsafe class MatKernels
     }
 
     /// <summary>
-    /// Tokens [0, 6·⌊tokens/6⌋) of x in the layout <see cref="Kernel4x6Packed"/> reads: per block of 6 tokens, per pair
+    /// Tokens [0, 6·⌊tokens/6⌋) of x in the layout <see cref="KernelWide{P}"/> reads: per block of 6 tokens, per pair
     /// (2p, 2p + 1), per 8 columns the pair's two 8-value slices side by side; (n &amp; ~7) columns (the tails stay in x).
     /// Size: that many tokens × (n &amp; ~7) floats.
     /// </summary>
@@ -530,42 +541,6 @@ internal static unsafe class MatKernels
         int nv = n & ~7;
         for (int t = 0; t + 1 < tokens - tokens % 6; t += 2)
             PackPair(x + (long)t * ldx, x + (long)(t + 1) * ldx, nv, dst + (long)t * nv);
-    }
-
-    /// <summary>
-    /// <see cref="Kernel4x6Wide"/> reading the 6 tokens from their packed pairs (<see cref="PackTokenPairs"/>): one
-    /// 64-byte load per pair instead of two 32-byte loads and an insert, which ran the tile 1.3× faster in L1 (177–183
-    /// against 134 GFLOP/s on one core). Same FMAs in the same order, so the same bits.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Kernel4x6Packed(float* w0, int ldw, float* pairs, float* x0, int ldx, int n, float* y0, int ldy)
-    {
-        float* w1 = w0 + ldw, w2 = w1 + ldw, w3 = w2 + ldw;
-        int nv = n & ~7;
-        float* q0 = pairs, q1 = pairs + 2 * nv, q2 = pairs + 4 * nv;
-        Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default;
-        Vector512<float> a10 = default, a11 = default, a12 = default, a13 = default;
-        Vector512<float> a20 = default, a21 = default, a22 = default, a23 = default;
-        int k = 0;
-        for (; k < nv; k += 8)
-        {
-            var v0 = Avx512DQ.BroadcastVector256ToVector512(w0 + k);
-            var v1 = Avx512DQ.BroadcastVector256ToVector512(w1 + k);
-            var v2 = Avx512DQ.BroadcastVector256ToVector512(w2 + k);
-            var v3 = Avx512DQ.BroadcastVector256ToVector512(w3 + k);
-            var u = Vector512.Load(q0 + 2 * k);
-            a00 = Avx512F.FusedMultiplyAdd(v0, u, a00); a01 = Avx512F.FusedMultiplyAdd(v1, u, a01);
-            a02 = Avx512F.FusedMultiplyAdd(v2, u, a02); a03 = Avx512F.FusedMultiplyAdd(v3, u, a03);
-            u = Vector512.Load(q1 + 2 * k);
-            a10 = Avx512F.FusedMultiplyAdd(v0, u, a10); a11 = Avx512F.FusedMultiplyAdd(v1, u, a11);
-            a12 = Avx512F.FusedMultiplyAdd(v2, u, a12); a13 = Avx512F.FusedMultiplyAdd(v3, u, a13);
-            u = Vector512.Load(q2 + 2 * k);
-            a20 = Avx512F.FusedMultiplyAdd(v0, u, a20); a21 = Avx512F.FusedMultiplyAdd(v1, u, a21);
-            a22 = Avx512F.FusedMultiplyAdd(v2, u, a22); a23 = Avx512F.FusedMultiplyAdd(v3, u, a23);
-        }
-        FinishPairs(a00, a01, a02, a03, w0, ldw, x0, ldx, k, n, y0, ldy);
-        FinishPairs(a10, a11, a12, a13, w0, ldw, x0 + 2L * ldx, ldx, k, n, y0 + 2L * ldy, ldy);
-        FinishPairs(a20, a21, a22, a23, w0, ldw, x0 + 4L * ldx, ldx, k, n, y0 + 4L * ldy, ldy);
     }
 
     private static void Kernel1x3(float* w0, float* x0, float* x1, float* x2, int n, float* y0, float* y1, float* y2)

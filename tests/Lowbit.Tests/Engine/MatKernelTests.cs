@@ -32,6 +32,7 @@ public sealed unsafe class MatKernelTests
     [InlineData(12, 18, 2048)]
     [InlineData(16, 4, 64)]     // one-token attention: four query heads against a KV head's keys (4x4 512-bit tile)
     [InlineData(9, 10, 200)]    // a 4 rows x 6 tokens tile, then a 4 x 4 one, with a row tail
+    [InlineData(8, 4, 1100)]    // the 4 x 4 tile on rows too long to pack its token pairs on the stack (loaded, with a column tail)
     public void Tiled_matmul_matches_naive_reference_and_plain_dot_bit_for_bit(int rows, int tokens, int n)
     {
         var w = Random(rows * n, 1);
