@@ -286,7 +286,22 @@ internal static unsafe class InterleavedRows
             var v1 = Vector256.Load(w + Q40Codes + 32);
             var v2 = Vector256.Load(w + Q40Codes + 64);
             var v3 = Vector256.Load(w + Q40Codes + 96);
-            if (!V.Vnni)
+            Vector256<int> isum;
+            if (V.Vnni)
+            {
+                // Two chains (low / high nibbles); −8·Σa makes the unsigned codes stand for q − 8.
+                var i0 = Vector256.Create(corr[b]);
+                var i1 = QuantizedGemm.Step<V>(Vector256<int>.Zero, High(v0, low, highMatrix), default, QuantizedGemm.Bcast(a + 16));
+                i0 = QuantizedGemm.Step<V>(i0, v0 & low, default, QuantizedGemm.Bcast(a));
+                i1 = QuantizedGemm.Step<V>(i1, High(v1, low, highMatrix), default, QuantizedGemm.Bcast(a + 20));
+                i0 = QuantizedGemm.Step<V>(i0, v1 & low, default, QuantizedGemm.Bcast(a + 4));
+                i1 = QuantizedGemm.Step<V>(i1, High(v2, low, highMatrix), default, QuantizedGemm.Bcast(a + 24));
+                i0 = QuantizedGemm.Step<V>(i0, v2 & low, default, QuantizedGemm.Bcast(a + 8));
+                i1 = QuantizedGemm.Step<V>(i1, High(v3, low, highMatrix), default, QuantizedGemm.Bcast(a + 28));
+                i0 = QuantizedGemm.Step<V>(i0, v3 & low, default, QuantizedGemm.Bcast(a + 12));
+                isum = Avx2.Add(i0, i1);
+            }
+            else
             {
                 // Without VNNI (AMD Zen 4 has AVX-512 VNNI but not AVX-VNNI, and .NET 10 reaches the former only
                 // through AVX10) a step is pmaddubsw + pmaddwd + paddd. The pair sums of a block add up in int16
@@ -302,24 +317,11 @@ internal static unsafe class InterleavedRows
                 s1 = Avx2.Add(s1, Avx2.MultiplyAddAdjacent(High(v2, low, highMatrix), QuantizedGemm.Bcast(a + 24).AsSByte()));
                 s0 = Avx2.Add(s0, Avx2.MultiplyAddAdjacent(v3 & low, QuantizedGemm.Bcast(a + 12).AsSByte()));
                 s1 = Avx2.Add(s1, Avx2.MultiplyAddAdjacent(High(v3, low, highMatrix), QuantizedGemm.Bcast(a + 28).AsSByte()));
-                var isum = Avx2.Add(Avx2.MultiplyAddAdjacent(Avx2.Add(s0, s1), ones), Vector256.Create(corr[b]));
-                var dw16 = MatKernels.HalfToSingleAvx2((short*)w);
-                acc = Avx.Add(acc, Avx.Multiply(Avx.Multiply(dw16, Vector256.Create(da[b])), Avx.ConvertToVector256Single(isum)));
-                continue;
+                isum = Avx2.Add(Avx2.MultiplyAddAdjacent(Avx2.Add(s0, s1), ones), Vector256.Create(corr[b]));
             }
-            // Two chains (low / high nibbles); −8·Σa makes the unsigned codes stand for q − 8.
-            var i0 = Vector256.Create(corr[b]);
-            var i1 = QuantizedGemm.Step<V>(Vector256<int>.Zero, High(v0, low, highMatrix), default, QuantizedGemm.Bcast(a + 16));
-            i0 = QuantizedGemm.Step<V>(i0, v0 & low, default, QuantizedGemm.Bcast(a));
-            i1 = QuantizedGemm.Step<V>(i1, High(v1, low, highMatrix), default, QuantizedGemm.Bcast(a + 20));
-            i0 = QuantizedGemm.Step<V>(i0, v1 & low, default, QuantizedGemm.Bcast(a + 4));
-            i1 = QuantizedGemm.Step<V>(i1, High(v2, low, highMatrix), default, QuantizedGemm.Bcast(a + 24));
-            i0 = QuantizedGemm.Step<V>(i0, v2 & low, default, QuantizedGemm.Bcast(a + 8));
-            i1 = QuantizedGemm.Step<V>(i1, High(v3, low, highMatrix), default, QuantizedGemm.Bcast(a + 28));
-            i0 = QuantizedGemm.Step<V>(i0, v3 & low, default, QuantizedGemm.Bcast(a + 12));
             var dw = MatKernels.HalfToSingleAvx2((short*)w);
             // The reference's sum += d_w·d_a·sumi, eight rows at once.
-            acc = Avx.Add(acc, Avx.Multiply(Avx.Multiply(dw, Vector256.Create(da[b])), Avx.ConvertToVector256Single(Avx2.Add(i0, i1))));
+            acc = Avx.Add(acc, Avx.Multiply(Avx.Multiply(dw, Vector256.Create(da[b])), Avx.ConvertToVector256Single(isum)));
         }
         acc.Store(y);
     }
@@ -408,9 +410,20 @@ internal static unsafe class InterleavedRows
                 PrefetchStream(codesAhead + 64);
                 PrefetchStream(codesAhead + 128);
                 PrefetchStream(codesAhead + 192);
-                var scA = Avx2.ConvertToVector256Int32(w + KSc + 16 * c);
-                var scB = Avx2.ConvertToVector256Int32(w + KSc + 16 * c + 8);
-                if (!V.Vnni)
+                // Group 2c (low nibbles) and 2c + 1 (high nibbles), two chains each; the four slice pairs written out
+                // (the JIT keeps a loop over them, at ~8 scalar instructions a pair).
+                Vector256<int> gA, gB;
+                if (V.Vnni)
+                {
+                    Vector256<int> a0 = default, a1 = default, b0 = default, b1 = default;
+                    Q4KSlices<V>(codes, ac, 0, low, highMatrix, ref a0, ref a1, ref b0, ref b1);
+                    Q4KSlices<V>(codes, ac, 2, low, highMatrix, ref a0, ref a1, ref b0, ref b1);
+                    Q4KSlices<V>(codes, ac, 4, low, highMatrix, ref a0, ref a1, ref b0, ref b1);
+                    Q4KSlices<V>(codes, ac, 6, low, highMatrix, ref a0, ref a1, ref b0, ref b1);
+                    gA = Avx2.Add(a0, a1);
+                    gB = Avx2.Add(b0, b1);
+                }
+                else
                 {
                     // Without VNNI a group's pair sums add up in int16 (8 steps · 2 · 15 · 128 = 30720 < 2^15), so a
                     // group takes one pmaddwd instead of one per step.
@@ -419,20 +432,13 @@ internal static unsafe class InterleavedRows
                     Q4KSlices16(codes, ac, 2, low, highMatrix, ref p0, ref p1, ref q0, ref q1);
                     Q4KSlices16(codes, ac, 4, low, highMatrix, ref p0, ref p1, ref q0, ref q1);
                     Q4KSlices16(codes, ac, 6, low, highMatrix, ref p0, ref p1, ref q0, ref q1);
-                    var gA = Avx2.MultiplyAddAdjacent(Avx2.Add(p0, p1), ones);
-                    var gB = Avx2.MultiplyAddAdjacent(Avx2.Add(q0, q1), ones);
-                    sumi = Avx2.Add(sumi, Avx2.Add(Avx2.MultiplyLow(gA, scA), Avx2.MultiplyLow(gB, scB)));
-                    continue;
+                    gA = Avx2.MultiplyAddAdjacent(Avx2.Add(p0, p1), ones);
+                    gB = Avx2.MultiplyAddAdjacent(Avx2.Add(q0, q1), ones);
                 }
-                // Group 2c (low nibbles) and 2c + 1 (high nibbles), two chains each; the four slice pairs written out
-                // (the JIT keeps a loop over them, at ~8 scalar instructions a pair).
-                Vector256<int> a0 = default, a1 = default, b0 = default, b1 = default;
-                Q4KSlices<V>(codes, ac, 0, low, highMatrix, ref a0, ref a1, ref b0, ref b1);
-                Q4KSlices<V>(codes, ac, 2, low, highMatrix, ref a0, ref a1, ref b0, ref b1);
-                Q4KSlices<V>(codes, ac, 4, low, highMatrix, ref a0, ref a1, ref b0, ref b1);
-                Q4KSlices<V>(codes, ac, 6, low, highMatrix, ref a0, ref a1, ref b0, ref b1);
                 // Σ_g sc_g·(group dot), exact in int32 (≤ 8·63·32·15·128 < 2^31).
-                sumi = Avx2.Add(sumi, Avx2.Add(Avx2.MultiplyLow(Avx2.Add(a0, a1), scA), Avx2.MultiplyLow(Avx2.Add(b0, b1), scB)));
+                var scA = Avx2.ConvertToVector256Int32(w + KSc + 16 * c);
+                var scB = Avx2.ConvertToVector256Int32(w + KSc + 16 * c + 8);
+                sumi = Avx2.Add(sumi, Avx2.Add(Avx2.MultiplyLow(gA, scA), Avx2.MultiplyLow(gB, scB)));
             }
             // Σ_g m_g·(32-value activation sum) from (m_2k, m_2k+1) × (bsum_2k, bsum_2k+1) int16 pairs.
             Vector256<int> summ = default;
