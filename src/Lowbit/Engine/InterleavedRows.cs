@@ -123,6 +123,10 @@ internal static unsafe class InterleavedRows
     // 128 nibble bytes: low nibbles = group 2c, high nibbles = group 2c+1).
     private const int KBlock = 1184, KDmin = 16, KSc = 32, KMins = 96, KCodes = 160;
 
+    // Q4_0 with paired nibbles (see PairsNibbles), 16 rows a group, per 32-value block: d[row:16] f16, then codes
+    // [s:8][slot:8][4 bytes]: byte j of slot r holds value 4s + j of row r in its low nibble and of row r + 8 in its high.
+    private const int Q40PairBlock = 288, Q40PairCodes = 32;
+
     /// <summary>
     /// The high nibble of every byte (x &gt;&gt; 4). With GFNI one affine transform (output bits 0–3 = input bits
     /// 4–7) replaces shift-and-mask: one vector op fewer per 32 code bytes, which decoded Q4_K and Q4_0 at two
@@ -141,14 +145,30 @@ internal static unsafe class InterleavedRows
     /// <summary>Formats with an interleaved decode kernel on this CPU.</summary>
     public static bool IsSupported(GemmFormat f) => f is GemmFormat.Q4_0 or GemmFormat.Q8_0 or GemmFormat.Q4_K && QuantizedGemm.BestIsa != GemmIsa.Scalar;
 
-    /// <summary>Bytes of one interleaved group of 8 rows.</summary>
-    public static int GroupBytes(GemmFormat f, int cols) => f switch
-    {
-        GemmFormat.Q4_0 => cols / 32 * Q40Block,
-        GemmFormat.Q8_0 => cols / 32 * Q80Block,
-        GemmFormat.Q4_K => cols / 256 * KBlock,
-        _ => throw new ArgumentException($"{f} has no interleaved layout", nameof(f)),
-    };
+    /// <summary>
+    /// Rows per group of <paramref name="f"/>'s interleaved copy for the kernels of <paramref name="isa"/>: 16 where the
+    /// copy pairs nibbles (<see cref="PairsNibbles"/>), otherwise <see cref="GroupRows"/>.
+    /// </summary>
+    public static int RowsPerGroup(GemmFormat f, GemmIsa isa) => PairsNibbles(f, isa) ? 2 * GroupRows : GroupRows;
+
+    /// <summary>
+    /// Whether the copy of <paramref name="f"/> for <paramref name="isa"/> holds 16 rows a group with the codes of rows
+    /// r and r + 8 in the two nibbles of one byte: Q4_0 without VNNI. Both nibbles of a byte are then the same column,
+    /// so one activation broadcast feeds two pmaddubsw (rows 0–7 from the low nibbles, 8–15 from the high), where the
+    /// 8-row copy, whose nibbles are two columns of one row, needs a broadcast for each: half the activation loads for
+    /// the same multiplies, and the copy is still one stream. On a Zen 4 VM (AVX-512 VNNI, which .NET 10 does not reach,
+    /// and no AVX-VNNI), where two 256-bit loads a cycle had been the kernel's tightest limit, one thread with its
+    /// weights in L2 ran 10–16 % faster; two threads streaming 512 MiB of 8192 × 2048 matrices from DRAM (one process
+    /// alternating the two copies and a plain read, 60 s runs bucketed by the read's speed) ran 1.0–3.4 % faster when
+    /// memory gave ~50 GB/s and ±1 % at ~33 GB/s. The same pairing for Q4_K (2368-byte super-blocks of 16 rows, each
+    /// group's scales met in one pmaddwd) was 16–35 % faster in L2 but streamed 3–7 % slower from DRAM at ~50 GB/s (its
+    /// prefetch at 4, 6 or 9 KB ahead alike), so Q4_K keeps the 8-row copy. The VNNI kernels keep it too: no CPU here
+    /// runs them.
+    /// </summary>
+    private static bool PairsNibbles(GemmFormat f, GemmIsa isa) => f == GemmFormat.Q4_0 && isa != GemmIsa.AvxVnni;
+
+    /// <summary>Bytes of one interleaved group (<see cref="RowsPerGroup"/> rows) of <paramref name="f"/> for <paramref name="isa"/>.</summary>
+    public static int GroupBytes(GemmFormat f, GemmIsa isa, int cols) => cols / QuantizedGemm.BlockValues(f) * StoredBlockBytes(f, isa);
 
     /// <summary>
     /// Whether every fp16 scale (Q4_K: d and dmin) of <paramref name="rowCount"/> encoded rows is finite. The kernels
@@ -165,9 +185,9 @@ internal static unsafe class InterleavedRows
         return true;
     }
 
-    private static int StoredBlockBytes(GemmFormat f) => f switch
+    private static int StoredBlockBytes(GemmFormat f, GemmIsa isa) => f switch
     {
-        GemmFormat.Q4_0 => Q40Block,
+        GemmFormat.Q4_0 => PairsNibbles(f, isa) ? Q40PairBlock : Q40Block,
         GemmFormat.Q8_0 => Q80Block,
         GemmFormat.Q4_K => KBlock,
         _ => throw new ArgumentException($"{f} has no interleaved layout", nameof(f)),
@@ -184,13 +204,19 @@ internal static unsafe class InterleavedRows
     }
 
     /// <summary>
-    /// Packs 8 consecutive encoded rows (<paramref name="rowBytes"/> apart) as group <paramref name="g"/> of a copy
-    /// of <paramref name="groups"/> groups starting at <paramref name="copy"/>.
+    /// Packs <see cref="RowsPerGroup"/> consecutive encoded rows (<paramref name="rowBytes"/> apart) as group
+    /// <paramref name="g"/> of a copy of <paramref name="groups"/> groups starting at <paramref name="copy"/>, for the
+    /// kernels of <paramref name="isa"/>.
     /// </summary>
-    public static void PackGroup(GemmFormat f, byte* rows, int rowBytes, int cols, byte* copy, int g, int groups)
+    public static void PackGroup(GemmFormat f, GemmIsa isa, byte* rows, int rowBytes, int cols, byte* copy, int g, int groups)
     {
-        int blockBytes = StoredBlockBytes(f), segmentBlocks = SegmentValues / QuantizedGemm.BlockValues(f), blocks = cols / QuantizedGemm.BlockValues(f);
+        int blockBytes = StoredBlockBytes(f, isa), segmentBlocks = SegmentValues / QuantizedGemm.BlockValues(f), blocks = cols / QuantizedGemm.BlockValues(f);
         int fileBlock = QuantizedGemm.WeightBlockBytes(f);
+        if (PairsNibbles(f, isa))
+        {
+            PackPairedGroup(f, rows, rowBytes, blocks, blockBytes, segmentBlocks, copy, g, groups);
+            return;
+        }
         if (f is GemmFormat.Q4_0 or GemmFormat.Q8_0)
         {
             // Per 32-value block: the 8 rows' fp16 scales, then each 4-byte slice of the codes for all 8 rows.
@@ -229,18 +255,43 @@ internal static unsafe class InterleavedRows
         }
     }
 
+    /// <summary><see cref="PackGroup"/> for the paired-nibble copy of Q4_0 (<see cref="PairsNibbles"/>): 16 rows.</summary>
+    private static void PackPairedGroup(GemmFormat f, byte* rows, int rowBytes, int blocks, int blockBytes, int segmentBlocks, byte* copy, int g, int groups)
+    {
+        int fileBlock = QuantizedGemm.WeightBlockBytes(f);
+        byte* values = stackalloc byte[32];
+        for (int b = 0; b < blocks; b++)
+        {
+            byte* o = BlockAddress(copy, blockBytes, segmentBlocks, groups, blocks, g, b);
+            for (int r = 0; r < 2 * GroupRows; r++) ((ushort*)o)[r] = Unsafe.ReadUnaligned<ushort>(rows + (long)r * rowBytes + (long)b * fileBlock);
+            for (int r = 0; r < GroupRows; r++)
+            {
+                // 16 code bytes a row: values 0–15 in the low nibbles, 16–31 in the high.
+                byte* lo = rows + (long)r * rowBytes + (long)b * fileBlock + 2, hi = lo + (long)GroupRows * rowBytes;
+                for (int i = 0; i < 16; i++)
+                {
+                    values[i] = (byte)((lo[i] & 0x0F) | (hi[i] << 4));
+                    values[16 + i] = (byte)((lo[i] >> 4) | (hi[i] & 0xF0));
+                }
+                for (int s = 0; s < 8; s++) Unsafe.WriteUnaligned(o + Q40PairCodes + 32 * s + 4 * r, Unsafe.ReadUnaligned<uint>(values + 4 * s));
+            }
+        }
+    }
+
     /// <summary>
-    /// y[8(g − g0) + r] = row (8g + r) · x for the <paramref name="count"/> groups from <paramref name="g0"/> of a copy
-    /// of <paramref name="groups"/> groups, x prepared by <see cref="QuantizedGemm.PrepareActivations"/> for the
-    /// same format and instruction set. Segment by segment, each over all the groups asked for: one sequential
-    /// stream per segment.
+    /// y[n(g − g0) + r] = row (ng + r) · x, n = <see cref="RowsPerGroup"/>, for the <paramref name="count"/> groups from
+    /// <paramref name="g0"/> of a copy of <paramref name="groups"/> groups packed for <paramref name="isa"/>, x prepared
+    /// by <see cref="QuantizedGemm.PrepareActivations"/> for the same format and instruction set. Segment by segment,
+    /// each over all the groups asked for: one sequential stream per segment.
     /// </summary>
     public static void Multiply(GemmFormat f, GemmIsa isa, byte* copy, int groups, int g0, int count, int cols, byte* act, float* y)
     {
         if (!IsSupported(f) || isa == GemmIsa.Scalar || !QuantizedGemm.IsSupported(isa))
             throw new ArgumentException($"no interleaved {f} kernel for {isa}");
         if (g0 < 0 || count < 0 || g0 + count > groups) throw new ArgumentOutOfRangeException(nameof(count));
-        int blockBytes = StoredBlockBytes(f), segmentBlocks = SegmentValues / QuantizedGemm.BlockValues(f), blocks = cols / QuantizedGemm.BlockValues(f);
+        int blockBytes = StoredBlockBytes(f, isa), segmentBlocks = SegmentValues / QuantizedGemm.BlockValues(f), blocks = cols / QuantizedGemm.BlockValues(f);
+        int rowsPerGroup = RowsPerGroup(f, isa);
+        bool vnni = isa == GemmIsa.AvxVnni;
         for (int b0 = 0; b0 < blocks; b0 += segmentBlocks)
         {
             int length = Math.Min(segmentBlocks, blocks - b0);
@@ -248,31 +299,32 @@ internal static unsafe class InterleavedRows
             for (int g = g0; g < g0 + count; g++)
             {
                 byte* w = BlockAddress(copy, blockBytes, segmentBlocks, groups, blocks, g, b0);
-                float* yg = y + GroupRows * (g - g0);
+                float* yg = y + rowsPerGroup * (g - g0);
                 bool carry = b0 > 0;
                 switch (f)
                 {
-                    case GemmFormat.Q4_0 when isa == GemmIsa.AvxVnni: Q40Group<QuantizedGemm.Q40Vnni>(w, b0, length, cols, act, yg, carry); break;
-                    case GemmFormat.Q4_0: Q40Group<QuantizedGemm.Q40Avx2>(w, b0, length, cols, act, yg, carry); break;
-                    case GemmFormat.Q8_0 when isa == GemmIsa.AvxVnni: Q80Group<QuantizedGemm.Q80Vnni>(w, b0, length, cols, act, yg, carry); break;
+                    case GemmFormat.Q4_0 when vnni: Q40Group(w, b0, length, cols, act, yg, carry); break;
+                    case GemmFormat.Q4_0: Q40Pairs(w, b0, length, cols, act, yg, carry); break;
+                    case GemmFormat.Q8_0 when vnni: Q80Group<QuantizedGemm.Q80Vnni>(w, b0, length, cols, act, yg, carry); break;
                     case GemmFormat.Q8_0: Q80Group<QuantizedGemm.Q80Avx2>(w, b0, length, cols, act, yg, carry); break;
-                    case GemmFormat.Q4_K when isa == GemmIsa.AvxVnni: Q4KGroup<QuantizedGemm.Q40Vnni>(w, b0, length, cols, act, yg, carry); break;
+                    case GemmFormat.Q4_K when vnni: Q4KGroup<QuantizedGemm.Q40Vnni>(w, b0, length, cols, act, yg, carry); break;
                     default: Q4KGroup<QuantizedGemm.Q40Avx2>(w, b0, length, cols, act, yg, carry); break;
                 }
             }
         }
     }
 
-    // The group kernels fold blocks [b0, b0 + blocks) into y's 8 running sums (starting from 0 unless carry).
+    // The group kernels fold blocks [b0, b0 + blocks) into y's running sums (8, or 16 for the paired copy; starting
+    // from 0 unless carry).
 
+    /// <summary>Q4_0 on the 8-row copy with VNNI: two vpdpbusd chains (low / high nibbles) a block.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Q40Group<V>(byte* w, int b0, int blocks, int cols, byte* act, float* y, bool carry) where V : struct, QuantizedGemm.IVariant
+    private static void Q40Group(byte* w, int b0, int blocks, int cols, byte* act, float* y, bool carry)
     {
         float* da = (float*)(act + cols) + b0;
         int* corr = (int*)(act + cols + 4 * (cols / 32)) + b0;
         var low = Vector256.Create((byte)0x0F);
         var highMatrix = HighNibbleMatrix;
-        var ones = Vector256.Create((short)1);
         Vector256<float> acc = carry ? Vector256.Load(y) : default;
         byte* a = act + 32 * b0;
         for (nint b = 0; b < blocks; b++, w += Q40Block, a += 32)
@@ -286,44 +338,94 @@ internal static unsafe class InterleavedRows
             var v1 = Vector256.Load(w + Q40Codes + 32);
             var v2 = Vector256.Load(w + Q40Codes + 64);
             var v3 = Vector256.Load(w + Q40Codes + 96);
-            Vector256<int> isum;
-            if (V.Vnni)
-            {
-                // Two chains (low / high nibbles); −8·Σa makes the unsigned codes stand for q − 8.
-                var i0 = Vector256.Create(corr[b]);
-                var i1 = QuantizedGemm.Step<V>(Vector256<int>.Zero, High(v0, low, highMatrix), default, QuantizedGemm.Bcast(a + 16));
-                i0 = QuantizedGemm.Step<V>(i0, v0 & low, default, QuantizedGemm.Bcast(a));
-                i1 = QuantizedGemm.Step<V>(i1, High(v1, low, highMatrix), default, QuantizedGemm.Bcast(a + 20));
-                i0 = QuantizedGemm.Step<V>(i0, v1 & low, default, QuantizedGemm.Bcast(a + 4));
-                i1 = QuantizedGemm.Step<V>(i1, High(v2, low, highMatrix), default, QuantizedGemm.Bcast(a + 24));
-                i0 = QuantizedGemm.Step<V>(i0, v2 & low, default, QuantizedGemm.Bcast(a + 8));
-                i1 = QuantizedGemm.Step<V>(i1, High(v3, low, highMatrix), default, QuantizedGemm.Bcast(a + 28));
-                i0 = QuantizedGemm.Step<V>(i0, v3 & low, default, QuantizedGemm.Bcast(a + 12));
-                isum = Avx2.Add(i0, i1);
-            }
-            else
-            {
-                // Without VNNI (AMD Zen 4 has AVX-512 VNNI but not AVX-VNNI, and .NET 10 reaches the former only
-                // through AVX10) a step is pmaddubsw + pmaddwd + paddd. The pair sums of a block add up in int16
-                // instead (8 steps · 2 · 15 · 128 = 30720 < 2^15), so a block takes one pmaddwd: 17 vector ops, not 24.
-                // On a Zen 4 VM, one thread with its weights in L2: Q4_0 +13–15 %, Q4_K +12 %. There a core's kernel
-                // (~35–40 GB/s in cache) is the bound whenever the VM's memory gives two cores ~60 GB/s; at ~32 GB/s
-                // the 1B model decoded alike (0.991 Q4_0, 1.024 Q4_K; one process alternating every 4 tokens).
-                var s0 = Avx2.MultiplyAddAdjacent(v0 & low, QuantizedGemm.Bcast(a).AsSByte());
-                var s1 = Avx2.MultiplyAddAdjacent(High(v0, low, highMatrix), QuantizedGemm.Bcast(a + 16).AsSByte());
-                s0 = Avx2.Add(s0, Avx2.MultiplyAddAdjacent(v1 & low, QuantizedGemm.Bcast(a + 4).AsSByte()));
-                s1 = Avx2.Add(s1, Avx2.MultiplyAddAdjacent(High(v1, low, highMatrix), QuantizedGemm.Bcast(a + 20).AsSByte()));
-                s0 = Avx2.Add(s0, Avx2.MultiplyAddAdjacent(v2 & low, QuantizedGemm.Bcast(a + 8).AsSByte()));
-                s1 = Avx2.Add(s1, Avx2.MultiplyAddAdjacent(High(v2, low, highMatrix), QuantizedGemm.Bcast(a + 24).AsSByte()));
-                s0 = Avx2.Add(s0, Avx2.MultiplyAddAdjacent(v3 & low, QuantizedGemm.Bcast(a + 12).AsSByte()));
-                s1 = Avx2.Add(s1, Avx2.MultiplyAddAdjacent(High(v3, low, highMatrix), QuantizedGemm.Bcast(a + 28).AsSByte()));
-                isum = Avx2.Add(Avx2.MultiplyAddAdjacent(Avx2.Add(s0, s1), ones), Vector256.Create(corr[b]));
-            }
-            var dw = MatKernels.HalfToSingleAvx2((short*)w);
-            // The reference's sum += d_w·d_a·sumi, eight rows at once.
-            acc = Avx.Add(acc, Avx.Multiply(Avx.Multiply(dw, Vector256.Create(da[b])), Avx.ConvertToVector256Single(isum)));
+            // −8·Σa makes the unsigned codes stand for q − 8.
+            var i0 = Vector256.Create(corr[b]);
+            var i1 = AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, High(v0, low, highMatrix), QuantizedGemm.Bcast(a + 16).AsSByte());
+            i0 = AvxVnni.MultiplyWideningAndAdd(i0, v0 & low, QuantizedGemm.Bcast(a).AsSByte());
+            i1 = AvxVnni.MultiplyWideningAndAdd(i1, High(v1, low, highMatrix), QuantizedGemm.Bcast(a + 20).AsSByte());
+            i0 = AvxVnni.MultiplyWideningAndAdd(i0, v1 & low, QuantizedGemm.Bcast(a + 4).AsSByte());
+            i1 = AvxVnni.MultiplyWideningAndAdd(i1, High(v2, low, highMatrix), QuantizedGemm.Bcast(a + 24).AsSByte());
+            i0 = AvxVnni.MultiplyWideningAndAdd(i0, v2 & low, QuantizedGemm.Bcast(a + 8).AsSByte());
+            i1 = AvxVnni.MultiplyWideningAndAdd(i1, High(v3, low, highMatrix), QuantizedGemm.Bcast(a + 28).AsSByte());
+            i0 = AvxVnni.MultiplyWideningAndAdd(i0, v3 & low, QuantizedGemm.Bcast(a + 12).AsSByte());
+            acc = Fold(acc, (short*)w, da[b], Avx2.Add(i0, i1));
         }
         acc.Store(y);
+    }
+
+    /// <summary>
+    /// acc + d_w·d_a·(float)isum for 8 rows, the reference's <c>sum += d_w·d_a·sumi</c> (d_w: the 8 rows' fp16 scales
+    /// at <paramref name="dw"/>).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Fold(Vector256<float> acc, short* dw, float da, Vector256<int> isum)
+        => Avx.Add(acc, Avx.Multiply(Avx.Multiply(MatKernels.HalfToSingleAvx2(dw), Vector256.Create(da)), Avx.ConvertToVector256Single(isum)));
+
+    /// <summary>
+    /// Q4_0 on the paired copy (<see cref="PairsNibbles"/>), without VNNI: per block rows 0–7 and 8–15 each get their
+    /// int16 pair sums from <see cref="PairSums"/> (one activation broadcast per two pmaddubsw), widened by one pmaddwd.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Q40Pairs(byte* w, int b0, int blocks, int cols, byte* act, float* y, bool carry)
+    {
+        float* da = (float*)(act + cols) + b0;
+        int* corr = (int*)(act + cols + 4 * (cols / 32)) + b0;
+        var low = Vector256.Create((byte)0x0F);
+        var highMatrix = HighNibbleMatrix;
+        var ones = Vector256.Create((short)1);
+        Vector256<float> acc0 = carry ? Vector256.Load(y) : default, acc1 = carry ? Vector256.Load(y + GroupRows) : default;
+        byte* a = act + 32 * b0;
+        for (nint b = 0; b < blocks; b++, w += Q40PairBlock, a += 32)
+        {
+            // Every 64-byte line of the 288-byte block ahead.
+            byte* ahead = w + PrefetchBytes;
+            PrefetchStream(ahead);
+            PrefetchStream(ahead + 64);
+            PrefetchStream(ahead + 128);
+            PrefetchStream(ahead + 192);
+            PrefetchStream(ahead + 256);
+            PairSums(w + Q40PairCodes, a, low, highMatrix, out var rows0, out var rows8);
+            // −8·Σa makes the unsigned codes stand for q − 8.
+            var c = Vector256.Create(corr[b]);
+            acc0 = Fold(acc0, (short*)w, da[b], Avx2.Add(Avx2.MultiplyAddAdjacent(rows0, ones), c));
+            acc1 = Fold(acc1, (short*)w + GroupRows, da[b], Avx2.Add(Avx2.MultiplyAddAdjacent(rows8, ones), c));
+        }
+        acc0.Store(y);
+        acc1.Store(y + GroupRows);
+    }
+
+    /// <summary>
+    /// One paired Q4_0 block: 32 columns of 16 rows, 8 slices of 32 code bytes, against the 32
+    /// activations at <paramref name="a"/>. Each slice's broadcast activation bytes meet its low nibbles (rows 0–7)
+    /// and its high nibbles (rows 8–15); the pmaddubsw pair sums add up in int16, two chains a half (per lane at most
+    /// 8 · 2 · 15 · 128 = 30720 &lt; 2^15), into <paramref name="rows0"/> and <paramref name="rows8"/>: per row two
+    /// int16 lanes whose sum is the row's 32-value dot.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PairSums(byte* codes, byte* a, Vector256<byte> low, Vector256<byte> highMatrix, out Vector256<short> rows0, out Vector256<short> rows8)
+    {
+        Vector256<short> l0 = default, l1 = default, h0 = default, h1 = default;
+        PairSlices(codes, a, 0, low, highMatrix, ref l0, ref l1, ref h0, ref h1);
+        PairSlices(codes, a, 2, low, highMatrix, ref l0, ref l1, ref h0, ref h1);
+        PairSlices(codes, a, 4, low, highMatrix, ref l0, ref l1, ref h0, ref h1);
+        PairSlices(codes, a, 6, low, highMatrix, ref l0, ref l1, ref h0, ref h1);
+        rows0 = Avx2.Add(l0, l1);
+        rows8 = Avx2.Add(h0, h1);
+    }
+
+    /// <summary>Slices <paramref name="s"/> and s + 1 of <see cref="PairSums"/> (a constant s, folded into the addresses).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PairSlices(byte* codes, byte* a, int s, Vector256<byte> low, Vector256<byte> highMatrix,
+        ref Vector256<short> l0, ref Vector256<short> l1, ref Vector256<short> h0, ref Vector256<short> h1)
+    {
+        var v0 = Vector256.Load(codes + 32 * s);
+        var v1 = Vector256.Load(codes + 32 * s + 32);
+        var a0 = QuantizedGemm.Bcast(a + 4 * s).AsSByte();
+        var a1 = QuantizedGemm.Bcast(a + 4 * s + 4).AsSByte();
+        l0 = Avx2.Add(l0, Avx2.MultiplyAddAdjacent(v0 & low, a0));
+        h0 = Avx2.Add(h0, Avx2.MultiplyAddAdjacent(High(v0, low, highMatrix), a0));
+        l1 = Avx2.Add(l1, Avx2.MultiplyAddAdjacent(v1 & low, a1));
+        h1 = Avx2.Add(h1, Avx2.MultiplyAddAdjacent(High(v1, low, highMatrix), a1));
     }
 
     /// <summary>
@@ -350,8 +452,7 @@ internal static unsafe class InterleavedRows
             Q80Slices<V>(w, a, 6, bias, ref i0, ref i1, ref c0, ref c1);
             var isum = Avx2.Add(i0, i1);
             if (V.Vnni) isum = Avx2.Subtract(isum, Avx2.Add(c0, c1));
-            var dw = MatKernels.HalfToSingleAvx2((short*)w);
-            acc = Avx.Add(acc, Avx.Multiply(Avx.Multiply(dw, Vector256.Create(da[b])), Avx.ConvertToVector256Single(isum)));
+            acc = Fold(acc, (short*)w, da[b], isum);
         }
         acc.Store(y);
     }

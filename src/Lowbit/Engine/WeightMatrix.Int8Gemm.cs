@@ -51,14 +51,14 @@ internal sealed unsafe partial class WeightMatrix
         }
     }
 
-    /// <summary>Decode through the interleaved copy (<see cref="InterleavedRows"/>); the last Rows mod 8 rows through the row kernels.</summary>
+    /// <summary>Decode through the interleaved copy (<see cref="InterleavedRows"/>); the rows short of a last group through the row kernels.</summary>
     private void MatVecInterleaved(GemmFormat format, float[] x, int xOffset, float[] y, int yOffset, ParallelRunner par)
     {
         GemmIsa isa = QuantizedGemm.BestIsa;
         byte[] xq = QuantizeForDecode(format, isa, x, xOffset, out int xqRow);
         try
         {
-            long unitBytes = InterleavedRows.GroupBytes(format, Cols);
+            long unitBytes = InterleavedRows.GroupBytes(format, isa, Cols);
             DecodeRanges(par, InterleavedUnits, unitBytes, (long)Rows * Cols < MatVecSerialThreshold,
                 (u0, n) => InterleavedRange(format, isa, u0, n, xq, xqRow, y, yOffset));
         }
@@ -88,7 +88,7 @@ internal sealed unsafe partial class WeightMatrix
         byte[] xq = firstMatrix.QuantizeForDecode(format, isa, x, xOffset, out int xqRow);
         try
         {
-            SharedDecodeRanges(matrices, static m => m.InterleavedUnits, InterleavedRows.GroupBytes(format, firstMatrix.Cols), par,
+            SharedDecodeRanges(matrices, static m => m.InterleavedUnits, InterleavedRows.GroupBytes(format, isa, firstMatrix.Cols), par,
                 (i, u0, count) => matrices[i].InterleavedRange(format, isa, u0, count, xq, xqRow, outputs[i], 0));
         }
         finally { ArrayPool<byte>.Shared.Return(xq); }
@@ -172,23 +172,23 @@ internal sealed unsafe partial class WeightMatrix
             (int)Math.Clamp(DecodeMinPieceBytes / unitBytes, 1, int.MaxValue), serial, body);
     }
 
-    /// <summary>Units of an interleaved decode: the groups of 8 rows, then one unit for the Rows mod 8 tail rows.</summary>
-    private int InterleavedUnits => Rows / InterleavedRows.GroupRows + (Rows % InterleavedRows.GroupRows > 0 ? 1 : 0);
+    /// <summary>Units of an interleaved decode: the groups of rows, then one unit for the tail rows short of a group.</summary>
+    private int InterleavedUnits => Rows / InterleavedGroupRows + (Rows % InterleavedGroupRows > 0 ? 1 : 0);
 
     /// <summary>Units [u0, u0 + count) of an interleaved decode into y.</summary>
     private void InterleavedRange(GemmFormat format, GemmIsa isa, int u0, int count, byte[] xq, int xqRow, float[] y, int yOffset)
     {
-        int groups = Rows / InterleavedRows.GroupRows;
+        int groupRows = InterleavedRows.RowsPerGroup(format, isa), groups = Rows / groupRows;
         int g1 = Math.Min(groups, u0 + count);
         if (g1 > u0)
         {
             fixed (byte* pq = xq) fixed (float* py = y)
-                InterleavedRows.Multiply(format, isa, _interleaved!.Pointer, groups, u0, g1 - u0, Cols, pq + xqRow, py + yOffset + u0 * InterleavedRows.GroupRows);
+                InterleavedRows.Multiply(format, isa, _interleaved!.Pointer, groups, u0, g1 - u0, Cols, pq + xqRow, py + yOffset + u0 * groupRows);
             GC.KeepAlive(_interleaved); // the kernels read through a raw pointer into it
         }
         if (u0 + count > groups)
         {
-            int r0 = groups * InterleavedRows.GroupRows;
+            int r0 = groups * groupRows;
             DecodeRows(format, isa, r0, Rows - r0, xq, xqRow, y, yOffset);
         }
     }

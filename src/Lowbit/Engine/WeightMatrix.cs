@@ -69,10 +69,10 @@ internal sealed unsafe partial class WeightMatrix
             fixed (byte* p = Data.Span) _f16Finite = MatKernels.HalvesAllFinite((ushort*)p, Data.Length / 2);
         _quantizedPrefill = quantizedPrefill && _useQuantizedActivations;
         _int8Gemm = _useQuantizedActivations ? QuantizedGemm.FormatOf(Codec) : null;
-        if (interleave && Rows >= InterleavedRows.GroupRows)
+        if (interleave)
         {
-            if (_int8Gemm is { } f && InterleavedRows.IsSupported(f) && ScalesFinite(f)) _interleaved = Interleave(f, decodeMemory);
-            else if (_kind == Kind.F16 && _f16Finite && InterleavedRows.F16Supported(Cols)) _interleaved = Interleave(null, decodeMemory);
+            if (_int8Gemm is { } f && InterleavedRows.IsSupported(f) && Rows >= InterleavedGroupRows && ScalesFinite(f)) _interleaved = Interleave(f, decodeMemory);
+            else if (_kind == Kind.F16 && Rows >= InterleavedRows.GroupRows && _f16Finite && InterleavedRows.F16Supported(Cols)) _interleaved = Interleave(null, decodeMemory);
         }
     }
 
@@ -87,11 +87,17 @@ internal sealed unsafe partial class WeightMatrix
     /// <summary>Bytes of the interleaved decode copy (0 without one).</summary>
     public long InterleavedBytes => _interleaved?.Length ?? 0;
 
-    /// <summary>The interleaved decode copy of the whole groups of 8 rows (format null: F16).</summary>
+    /// <summary>
+    /// Rows per group of the interleaved copy: <see cref="InterleavedRows.RowsPerGroup"/> for a quantized format on this
+    /// CPU, <see cref="InterleavedRows.GroupRows"/> for F16.
+    /// </summary>
+    private int InterleavedGroupRows => _int8Gemm is { } f ? InterleavedRows.RowsPerGroup(f, QuantizedGemm.BestIsa) : InterleavedRows.GroupRows;
+
+    /// <summary>The interleaved decode copy of the whole groups of rows (format null: F16).</summary>
     private NativeSlice Interleave(GemmFormat? f, NativeArena? memory)
     {
-        int groups = Rows / InterleavedRows.GroupRows;
-        int gb = f is { } q ? InterleavedRows.GroupBytes(q, Cols) : InterleavedRows.F16GroupBytes(Cols);
+        int groupRows = InterleavedGroupRows, groups = Rows / groupRows;
+        int gb = f is { } q ? InterleavedRows.GroupBytes(q, QuantizedGemm.BestIsa, Cols) : InterleavedRows.F16GroupBytes(Cols);
         long bytes = (long)groups * gb;
         var copy = memory is not null ? memory.Allocate(bytes) : NativeSlice.Own(bytes);
         int perItem = Math.Max(1, (1 << 20) / gb);
@@ -101,8 +107,8 @@ internal sealed unsafe partial class WeightMatrix
             fixed (byte* pw = Data.Span)
                 for (int g = item * perItem, end = Math.Min(groups, g + perItem); g < end; g++)
                 {
-                    byte* src = pw + (long)g * InterleavedRows.GroupRows * _rowBytes;
-                    if (f is { } q) InterleavedRows.PackGroup(q, src, (int)_rowBytes, Cols, pc, g, groups);
+                    byte* src = pw + (long)g * groupRows * _rowBytes;
+                    if (f is { } q) InterleavedRows.PackGroup(q, QuantizedGemm.BestIsa, src, (int)_rowBytes, Cols, pc, g, groups);
                     else InterleavedRows.PackF16Group(src, (int)_rowBytes, Cols, pc + (long)g * gb);
                 }
         });
@@ -111,7 +117,7 @@ internal sealed unsafe partial class WeightMatrix
 
     /// <summary>
     /// Adds the memory a decode of this matrix streams to <paramref name="regions"/>: the interleaved copy (and the
-    /// file's rows for the Rows mod 8 tail) or the file's rows; <paramref name="pins"/> receives the handles that keep
+    /// file's rows for the tail of rows short of a group) or the file's rows; <paramref name="pins"/> receives the handles that keep
     /// managed rows in place, to be disposed by the caller.
     /// </summary>
     internal void AddDecodeMemory(List<(nint Pointer, long Length)> regions, List<MemoryHandle> pins)
@@ -119,7 +125,7 @@ internal sealed unsafe partial class WeightMatrix
         if (_interleaved is not null)
         {
             regions.Add(((nint)_interleaved.Pointer, _interleaved.Length));
-            int tail = Rows % InterleavedRows.GroupRows;
+            int tail = Rows % InterleavedGroupRows;
             if (tail == 0) return;
             var rows = Data.Pin();
             pins.Add(rows);

@@ -243,20 +243,20 @@ public sealed unsafe class QuantizedGemmTests
         var rng = new Random(4242 + (int)f * 5 + (int)isa);
         foreach (int cols in f == GemmFormat.Q4_K ? new[] { 256, 1024, 2560, 4096 } : new[] { 32, 192, 2144, 4096 })
         {
-            int rows = 5 * InterleavedRows.GroupRows;
+            int groupRows = InterleavedRows.RowsPerGroup(f, isa), rows = 5 * groupRows;
             byte[] w = RandomWeights(f, rows, cols, rng);
             byte[] xq = RandomActivations(f, 1, cols, rng);
             int rb = QuantizedGemm.WeightRowBytes(f, cols);
             var act = new byte[QuantizedGemm.ActivationStride(f, isa, cols)];
             QuantizedGemm.PrepareActivations(f, isa, xq, cols, act);
-            int gb = InterleavedRows.GroupBytes(f, cols);
+            int gb = InterleavedRows.GroupBytes(f, isa, cols);
             var packed = new byte[5 * gb];
             var y = new float[rows];
             fixed (byte* pw = w) fixed (byte* pp = packed) fixed (byte* pa = act) fixed (float* py = y)
             {
-                for (int g = 0; g < 5; g++) InterleavedRows.PackGroup(f, pw + g * InterleavedRows.GroupRows * rb, rb, cols, pp, g, 5);
+                for (int g = 0; g < 5; g++) InterleavedRows.PackGroup(f, isa, pw + g * groupRows * rb, rb, cols, pp, g, 5);
                 // Groups 1–4 first, then group 0 alone: a range of groups reads its own rows of every segment.
-                InterleavedRows.Multiply(f, isa, pp, 5, 1, 4, cols, pa, py + InterleavedRows.GroupRows);
+                InterleavedRows.Multiply(f, isa, pp, 5, 1, 4, cols, pa, py + groupRows);
                 InterleavedRows.Multiply(f, isa, pp, 5, 0, 1, cols, pa, py);
             }
             for (int r = 0; r < rows; r++)
@@ -279,10 +279,10 @@ public sealed unsafe class QuantizedGemmTests
         var rng = new Random(77 + (int)f);
         // One segment, and several with a short last one (InterleavedRows.SegmentValues columns each).
         foreach (int cols in f == GemmFormat.Q4_K ? new[] { 512, 4864 } : new[] { 96, 4192 })
-            foreach (int rows in new[] { 8, 45, 3, 32 }) // whole groups, groups plus a tail, tail only
+            foreach (int rows in new[] { 8, 16, 45, 3, 32 }) // whole groups (of 8 or 16 rows), groups plus a tail, tail only
             {
                 bool copied = InterleavedDecodeCheck.Run(codec, rows, cols, tokens: 3, rng);
-                Assert.Equal(InterleavedRows.IsSupported(f) && rows >= 8, copied);
+                Assert.Equal(InterleavedRows.IsSupported(f) && rows >= InterleavedRows.RowsPerGroup(f, QuantizedGemm.BestIsa), copied);
             }
     }
 
