@@ -6,7 +6,8 @@ using Lowbit.Formats;
 namespace Lowbit.Engine;
 
 /// <summary>
-/// A decode copy of Q4_0 / Q8_0 / Q4_K (and F16) weights with 8 rows interleaved, made once when the model loads
+/// A decode copy of Q4_0 / Q8_0 / Q4_K (and F16) weights with 8 rows interleaved (Q4_0 without VNNI: 16, two rows a
+/// byte, see <see cref="PairsNibbles"/>), made once when the model loads
 /// (as llama.cpp's CPU "repack" buffers do). Decode reads every weight once per token, so it is bound
 /// by how fast memory streams in and how little work each byte costs:
 /// <list type="bullet">
@@ -156,14 +157,16 @@ internal static unsafe class InterleavedRows
     /// r and r + 8 in the two nibbles of one byte: Q4_0 without VNNI. Both nibbles of a byte are then the same column,
     /// so one activation broadcast feeds two pmaddubsw (rows 0–7 from the low nibbles, 8–15 from the high), where the
     /// 8-row copy, whose nibbles are two columns of one row, needs a broadcast for each: half the activation loads for
-    /// the same multiplies, and the copy is still one stream. On a Zen 4 VM (AVX-512 VNNI, which .NET 10 does not reach,
-    /// and no AVX-VNNI), where two 256-bit loads a cycle had been the kernel's tightest limit, one thread with its
-    /// weights in L2 ran 10–16 % faster; two threads streaming 512 MiB of 8192 × 2048 matrices from DRAM (one process
-    /// alternating the two copies and a plain read, 60 s runs bucketed by the read's speed) ran 1.0–3.4 % faster when
-    /// memory gave ~50 GB/s and ±1 % at ~33 GB/s. The same pairing for Q4_K (2368-byte super-blocks of 16 rows, each
-    /// group's scales met in one pmaddwd) was 16–35 % faster in L2 but streamed 3–7 % slower from DRAM at ~50 GB/s (its
-    /// prefetch at 4, 6 or 9 KB ahead alike), so Q4_K keeps the 8-row copy. The VNNI kernels keep it too: no CPU here
-    /// runs them.
+    /// the same multiplies, and the copy is still one stream. On a Zen 4 VM (AVX-512 VNNI, which .NET 10 does not
+    /// reach, and no AVX-VNNI) a microbenchmark showed pmaddubsw, pmaddwd, pmulld, GFNI and vmulps sharing two pipes and
+    /// 256-bit loads and broadcasts issuing two a cycle; the 8-row Q4_0 kernel spent 17 loads and 16 of those multiplies
+    /// a block, ~13 cycles. With its weights in L2 one thread ran 10–21 % faster paired. Two threads over 512 MiB of
+    /// 8192 × 2048 matrices in huge pages (one process alternating the two copies and a plain read, runs of 2 minutes
+    /// bucketed by the read's speed; /tmp harness, bits compared): +4.6 and +4.9 % when memory gave ~52 GB/s, −1.4 %
+    /// (47 passes) at ~58, −0.7 to +1.0 % at ~33. The same pairing for Q4_K (2368-byte super-blocks of 16 rows, a group's
+    /// scales met in one pmaddwd) was 16–35 % faster in L2 but streamed 5 % slower from huge pages and 1–7 % slower
+    /// from 4 KiB pages (prefetching 4, 6 or 9 KB ahead alike), so Q4_K keeps the 8-row copy. The VNNI kernels keep it
+    /// too: no CPU here runs them.
     /// </summary>
     private static bool PairsNibbles(GemmFormat f, GemmIsa isa) => f == GemmFormat.Q4_0 && isa != GemmIsa.AvxVnni;
 
