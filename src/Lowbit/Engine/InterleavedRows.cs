@@ -160,7 +160,7 @@ internal static unsafe class InterleavedRows
     /// the same multiplies, and the copy is still one stream. On a Zen 4 VM (AVX-512 VNNI, which .NET 10 does not
     /// reach, and no AVX-VNNI) a microbenchmark showed pmaddubsw, pmaddwd, pmulld, GFNI and vmulps sharing two pipes and
     /// 256-bit loads and broadcasts issuing two a cycle; the 8-row Q4_0 kernel spent 17 loads and 16 of those multiplies
-    /// a block, ~13 cycles. With its weights in L2 one thread ran 10–21 % faster paired. Two threads over 512 MiB of
+    /// a block, ~13 cycles. With its weights in L2 one thread ran 7–16 % faster paired. Two threads over 512 MiB of
     /// 8192 × 2048 matrices in huge pages (one process alternating the two copies and a plain read, runs of 2 minutes
     /// bucketed by the read's speed; /tmp harness, bits compared): +4.6 and +4.9 % when memory gave ~52 GB/s, −1.4 %
     /// (47 passes) at ~58, −0.7 to +1.0 % at ~33. The same pairing for Q4_K (2368-byte super-blocks of 16 rows, a group's
