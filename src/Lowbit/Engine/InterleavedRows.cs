@@ -217,7 +217,7 @@ internal static unsafe class InterleavedRows
         int fileBlock = QuantizedGemm.WeightBlockBytes(f);
         if (PairsNibbles(f, isa))
         {
-            PackPairedGroup(f, rows, rowBytes, blocks, blockBytes, segmentBlocks, copy, g, groups);
+            PackPairedQ40Group(rows, rowBytes, fileBlock, blocks, blockBytes, segmentBlocks, copy, g, groups);
             return;
         }
         if (f is GemmFormat.Q4_0 or GemmFormat.Q8_0)
@@ -259,9 +259,8 @@ internal static unsafe class InterleavedRows
     }
 
     /// <summary><see cref="PackGroup"/> for the paired-nibble copy of Q4_0 (<see cref="PairsNibbles"/>): 16 rows.</summary>
-    private static void PackPairedGroup(GemmFormat f, byte* rows, int rowBytes, int blocks, int blockBytes, int segmentBlocks, byte* copy, int g, int groups)
+    private static void PackPairedQ40Group(byte* rows, int rowBytes, int fileBlock, int blocks, int blockBytes, int segmentBlocks, byte* copy, int g, int groups)
     {
-        int fileBlock = QuantizedGemm.WeightBlockBytes(f);
         byte* values = stackalloc byte[32];
         for (int b = 0; b < blocks; b++)
         {
@@ -343,14 +342,14 @@ internal static unsafe class InterleavedRows
             var v3 = Vector256.Load(w + Q40Codes + 96);
             // −8·Σa makes the unsigned codes stand for q − 8.
             var i0 = Vector256.Create(corr[b]);
-            var i1 = AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, High(v0, low, highMatrix), QuantizedGemm.Bcast(a + 16).AsSByte());
-            i0 = AvxVnni.MultiplyWideningAndAdd(i0, v0 & low, QuantizedGemm.Bcast(a).AsSByte());
-            i1 = AvxVnni.MultiplyWideningAndAdd(i1, High(v1, low, highMatrix), QuantizedGemm.Bcast(a + 20).AsSByte());
-            i0 = AvxVnni.MultiplyWideningAndAdd(i0, v1 & low, QuantizedGemm.Bcast(a + 4).AsSByte());
-            i1 = AvxVnni.MultiplyWideningAndAdd(i1, High(v2, low, highMatrix), QuantizedGemm.Bcast(a + 24).AsSByte());
-            i0 = AvxVnni.MultiplyWideningAndAdd(i0, v2 & low, QuantizedGemm.Bcast(a + 8).AsSByte());
-            i1 = AvxVnni.MultiplyWideningAndAdd(i1, High(v3, low, highMatrix), QuantizedGemm.Bcast(a + 28).AsSByte());
-            i0 = AvxVnni.MultiplyWideningAndAdd(i0, v3 & low, QuantizedGemm.Bcast(a + 12).AsSByte());
+            var i1 = QuantizedGemm.Step<QuantizedGemm.Q40Vnni>(Vector256<int>.Zero, High(v0, low, highMatrix), default, QuantizedGemm.Bcast(a + 16));
+            i0 = QuantizedGemm.Step<QuantizedGemm.Q40Vnni>(i0, v0 & low, default, QuantizedGemm.Bcast(a));
+            i1 = QuantizedGemm.Step<QuantizedGemm.Q40Vnni>(i1, High(v1, low, highMatrix), default, QuantizedGemm.Bcast(a + 20));
+            i0 = QuantizedGemm.Step<QuantizedGemm.Q40Vnni>(i0, v1 & low, default, QuantizedGemm.Bcast(a + 4));
+            i1 = QuantizedGemm.Step<QuantizedGemm.Q40Vnni>(i1, High(v2, low, highMatrix), default, QuantizedGemm.Bcast(a + 24));
+            i0 = QuantizedGemm.Step<QuantizedGemm.Q40Vnni>(i0, v2 & low, default, QuantizedGemm.Bcast(a + 8));
+            i1 = QuantizedGemm.Step<QuantizedGemm.Q40Vnni>(i1, High(v3, low, highMatrix), default, QuantizedGemm.Bcast(a + 28));
+            i0 = QuantizedGemm.Step<QuantizedGemm.Q40Vnni>(i0, v3 & low, default, QuantizedGemm.Bcast(a + 12));
             acc = Fold(acc, (short*)w, da[b], Avx2.Add(i0, i1));
         }
         acc.Store(y);

@@ -178,7 +178,7 @@ internal sealed unsafe partial class WeightMatrix
     /// <summary>Units [u0, u0 + count) of an interleaved decode into y.</summary>
     private void InterleavedRange(GemmFormat format, GemmIsa isa, int u0, int count, byte[] xq, int xqRow, float[] y, int yOffset)
     {
-        int groupRows = InterleavedRows.RowsPerGroup(format, isa), groups = Rows / groupRows;
+        int groupRows = InterleavedGroupRows, groups = Rows / groupRows;
         int g1 = Math.Min(groups, u0 + count);
         if (g1 > u0)
         {
