@@ -75,10 +75,7 @@ internal sealed unsafe partial class WeightMatrix
     {
         if (TryMatVecSharedF16(matrices, outputs, x, xOffset, par)) return;
         var firstMatrix = matrices[0];
-        bool fused = firstMatrix._interleaved is not null && firstMatrix._int8Gemm is not null;
-        foreach (var m in matrices)
-            fused &= m._interleaved is not null && m._int8Gemm == firstMatrix._int8Gemm && m.Cols == firstMatrix.Cols;
-        if (!fused)
+        if (!FusesInt8Decode(matrices))
         {
             for (int i = 0; i < matrices.Length; i++) matrices[i].MatVec(x, xOffset, outputs[i], 0, par);
             return;
@@ -92,6 +89,88 @@ internal sealed unsafe partial class WeightMatrix
                 (i, u0, count) => matrices[i].InterleavedRange(format, isa, u0, count, xq, xqRow, outputs[i], 0));
         }
         finally { ArrayPool<byte>.Shared.Return(xq); }
+    }
+
+    /// <summary>Whether <see cref="MatVecShared"/> runs these matrices' integer decode as one step.</summary>
+    private static bool FusesInt8Decode(WeightMatrix[] matrices)
+    {
+        var first = matrices[0];
+        bool fused = first._interleaved is not null && first._int8Gemm is not null;
+        foreach (var m in matrices)
+            fused &= m._interleaved is not null && m._int8Gemm == first._int8Gemm && m.Cols == first.Cols;
+        return fused;
+    }
+
+    /// <summary>Whether <see cref="TryMatVecSharedF16"/> takes these matrices (when the activation allows the scaling).</summary>
+    private static bool FusesF16Decode(WeightMatrix[] matrices)
+    {
+        foreach (var m in matrices)
+            if (m._kind != Kind.F16 || m._interleaved is null || m.Cols != matrices[0].Cols || m.Rows % InterleavedRows.GroupRows != 0) return false;
+        return true;
+    }
+
+    /// <summary>
+    /// The warm-up (<see cref="ParallelRunner.Warmup"/>) for the decode step <see cref="MatVecShared"/> (or, for one
+    /// matrix, <see cref="MatVec"/>) next runs on <paramref name="matrices"/> with <paramref name="threads"/> threads:
+    /// for each thread, the start of what it reads first there (its share's first piece, cut as
+    /// <see cref="ParallelRunner.ForRanges"/> cuts it), up to <paramref name="bytes"/> spread over the piece's runs.
+    /// Null when the step has no interleaved copy to warm. The plan's pointers stay valid as long as the matrices.
+    /// </summary>
+    internal static WarmPlan? DecodeWarmPlan(WeightMatrix[] matrices, int threads, long bytes)
+    {
+        if (threads < 2 || bytes <= 0) return null;
+        bool f16 = FusesF16Decode(matrices);
+        if (!f16 && !FusesInt8Decode(matrices)) matrices = [matrices[0]];
+        var m0 = matrices[0];
+        if (m0._interleaved is null) return null;
+        f16 = m0._kind == Kind.F16;
+        GemmFormat format = m0._int8Gemm.GetValueOrDefault();
+        GemmIsa isa = QuantizedGemm.BestIsa;
+        // Units per matrix and bytes per unit exactly as the decode step counts them.
+        int[] unitsOf = new int[matrices.Length];
+        int total = 0;
+        long work = 0;
+        for (int i = 0; i < matrices.Length; i++)
+        {
+            var m = matrices[i];
+            unitsOf[i] = f16 ? (m.Rows + InterleavedRows.GroupRows - 1) / InterleavedRows.GroupRows : m.InterleavedUnits;
+            total += unitsOf[i];
+            work += (long)m.Rows * m.Cols;
+        }
+        if (work < MatVecSerialThreshold) return null; // the caller runs such a step alone, from its caches
+        long unitBytes = f16 ? InterleavedRows.F16GroupBytes(m0.Cols) : InterleavedRows.GroupBytes(format, isa, m0.Cols);
+        var (chunk, minChunk) = DecodePieceUnits(unitBytes);
+        minChunk = Math.Min(chunk, minChunk);
+        int shares = Math.Min(threads, total);
+        var plan = new (nint, long)[shares][];
+        var runs = new List<(nint Start, long Bytes)>();
+        for (int t = 0; t < shares; t++)
+        {
+            int front = (int)((long)total * t / shares), back = (int)((long)total * (t + 1) / shares), left = back - front;
+            int piece = Math.Min(left, Math.Clamp(left / 4, minChunk, chunk)); // ParallelRunner's first claim
+            runs.Clear();
+            long budget = bytes;
+            for (int i = 0, first = 0; i < matrices.Length && piece > 0 && budget > 0; first += unitsOf[i], i++)
+            {
+                if (front >= first + unitsOf[i]) continue;
+                var m = matrices[i];
+                int u0 = front - first, take = Math.Min(piece, unitsOf[i] - u0);
+                int groupRows = f16 ? InterleavedRows.GroupRows : m.InterleavedGroupRows, groups = m.Rows / groupRows;
+                int g = Math.Min(take, groups - u0); // whole groups only: a tail unit reads the file's rows
+                if (g > 0)
+                {
+                    byte* copy = (byte*)m._interleaved!.Pointer;
+                    int before = runs.Count;
+                    if (f16) runs.Add(((nint)(copy + (long)u0 * unitBytes), Math.Min(budget, (long)g * unitBytes)));
+                    else InterleavedRows.AddRuns(format, isa, copy, groups, u0, g, m.Cols, budget / InterleavedRows.Segments(format, m.Cols), runs);
+                    for (int r = before; r < runs.Count; r++) budget -= runs[r].Bytes;
+                }
+                front += take;
+                piece -= take;
+            }
+            plan[t] = runs.ToArray();
+        }
+        return new WarmPlan(plan, matrices);
     }
 
     /// <summary>
@@ -132,8 +211,7 @@ internal sealed unsafe partial class WeightMatrix
     private static bool TryMatVecSharedF16(WeightMatrix[] matrices, float[][] outputs, float[] x, int xOffset, ParallelRunner par)
     {
         int cols = matrices[0].Cols;
-        foreach (var m in matrices)
-            if (m._kind != Kind.F16 || m._interleaved is null || m.Cols != cols || m.Rows % InterleavedRows.GroupRows != 0) return false;
+        if (!FusesF16Decode(matrices)) return false;
         float[] xs = ArrayPool<float>.Shared.Rent(cols);
         try
         {
@@ -167,9 +245,15 @@ internal sealed unsafe partial class WeightMatrix
     /// <summary>A decode step over <paramref name="units"/> units of about <paramref name="unitBytes"/> weight bytes each.</summary>
     private static void DecodeRanges(ParallelRunner par, int units, long unitBytes, bool serial, Action<int, int> body)
     {
+        var (chunk, minChunk) = DecodePieceUnits(unitBytes);
+        par.ForRanges(units, chunk, minChunk, serial, body);
+    }
+
+    /// <summary>A decode step's largest and smallest pieces, in units of <paramref name="unitBytes"/>.</summary>
+    private static (int Chunk, int MinChunk) DecodePieceUnits(long unitBytes)
+    {
         unitBytes = Math.Max(1, unitBytes);
-        par.ForRanges(units, (int)Math.Clamp(DecodePieceBytes / unitBytes, 1, int.MaxValue),
-            (int)Math.Clamp(DecodeMinPieceBytes / unitBytes, 1, int.MaxValue), serial, body);
+        return ((int)Math.Clamp(DecodePieceBytes / unitBytes, 1, int.MaxValue), (int)Math.Clamp(DecodeMinPieceBytes / unitBytes, 1, int.MaxValue));
     }
 
     /// <summary>Units of an interleaved decode: the groups of rows, then one unit for the tail rows short of a group.</summary>
