@@ -314,12 +314,12 @@ public sealed unsafe class InferenceEngine
             for (int l = 0; l < _layers.Length; l++)
             {
                 var L = _layers[l];
-                plans[4 * l] = WeightMatrix.DecodeWarmPlan(L.Qkv, _par.Threads, DecodeWarmBytes);
-                plans[4 * l + 1] = WeightMatrix.DecodeWarmPlan([L.Wo], _par.Threads, DecodeWarmBytes);
-                plans[4 * l + 2] = WeightMatrix.DecodeWarmPlan(L.GateUp, _par.Threads, DecodeWarmBytes);
-                plans[4 * l + 3] = WeightMatrix.DecodeWarmPlan([L.Down], _par.Threads, DecodeWarmBytes);
+                plans[4 * l] = WeightMatrix.DecodeWarmPlan(L.Qkv, _par, DecodeWarmBytes);
+                plans[4 * l + 1] = WeightMatrix.DecodeWarmPlan([L.Wo], _par, DecodeWarmBytes);
+                plans[4 * l + 2] = WeightMatrix.DecodeWarmPlan(L.GateUp, _par, DecodeWarmBytes);
+                plans[4 * l + 3] = WeightMatrix.DecodeWarmPlan([L.Down], _par, DecodeWarmBytes);
             }
-            plans[^1] = WeightMatrix.DecodeWarmPlan([_lmHead], _par.Threads, DecodeWarmBytes);
+            plans[^1] = WeightMatrix.DecodeWarmPlan([_lmHead], _par, DecodeWarmBytes);
             _warmPlans = plans;
         }
         _par.Warmup = _warmPlans[(step + 1) % _warmPlans.Length];

@@ -198,25 +198,19 @@ internal static unsafe class InterleavedRows
 
     /// <summary>
     /// The runs <see cref="Multiply"/> reads for groups [<paramref name="g0"/>, <paramref name="g0"/> + <paramref name="count"/>),
-    /// in its order (one per segment), each cut to its first <paramref name="bytesPerRun"/> bytes: what a warm-up of
-    /// that call prefetches (<see cref="ParallelRunner.Warmup"/>).
+    /// in its order (one per segment), each cut to an equal part of <paramref name="bytes"/>: what a warm-up of that
+    /// call prefetches (<see cref="ParallelRunner.Warmup"/>).
     /// </summary>
-    public static void AddRuns(GemmFormat f, GemmIsa isa, byte* copy, int groups, int g0, int count, int cols, long bytesPerRun,
+    public static void AddRuns(GemmFormat f, GemmIsa isa, byte* copy, int groups, int g0, int count, int cols, long bytes,
         List<(nint Start, long Bytes)> runs)
     {
         int blockBytes = StoredBlockBytes(f, isa), segmentBlocks = SegmentValues / QuantizedGemm.BlockValues(f), blocks = cols / QuantizedGemm.BlockValues(f);
+        long perRun = bytes / ((blocks + segmentBlocks - 1) / segmentBlocks);
         for (int b0 = 0; b0 < blocks; b0 += segmentBlocks)
         {
             int length = Math.Min(segmentBlocks, blocks - b0);
-            runs.Add(((nint)BlockAddress(copy, blockBytes, segmentBlocks, groups, blocks, g0, b0), Math.Min(bytesPerRun, (long)count * length * blockBytes)));
+            runs.Add(((nint)BlockAddress(copy, blockBytes, segmentBlocks, groups, blocks, g0, b0), Math.Min(perRun, (long)count * length * blockBytes)));
         }
-    }
-
-    /// <summary>How many runs (segments) <see cref="Multiply"/> reads for rows of <paramref name="cols"/> values.</summary>
-    public static int Segments(GemmFormat f, int cols)
-    {
-        int segmentBlocks = SegmentValues / QuantizedGemm.BlockValues(f), blocks = cols / QuantizedGemm.BlockValues(f);
-        return (blocks + segmentBlocks - 1) / segmentBlocks;
     }
 
     /// <summary>

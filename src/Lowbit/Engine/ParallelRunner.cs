@@ -85,6 +85,19 @@ internal sealed class ParallelRunner
     }
 
     /// <summary>
+    /// Where thread <paramref name="t"/> starts in a <see cref="ForRanges"/> step over <paramref name="units"/> on this
+    /// runner, and how many units its first piece takes; (0, 0) for a thread without a share. A warm-up
+    /// (<see cref="Warmup"/>) uses it to know what each thread reads first.
+    /// </summary>
+    public (int Front, int Count) FirstPiece(int units, int chunk, int minChunk, int t)
+    {
+        int shares = Math.Min(Threads, units);
+        if (t >= shares) return (0, 0);
+        var (front, back) = RangeStep.Share(units, shares, t);
+        return (front, RangeStep.PieceSize(back - front, Math.Max(1, chunk), Math.Max(1, Math.Min(chunk, minChunk))));
+    }
+
+    /// <summary>
     /// Whether a step of <paramref name="count"/> items goes to the workers, taking _stepLock (released by
     /// <see cref="Run"/>); false means run it here: serial by request, single-threaded, one item, nested inside an
     /// item, or another caller's step in flight.
@@ -244,8 +257,18 @@ internal sealed class ParallelRunner
             _count = Math.Min(shares, units);
             _shares = new long[8 * _count];
             for (int t = 0; t < _count; t++)
-                _shares[8 * t] = Pack((int)((long)units * t / _count), (int)((long)units * (t + 1) / _count));
+            {
+                var (front, back) = Share(units, _count, t);
+                _shares[8 * t] = Pack(front, back);
+            }
         }
+
+        /// <summary>Share t of <paramref name="units"/> split in <paramref name="shares"/>: [front, back).</summary>
+        public static (int Front, int Back) Share(int units, int shares, int t)
+            => ((int)((long)units * t / shares), (int)((long)units * (t + 1) / shares));
+
+        /// <summary>The next piece from a share with <paramref name="left"/> units unclaimed: a quarter of them, within [minChunk, chunk].</summary>
+        public static int PieceSize(int left, int chunk, int minChunk) => Math.Min(left, Math.Clamp(left / 4, minChunk, chunk));
 
         protected override int Total => _units;
 
@@ -281,7 +304,7 @@ internal sealed class ParallelRunner
                 long v = Volatile.Read(ref slot);
                 int front = (int)v, back = (int)(v >> 32);
                 if (front >= back) { start = size = 0; return false; }
-                size = Math.Min(back - front, Math.Clamp((back - front) / 4, _minChunk, _chunk));
+                size = PieceSize(back - front, _chunk, _minChunk);
                 start = fromBack ? back - size : front;
                 long next = fromBack ? Pack(front, back - size) : Pack(front + size, back);
                 if (Interlocked.CompareExchange(ref slot, next, v) == v) return true;

@@ -111,14 +111,14 @@ internal sealed unsafe partial class WeightMatrix
 
     /// <summary>
     /// The warm-up (<see cref="ParallelRunner.Warmup"/>) for the decode step <see cref="MatVecShared"/> (or, for one
-    /// matrix, <see cref="MatVec"/>) next runs on <paramref name="matrices"/> with <paramref name="threads"/> threads:
+    /// matrix, <see cref="MatVec"/>) next runs on <paramref name="matrices"/> with <paramref name="par"/>:
     /// for each thread, the start of what it reads first there (its share's first piece, cut as
     /// <see cref="ParallelRunner.ForRanges"/> cuts it), up to <paramref name="bytes"/> spread over the piece's runs.
     /// Null when the step has no interleaved copy to warm. The plan's pointers stay valid as long as the matrices.
     /// </summary>
-    internal static WarmPlan? DecodeWarmPlan(WeightMatrix[] matrices, int threads, long bytes)
+    internal static WarmPlan? DecodeWarmPlan(WeightMatrix[] matrices, ParallelRunner par, long bytes)
     {
-        if (threads < 2 || bytes <= 0) return null;
+        if (par.Threads < 2 || bytes <= 0) return null;
         bool f16 = FusesF16Decode(matrices);
         if (!f16 && !FusesInt8Decode(matrices)) matrices = [matrices[0]];
         var m0 = matrices[0];
@@ -140,14 +140,11 @@ internal sealed unsafe partial class WeightMatrix
         if (work < MatVecSerialThreshold) return null; // the caller runs such a step alone, from its caches
         long unitBytes = f16 ? InterleavedRows.F16GroupBytes(m0.Cols) : InterleavedRows.GroupBytes(format, isa, m0.Cols);
         var (chunk, minChunk) = DecodePieceUnits(unitBytes);
-        minChunk = Math.Min(chunk, minChunk);
-        int shares = Math.Min(threads, total);
-        var plan = new (nint, long)[shares][];
+        var plan = new (nint, long)[par.Threads][];
         var runs = new List<(nint Start, long Bytes)>();
-        for (int t = 0; t < shares; t++)
+        for (int t = 0; t < plan.Length; t++)
         {
-            int front = (int)((long)total * t / shares), back = (int)((long)total * (t + 1) / shares), left = back - front;
-            int piece = Math.Min(left, Math.Clamp(left / 4, minChunk, chunk)); // ParallelRunner's first claim
+            var (front, piece) = par.FirstPiece(total, chunk, minChunk, t);
             runs.Clear();
             long budget = bytes;
             for (int i = 0, first = 0; i < matrices.Length && piece > 0 && budget > 0; first += unitsOf[i], i++)
@@ -162,7 +159,7 @@ internal sealed unsafe partial class WeightMatrix
                     byte* copy = (byte*)m._interleaved!.Pointer;
                     int before = runs.Count;
                     if (f16) runs.Add(((nint)(copy + (long)u0 * unitBytes), Math.Min(budget, (long)g * unitBytes)));
-                    else InterleavedRows.AddRuns(format, isa, copy, groups, u0, g, m.Cols, budget / InterleavedRows.Segments(format, m.Cols), runs);
+                    else InterleavedRows.AddRuns(format, isa, copy, groups, u0, g, m.Cols, budget, runs);
                     for (int r = before; r < runs.Count; r++) budget -= runs[r].Bytes;
                 }
                 front += take;

@@ -11,6 +11,8 @@ namespace Lowbit.Tests.Engine;
 /// </summary>
 public sealed class DecodeWarmupTests
 {
+    private static readonly ParallelRunner Two = new(2);
+
     [Fact]
     public void Each_thread_starts_on_its_own_share_also_after_the_workers_exit()
     {
@@ -55,17 +57,17 @@ public sealed class DecodeWarmupTests
         var c = Matrix(k * g, cols);
         nint pa = CopyOf(a), pb = CopyOf(b), pc = CopyOf(c);
 
-        var plan = WeightMatrix.DecodeWarmPlan([a, b, c], threads: 2, bytes: 1 << 20)!;
+        var plan = WeightMatrix.DecodeWarmPlan([a, b, c], Two, bytes: 1 << 20)!;
         Assert.Equal([(pa, 4 * k * gb)], plan.For(0).ToArray());
         Assert.Equal([(pa + (nint)(4 * k * gb), k * gb), (pb, 2 * k * gb), (pc, k * gb)], plan.For(1).ToArray());
         Assert.Empty(plan.For(2).ToArray());
 
         // A budget shorter than the first piece: the first bytes only, in reading order.
-        var small = WeightMatrix.DecodeWarmPlan([a, b, c], threads: 2, bytes: k * gb + gb / 2)!;
+        var small = WeightMatrix.DecodeWarmPlan([a, b, c], Two, bytes: k * gb + gb / 2)!;
         Assert.Equal([(pa + (nint)(4 * k * gb), k * gb), (pb, gb / 2)], small.For(1).ToArray());
         Assert.Equal([(pa, k * gb + gb / 2)], small.For(0).ToArray());
 
-        Assert.Null(WeightMatrix.DecodeWarmPlan([a, b, c], threads: 1, bytes: 1 << 20));
+        Assert.Null(WeightMatrix.DecodeWarmPlan([a, b, c], new ParallelRunner(1), bytes: 1 << 20));
     }
 
     [Fact]
@@ -79,12 +81,12 @@ public sealed class DecodeWarmupTests
         var m = Matrix(groups * g, cols);
         nint p = CopyOf(m);
         // Copy layout: segment 0 of every group, then segment 1 of every group; thread 1 reads the second half of the groups.
-        var plan = WeightMatrix.DecodeWarmPlan([m], threads: 2, bytes: 1 << 20)!;
+        var plan = WeightMatrix.DecodeWarmPlan([m], Two, bytes: 1 << 20)!;
         Assert.Equal([(p, half * segmentBytes), (p + (nint)(groups * segmentBytes), half * segmentBytes)], plan.For(0).ToArray());
         Assert.Equal([(p + (nint)(half * segmentBytes), half * segmentBytes), (p + (nint)((groups + half) * segmentBytes), half * segmentBytes)],
             plan.For(1).ToArray());
         // The budget is shared between the runs.
-        var small = WeightMatrix.DecodeWarmPlan([m], threads: 2, bytes: segmentBytes)!;
+        var small = WeightMatrix.DecodeWarmPlan([m], Two, bytes: segmentBytes)!;
         Assert.Equal([(p + (nint)(half * segmentBytes), segmentBytes / 2), (p + (nint)((groups + half) * segmentBytes), segmentBytes / 2)],
             small.For(1).ToArray());
     }
@@ -98,7 +100,7 @@ public sealed class DecodeWarmupTests
         var a = Matrix(InterleavedRows.GroupRows, cols, CodecRegistry.Get("f16"));
         var b = Matrix(2 * InterleavedRows.GroupRows, cols, CodecRegistry.Get("f16"));
         nint pa = CopyOf(a), pb = CopyOf(b);
-        var plan = WeightMatrix.DecodeWarmPlan([a, b], threads: 2, bytes: 1 << 20)!;
+        var plan = WeightMatrix.DecodeWarmPlan([a, b], Two, bytes: 1 << 20)!;
         Assert.Equal([(pa, gb)], plan.For(0).ToArray());
         Assert.Equal([(pb, gb)], plan.For(1).ToArray()); // a first piece of one 256 KiB group
     }
@@ -107,9 +109,9 @@ public sealed class DecodeWarmupTests
     public void Steps_without_a_decode_copy_or_run_by_the_caller_alone_get_no_warm_plan()
     {
         var plain = new WeightMatrix(Tensor(128, 2048, CodecRegistry.Get("q4_0")), useQuantizedActivations: true);
-        Assert.Null(WeightMatrix.DecodeWarmPlan([plain], threads: 2, bytes: 1 << 20));
+        Assert.Null(WeightMatrix.DecodeWarmPlan([plain], Two, bytes: 1 << 20));
         var small = Matrix(32, 256); // far under the multiply-adds a parallel decode step needs
-        Assert.Null(WeightMatrix.DecodeWarmPlan([small], threads: 2, bytes: 1 << 20));
+        Assert.Null(WeightMatrix.DecodeWarmPlan([small], Two, bytes: 1 << 20));
     }
 
     private static WeightMatrix Matrix(int rows, int cols, TensorCodec? codec = null)
