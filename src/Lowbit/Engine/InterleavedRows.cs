@@ -81,9 +81,13 @@ internal static unsafe class InterleavedRows
     /// doubled no better). The integer kernels still gain from it: without it Q4_0 decoded 5.2 and 10.1 % slower and
     /// Q4_K 2.8 and 5.5 % (Q8_0 within ±2 %; same test), and 6 KB is still the distance: against it, 3 / 9 / 12 KB
     /// decoded Q4_0 at 0.922 / 0.990 / 0.969 and Q4_K at 0.995 / 0.963 / 0.938 (one process cycling the four every 4
-    /// tokens for 60 s).
+    /// tokens for 60 s). At stop 22, with each cycle bucketed by a plain read of the weights after it (the VM's memory
+    /// reads near 34, 51 or 58 GB/s by the hour), 4 KB beat 6 KB in every bucket: Q4_0 1.008 / 1.104 / 1.023, Q4_K
+    /// 1.015 / 1.063 / 1.010, Q8_0 1.010 / 1.019 / 1.026 (3 KB: 1.011 / 1.093 / 1.011, 1.018 / 1.049 / 1.011, 1.004 /
+    /// 0.992 / 0.985; 130 s a format), and in two earlier Q4_0 runs that day 1.006 / 1.043 / 1.046 and 1.017 / 1.034 /
+    /// 1.006. So 4 KB.
     /// </summary>
-    private const int PrefetchBytes = 6144;
+    private const int PrefetchBytes = 4096;
 
     /// <summary>
     /// Asks for the first <see cref="PrefetchBytes"/> of a run of <paramref name="runBytes"/> weights: the kernels
