@@ -144,6 +144,42 @@ internal sealed unsafe class KvCache
         return (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(decoded));
     }
 
+    /// <summary>
+    /// The warm-up (<see cref="ParallelRunner.Warmup"/>) for one-token attention over positions [<paramref name="start"/>,
+    /// <paramref name="end"/>) of <paramref name="layer"/>, run on <paramref name="par"/> as one item per KV head: for
+    /// each thread, the front of the K and V rows of the heads in its share, head by head as the attention reads them,
+    /// at most <paramref name="bytesPerThread"/> in all. <paramref name="capped"/>: every run was cut short by the budget,
+    /// so the plan holds for any later end. Null unless the cache is F32 (the others are decoded first).
+    /// </summary>
+    public WarmPlan? AttentionWarmPlan(int layer, int start, int end, ParallelRunner par, long bytesPerThread, out bool capped)
+    {
+        capped = false;
+        if (_f32 is null || par.Threads < 2 || end <= start) return null;
+        int heads = KvDim / HeadDim;
+        long rowBytes = HeadDim * sizeof(float);
+        var plan = new (nint, long)[par.Threads][];
+        capped = true;
+        for (int t = 0; t < plan.Length; t++)
+        {
+            var (front, count) = par.FirstPiece(heads, 1, 1, t);
+            if (count == 0) { plan[t] = []; continue; }
+            var next = t + 1 < plan.Length ? par.FirstPiece(heads, 1, 1, t + 1) : default;
+            int back = next.Count > 0 ? next.Front : heads;
+            long perRun = bytesPerThread / (2L * (back - front)) / rowBytes * rowBytes;
+            long bytes = Math.Min((long)(end - start) * rowBytes, perRun);
+            capped &= bytes == perRun;
+            var runs = new (nint, long)[2 * (back - front)];
+            for (int h = front, i = 0; h < back; h++)
+            {
+                long offset = ((long)h * Capacity + start) * HeadDim;
+                runs[i++] = ((nint)(F32(layer, false) + offset), bytes);
+                runs[i++] = ((nint)(F32(layer, true) + offset), bytes);
+            }
+            plan[t] = runs;
+        }
+        return new WarmPlan(plan, this);
+    }
+
     /// <summary>Layer <paramref name="layer"/>'s K (or V) block of an F32 cache.</summary>
     private float* F32(int layer, bool values) => (float*)_f32!.Pointer + (2L * layer + (values ? 1 : 0)) * _f32Half;
 

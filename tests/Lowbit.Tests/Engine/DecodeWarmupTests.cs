@@ -7,7 +7,7 @@ namespace Lowbit.Tests.Engine;
 
 /// <summary>
 /// The decode warm-up: each thread of a range step starts on its own share (caller 0, worker 1), and the warm plan of a
-/// decode step points at exactly the weights each thread reads first there.
+/// decode step points at exactly the weights (or, for the attention, the K and V rows) each thread reads first there.
 /// </summary>
 public sealed class DecodeWarmupTests
 {
@@ -140,5 +140,39 @@ public sealed class DecodeWarmupTests
         foreach (var pin in pins) pin.Dispose();
         Assert.Equal(m.InterleavedBytes, regions[0].Length);
         return regions[0].Pointer;
+    }
+
+    [Fact]
+    public unsafe void Attention_warm_plan_takes_the_front_of_each_threads_kv_heads_k_then_v()
+    {
+        // 8 KV heads of 64 values, 3 layers, 1000 positions: thread 0 has heads 0-3, thread 1 heads 4-7.
+        var cache = new KvCache(KvCacheType.F32, 3, 1000, 8 * 64, 64);
+        long rowBytes = 64 * sizeof(float);
+        float* k = cache.Read(1, false, 1, out var kl), v = cache.Read(1, true, 1, out var vl);
+
+        // 10 positions from 5: whole runs, under the budget (not capped: a later position needs a longer plan).
+        var plan = cache.AttentionWarmPlan(1, 5, 15, Two, 64 << 10, out bool capped)!;
+        Assert.False(capped);
+        for (int t = 0; t < 2; t++)
+        {
+            var runs = plan.For(t).ToArray();
+            Assert.Equal(8, runs.Length);
+            for (int i = 0; i < 4; i++)
+            {
+                int h = 4 * t + i;
+                Assert.Equal((nint)(k + (long)h * kl.HeadStride + 5L * kl.RowStride), runs[2 * i].Start);
+                Assert.Equal((nint)(v + (long)h * vl.HeadStride + 5L * vl.RowStride), runs[2 * i + 1].Start);
+                Assert.All(runs, r => Assert.Equal(10 * rowBytes, r.Bytes));
+            }
+        }
+
+        // 900 positions: each of a thread's 8 runs gets an eighth of the budget, in whole rows; capped.
+        plan = cache.AttentionWarmPlan(1, 0, 900, Two, 64 << 10, out capped)!;
+        Assert.True(capped);
+        Assert.All(plan.For(1).ToArray(), r => Assert.Equal((64 << 10) / 8 / rowBytes * rowBytes, r.Bytes));
+        Assert.Equal((nint)(k + 4L * kl.HeadStride), plan.For(1)[0].Start);
+
+        Assert.Null(new KvCache(KvCacheType.F16, 3, 1000, 8 * 64, 64).AttentionWarmPlan(1, 0, 900, Two, 64 << 10, out _));
+        Assert.Null(cache.AttentionWarmPlan(1, 0, 900, new ParallelRunner(1), 64 << 10, out _));
     }
 }
