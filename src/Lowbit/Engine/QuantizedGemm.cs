@@ -95,6 +95,20 @@ internal static unsafe class QuantizedGemm
     /// block the float scale and a correction (Q4_0: −8·Σa, so unsigned nibbles stand in for q − 8;
     /// Q4_K: the (int16, int16) pairs of 32-value sums that meet the mins).
     /// </summary>
+    /// <summary>
+    /// <see cref="PrepareActivations"/> straight from the float activation <paramref name="x"/> (its first
+    /// <paramref name="cols"/> values), for Q4_0 and Q8_0 weights on the AVX2 / AVX-VNNI kernels: the same bytes as the
+    /// VecDotCodec's Q8_0 quantization followed by PrepareActivations. False (nothing written) for other formats or
+    /// instruction sets.
+    /// </summary>
+    public static bool TryPrepareActivations(GemmFormat f, GemmIsa isa, ReadOnlySpan<float> x, int cols, Span<byte> dst)
+    {
+        if (f == GemmFormat.Q4_K || isa == GemmIsa.Scalar || !Avx2.IsSupported || cols % 32 != 0) return false;
+        if (x.Length < cols || dst.Length < ActivationStride(f, isa, cols)) throw new ArgumentException("activation buffers too small.");
+        LegacyKernels.QuantizeQ8Prepared(x.Slice(0, cols), dst, q40Correction: f == GemmFormat.Q4_0, biased: f == GemmFormat.Q8_0 && isa == GemmIsa.AvxVnni);
+        return true;
+    }
+
     public static void PrepareActivations(GemmFormat f, GemmIsa isa, ReadOnlySpan<byte> xq, int cols, Span<byte> dst)
     {
         if (xq.Length < QuantizedRowBytes(f, cols) || dst.Length < ActivationStride(f, isa, cols))

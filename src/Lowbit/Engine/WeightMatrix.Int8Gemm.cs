@@ -7,12 +7,20 @@ internal sealed unsafe partial class WeightMatrix
     /// <summary>
     /// One activation vector quantized (VecDotCodec) into [0, xqRow) of a rented buffer, then prepared for the
     /// integer kernels after it (<see cref="QuantizedGemm.PrepareActivations"/>). Return the buffer to ArrayPool.
+    /// Unless <paramref name="rowNeeded"/> (the row kernels of a tail read the quantized row), Q4_0 and Q8_0 go
+    /// straight from the floats to the prepared layout (<see cref="QuantizedGemm.TryPrepareActivations"/>, same bytes):
+    /// the caller quantizes alone while the other threads wait, and on the Zen 4 VM writing and re-reading the block row
+    /// cost that much more when memory ran fast (a 2048-value vector 1.7 µs near 34 GB/s, 4.4–5.4 near 58). Synthetic 1B
+    /// model, one process alternating old and new every 4 tokens, cycles bucketed by a plain read of the weights after
+    /// them (stop 22): Q4_0 1.003 / 1.038 / 1.030 near 33 / 51 / 58 GB/s, Q8_0 1.002 / 1.004 / 1.020.
     /// </summary>
-    private byte[] QuantizeForDecode(GemmFormat format, GemmIsa isa, float[] x, int xOffset, out int xqRow)
+    private byte[] QuantizeForDecode(GemmFormat format, GemmIsa isa, float[] x, int xOffset, out int xqRow, bool rowNeeded = true)
     {
         xqRow = QuantizedGemm.QuantizedRowBytes(format, Cols);
         int actStride = QuantizedGemm.ActivationStride(format, isa, Cols);
         byte[] xq = ArrayPool<byte>.Shared.Rent(xqRow + actStride);
+        if (!rowNeeded && QuantizedGemm.TryPrepareActivations(format, isa, x.AsSpan(xOffset, Cols), Cols, xq.AsSpan(xqRow, actStride)))
+            return xq;
         Codec.VecDotCodec!.QuantizeRows(x.AsSpan(xOffset, Cols), xq.AsSpan(0, xqRow), Cols, default);
         QuantizedGemm.PrepareActivations(format, isa, xq.AsSpan(0, xqRow), Cols, xq.AsSpan(xqRow, actStride));
         return xq;
@@ -55,7 +63,7 @@ internal sealed unsafe partial class WeightMatrix
     private void MatVecInterleaved(GemmFormat format, float[] x, int xOffset, float[] y, int yOffset, ParallelRunner par)
     {
         GemmIsa isa = QuantizedGemm.BestIsa;
-        byte[] xq = QuantizeForDecode(format, isa, x, xOffset, out int xqRow);
+        byte[] xq = QuantizeForDecode(format, isa, x, xOffset, out int xqRow, rowNeeded: Rows % InterleavedGroupRows != 0);
         try
         {
             long unitBytes = InterleavedRows.GroupBytes(format, isa, Cols);
@@ -82,7 +90,8 @@ internal sealed unsafe partial class WeightMatrix
         }
         GemmFormat format = firstMatrix._int8Gemm!.Value;
         GemmIsa isa = QuantizedGemm.BestIsa;
-        byte[] xq = firstMatrix.QuantizeForDecode(format, isa, x, xOffset, out int xqRow);
+        byte[] xq = firstMatrix.QuantizeForDecode(format, isa, x, xOffset, out int xqRow,
+            rowNeeded: Array.Exists(matrices, m => m.Rows % m.InterleavedGroupRows != 0));
         try
         {
             SharedDecodeRanges(matrices, static m => m.InterleavedUnits, InterleavedRows.GroupBytes(format, isa, firstMatrix.Cols), par,

@@ -524,41 +524,18 @@ internal static unsafe class LegacyKernels
         int blocks = src.Length / Group;
         if (dst.Length < blocks * blockBytes)
             throw new ArgumentException($"destination holds {dst.Length} bytes, {blocks * blockBytes} needed.");
-        Vector256<float> absMask = Vector256.Create(0x7FFFFFFF).AsSingle();
-        Vector256<float> signMask = Vector256.Create(unchecked((int)0x80000000)).AsSingle();
-        Vector256<float> one = Vector256.Create(1f), half = Vector256.Create(0.5f);
-        Vector256<int> packOrder = Vector256.Create(0, 4, 1, 5, 2, 6, 3, 7);
+        var k = new Q8Constants();
         fixed (float* s0 = src)
         fixed (byte* d0 = dst)
         {
             for (int b = 0; b < blocks; b++)
             {
-                float* x = s0 + b * Group;
                 byte* block = d0 + (long)b * blockBytes;
-                Vector256<float> v0 = Avx.LoadVector256(x), v1 = Avx.LoadVector256(x + 8);
-                Vector256<float> v2 = Avx.LoadVector256(x + 16), v3 = Avx.LoadVector256(x + 24);
-                Vector256<float> m = Avx.Max(Avx.Max(Avx.And(v0, absMask), Avx.And(v1, absMask)),
-                                             Avx.Max(Avx.And(v2, absMask), Avx.And(v3, absMask)));
-                Vector128<float> m4 = Sse.Max(m.GetLower(), m.GetUpper());
-                m4 = Sse.Max(m4, Sse.MoveHighToLow(m4, m4));
-                m4 = Sse.Max(m4, Sse.Shuffle(m4, m4, 0x55));
-                float amax = m4.ToScalar();
-                float d = amax / 127;
-                float id = d != 0 ? 1.0f / d : 0.0f;
+                var packed = QuantizeQ8Block(s0 + b * Group, k, out float d, out var qsum);
                 Unsafe.WriteUnaligned(block, (Half)d);
-                Vector256<float> idv = Vector256.Create(id);
-                Vector256<int> q0 = RoundAwayToInt(Avx.Multiply(v0, idv), absMask, signMask, one, half);
-                Vector256<int> q1 = RoundAwayToInt(Avx.Multiply(v1, idv), absMask, signMask, one, half);
-                Vector256<int> q2 = RoundAwayToInt(Avx.Multiply(v2, idv), absMask, signMask, one, half);
-                Vector256<int> q3 = RoundAwayToInt(Avx.Multiply(v3, idv), absMask, signMask, one, half);
-                Vector256<short> p01 = Avx2.PackSignedSaturate(q0, q1);
-                Vector256<short> p23 = Avx2.PackSignedSaturate(q2, q3);
-                Vector256<sbyte> packed = Avx2.PackSignedSaturate(p01, p23);
-                packed = Avx2.PermuteVar8x32(packed.AsInt32(), packOrder).AsSByte();
                 if (withSum)
                 {
-                    int sum = Vector256.Sum(Avx2.Add(Avx2.Add(q0, q1), Avx2.Add(q2, q3)));
-                    Unsafe.WriteUnaligned(block + 2, (Half)(sum * d));
+                    Unsafe.WriteUnaligned(block + 2, (Half)(Vector256.Sum(qsum) * d));
                     Avx.Store((sbyte*)(block + 4), packed);
                 }
                 else
@@ -567,6 +544,77 @@ internal static unsafe class LegacyKernels
                 }
             }
         }
+    }
+
+    /// <summary>
+    /// Q8_0-quantizes whole blocks of <paramref name="src"/> straight into the integer decode kernels' activation layout
+    /// (<c>QuantizedGemm.PrepareActivations</c>): the codes (biased by +128 when <paramref name="biased"/>), then per block
+    /// the float value of the fp16 scale, then per block −8·Σq when <paramref name="q40Correction"/> (else 0). The same
+    /// bytes as <see cref="QuantizeQ8Avx2"/> and then PrepareActivations, without writing and re-reading the block row
+    /// between them.
+    /// </summary>
+    public static void QuantizeQ8Prepared(ReadOnlySpan<float> src, Span<byte> dst, bool q40Correction, bool biased)
+    {
+        int cols = src.Length - src.Length % Group, blocks = cols / Group;
+        if (dst.Length < cols + 8 * blocks)
+            throw new ArgumentException($"destination holds {dst.Length} bytes, {cols + 8 * blocks} needed.");
+        var k = new Q8Constants();
+        var bias = Vector256.Create((sbyte)-128);
+        fixed (float* s0 = src)
+        fixed (byte* d0 = dst)
+        {
+            float* da = (float*)(d0 + cols);
+            int* corr = (int*)(d0 + cols + 4 * blocks);
+            for (int b = 0; b < blocks; b++)
+            {
+                var packed = QuantizeQ8Block(s0 + b * Group, k, out float d, out _);
+                var flipped = Avx2.Xor(packed, bias);
+                Avx.Store((sbyte*)(d0 + (long)Group * b), biased ? flipped : packed);
+                da[b] = (float)(Half)d;
+                // Σq of the stored codes: the +128-biased bytes summed as unsigned (vpsadbw against zero), less 32·128.
+                corr[b] = q40Correction
+                    ? -8 * ((int)Vector256.Sum(Avx2.SumAbsoluteDifferences(flipped.AsByte(), Vector256<byte>.Zero).AsUInt64()) - Group * 128)
+                    : 0;
+            }
+        }
+    }
+
+    /// <summary>The constants of <see cref="QuantizeQ8Block"/>, made once per call rather than per block.</summary>
+    private readonly struct Q8Constants()
+    {
+        public readonly Vector256<float> AbsMask = Vector256.Create(0x7FFFFFFF).AsSingle();
+        public readonly Vector256<float> SignMask = Vector256.Create(unchecked((int)0x80000000)).AsSingle();
+        public readonly Vector256<float> One = Vector256.Create(1f), Half = Vector256.Create(0.5f);
+        public readonly Vector256<int> PackOrder = Vector256.Create(0, 4, 1, 5, 2, 6, 3, 7);
+    }
+
+    /// <summary>
+    /// One Q8_0 block of the 32 floats at <paramref name="x"/>: ggml's d = amax/127 and q = round(x/d) half away from
+    /// zero (as the scalar reference), returned as the 32 codes in order; <paramref name="qsum"/> holds Σq in 8 lanes.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<sbyte> QuantizeQ8Block(float* x, in Q8Constants k, out float d, out Vector256<int> qsum)
+    {
+        Vector256<float> v0 = Avx.LoadVector256(x), v1 = Avx.LoadVector256(x + 8);
+        Vector256<float> v2 = Avx.LoadVector256(x + 16), v3 = Avx.LoadVector256(x + 24);
+        Vector256<float> m = Avx.Max(Avx.Max(Avx.And(v0, k.AbsMask), Avx.And(v1, k.AbsMask)),
+                                     Avx.Max(Avx.And(v2, k.AbsMask), Avx.And(v3, k.AbsMask)));
+        Vector128<float> m4 = Sse.Max(m.GetLower(), m.GetUpper());
+        m4 = Sse.Max(m4, Sse.MoveHighToLow(m4, m4));
+        m4 = Sse.Max(m4, Sse.Shuffle(m4, m4, 0x55));
+        float amax = m4.ToScalar();
+        d = amax / 127;
+        float id = d != 0 ? 1.0f / d : 0.0f;
+        Vector256<float> idv = Vector256.Create(id);
+        Vector256<int> q0 = RoundAwayToInt(Avx.Multiply(v0, idv), k.AbsMask, k.SignMask, k.One, k.Half);
+        Vector256<int> q1 = RoundAwayToInt(Avx.Multiply(v1, idv), k.AbsMask, k.SignMask, k.One, k.Half);
+        Vector256<int> q2 = RoundAwayToInt(Avx.Multiply(v2, idv), k.AbsMask, k.SignMask, k.One, k.Half);
+        Vector256<int> q3 = RoundAwayToInt(Avx.Multiply(v3, idv), k.AbsMask, k.SignMask, k.One, k.Half);
+        qsum = Avx2.Add(Avx2.Add(q0, q1), Avx2.Add(q2, q3));
+        Vector256<short> p01 = Avx2.PackSignedSaturate(q0, q1);
+        Vector256<short> p23 = Avx2.PackSignedSaturate(q2, q3);
+        Vector256<sbyte> packed = Avx2.PackSignedSaturate(p01, p23);
+        return Avx2.PermuteVar8x32(packed.AsInt32(), k.PackOrder).AsSByte();
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
