@@ -97,16 +97,57 @@ internal static unsafe class QuantizedGemm
     /// </summary>
     /// <summary>
     /// <see cref="PrepareActivations"/> straight from the float activation <paramref name="x"/> (its first
-    /// <paramref name="cols"/> values), for Q4_0 and Q8_0 weights on the AVX2 / AVX-VNNI kernels: the same bytes as the
-    /// VecDotCodec's Q8_0 quantization followed by PrepareActivations. False (nothing written) for other formats or
-    /// instruction sets.
+    /// <paramref name="cols"/> values) on the AVX2 / AVX-VNNI kernels: the same bytes as the VecDotCodec's quantization
+    /// (Q8_0, or Q8_K for Q4_K) followed by PrepareActivations, without the quantized row between them. False (nothing
+    /// written) for the scalar kernels or a CPU without AVX2.
     /// </summary>
     public static bool TryPrepareActivations(GemmFormat f, GemmIsa isa, ReadOnlySpan<float> x, int cols, Span<byte> dst)
     {
-        if (f == GemmFormat.Q4_K || isa == GemmIsa.Scalar || !Avx2.IsSupported || cols % 32 != 0) return false;
+        if (isa == GemmIsa.Scalar || !Avx2.IsSupported || cols % BlockValues(f) != 0) return false;
         if (x.Length < cols || dst.Length < ActivationStride(f, isa, cols)) throw new ArgumentException("activation buffers too small.");
-        LegacyKernels.QuantizeQ8Prepared(x.Slice(0, cols), dst, q40Correction: f == GemmFormat.Q4_0, biased: f == GemmFormat.Q8_0 && isa == GemmIsa.AvxVnni);
+        if (f == GemmFormat.Q4_K) PrepareQ8KActivations(x.Slice(0, cols), dst);
+        else LegacyKernels.QuantizeQ8Prepared(x.Slice(0, cols), dst, q40Correction: f == GemmFormat.Q4_0, biased: f == GemmFormat.Q8_0 && isa == GemmIsa.AvxVnni);
         return true;
+    }
+
+    /// <summary>Q4_K's <see cref="TryPrepareActivations"/>: each Q8_K block quantized in place by the codec's vector path.</summary>
+    private static void PrepareQ8KActivations(ReadOnlySpan<float> x, Span<byte> dst)
+    {
+        int cols = x.Length, blocks = cols / 256;
+        Span<byte> block = stackalloc byte[Q8_KCodec.BlockBytesConst];
+        short* bs = stackalloc short[16];
+        fixed (float* px = x) fixed (byte* d = dst)
+        {
+            float* yd = (float*)(d + cols);
+            int* pairs = (int*)(d + cols + 4 * blocks);
+            for (int b = 0; b < blocks; b++)
+            {
+                byte* codes = d + 256 * b;
+                var outcome = Q8_KCodec.QuantizeBlockSimd(px + 256 * b, (sbyte*)codes, bs, out float scale);
+                if (outcome == Q8_KCodec.SimdOutcome.NaN)
+                {
+                    Q8_KCodec.QuantizeBlock(x.Slice(256 * b, 256), block);
+                    fixed (byte* blk = block)
+                    {
+                        scale = *(float*)blk;
+                        Unsafe.CopyBlockUnaligned(codes, blk + Q8_KCodec.OffQs, 256);
+                        Unsafe.CopyBlockUnaligned(bs, blk + Q8_KCodec.OffBsums, 32);
+                    }
+                }
+                else if (outcome == Q8_KCodec.SimdOutcome.Zero)
+                {
+                    new Span<byte>(codes, 256).Clear();
+                    new Span<short>(bs, 16).Clear();
+                    scale = 0;
+                }
+                yd[b] = scale;
+                for (int k = 0; k < 4; k++)
+                {
+                    int s0 = bs[4 * k] + bs[4 * k + 1], s1 = bs[4 * k + 2] + bs[4 * k + 3]; // |s| ≤ 32·128: fits int16
+                    pairs[4 * b + k] = (ushort)(short)s0 | (ushort)(short)s1 << 16;
+                }
+            }
+        }
     }
 
     public static void PrepareActivations(GemmFormat f, GemmIsa isa, ReadOnlySpan<byte> xq, int cols, Span<byte> dst)

@@ -7,12 +7,13 @@ internal sealed unsafe partial class WeightMatrix
     /// <summary>
     /// One activation vector quantized (VecDotCodec) into [0, xqRow) of a rented buffer, then prepared for the
     /// integer kernels after it (<see cref="QuantizedGemm.PrepareActivations"/>). Return the buffer to ArrayPool.
-    /// Unless <paramref name="rowNeeded"/> (the row kernels of a tail read the quantized row), Q4_0 and Q8_0 go
+    /// Unless <paramref name="rowNeeded"/> (the row kernels of a tail read the quantized row), the activation goes
     /// straight from the floats to the prepared layout (<see cref="QuantizedGemm.TryPrepareActivations"/>, same bytes):
     /// the caller quantizes alone while the other threads wait, and on the Zen 4 VM writing and re-reading the block row
     /// cost that much more when memory ran fast (a 2048-value vector 1.7 µs near 34 GB/s, 4.4–5.4 near 58). Synthetic 1B
     /// model, one process alternating old and new every 4 tokens, cycles bucketed by a plain read of the weights after
-    /// them (stop 22): Q4_0 1.003 / 1.038 / 1.030 near 33 / 51 / 58 GB/s, Q8_0 1.002 / 1.004 / 1.020.
+    /// them (stop 22): Q4_0 1.003 / 1.038 / 1.030 near 33 / 51 / 58 GB/s, Q8_0 1.002 / 1.004 / 1.020; Q4_K (Q8_K
+    /// activations, with fewer bytes to write a value) 1.005 / 0.990 (6 cycles) / 1.008, level.
     /// </summary>
     private byte[] QuantizeForDecode(GemmFormat format, GemmIsa isa, float[] x, int xOffset, out int xqRow, bool rowNeeded = true)
     {

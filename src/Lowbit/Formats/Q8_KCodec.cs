@@ -13,7 +13,7 @@ namespace Lowbit.Formats;
 /// </summary>
 public sealed class Q8_KCodec : TensorCodec
 {
-    internal const int OffD = 0, OffQs = 4, OffBsums = 260;
+    internal const int OffD = 0, OffQs = 4, OffBsums = 260, BlockBytesConst = 292;
 
     public override string Name => "q8_K";
     public override GgmlType? Ggml => GgmlType.Q8_K;
@@ -48,60 +48,70 @@ public sealed class Q8_KCodec : TensorCodec
         if (x.Length < KQuantMath.SuperBlock || block.Length < 292) throw new ArgumentException("Q8_K block buffers too small.");
         fixed (float* px = x) fixed (byte* pb = block)
         {
-            var absMask = Vector256.Create(0x7FFFFFFF).AsSingle();
-            var amaxV = Vector256<float>.Zero;
-            var nan = Vector256<float>.Zero;
-            for (int j = 0; j < 256; j += 8)
+            switch (QuantizeBlockSimd(px, (sbyte*)(pb + OffQs), (short*)(pb + OffBsums), out float d))
             {
-                var v = Vector256.Load(px + j);
-                amaxV = Vector256.Max(amaxV, v & absMask);
-                nan |= ~Vector256.Equals(v, v);
+                case SimdOutcome.NaN: QuantizeBlock(x, block); return;
+                case SimdOutcome.Zero: block.Slice(0, 292).Clear(); return;
+                default: BinaryPrimitives.WriteSingleLittleEndian(block, d); return;
             }
-            if (nan != Vector256<float>.Zero)
-            {
-                QuantizeBlock(x, block);
-                return;
-            }
-            var m4 = Vector128.Max(amaxV.GetLower(), amaxV.GetUpper());
-            m4 = Vector128.Max(m4, Vector128.Shuffle(m4, Vector128.Create(2, 3, 0, 1)));
-            float amax = MathF.Max(m4[0], m4[1]);
-            if (amax == 0)
-            {
-                block.Slice(0, 292).Clear();
-                return;
-            }
-            // The first value of that magnitude, 8 lanes at a time (the scalar loop's choice among equal maxima).
-            float max = 0;
-            var target = Vector256.Create(amax);
-            for (int j = 0; j < 256; j += 8)
-            {
-                uint hits = Vector256.Equals(Vector256.Load(px + j) & absMask, target).ExtractMostSignificantBits();
-                if (hits != 0) { max = px[j + BitOperations.TrailingZeroCount(hits)]; break; }
-            }
-            float iscale = -127f / max;
-            var scale = Vector256.Create(iscale);
-            var magic = Vector256.Create(12582912f);
-            var mantissa = Vector256.Create(0x007fffff);
-            var offset = Vector256.Create(0x00400000);
-            var top = Vector256.Create(127);
-            sbyte* qs = (sbyte*)(pb + OffQs);
-            for (int j = 0; j < 256; j += 32)
-            {
-                // KQuantMath.NearestInt on 8 lanes: add 1.5·2^23, read the mantissa.
-                var q0 = Vector256.Min((Vector256.AsInt32(Vector256.Load(px + j) * scale + magic) & mantissa) - offset, top);
-                var q1 = Vector256.Min((Vector256.AsInt32(Vector256.Load(px + j + 8) * scale + magic) & mantissa) - offset, top);
-                var q2 = Vector256.Min((Vector256.AsInt32(Vector256.Load(px + j + 16) * scale + magic) & mantissa) - offset, top);
-                var q3 = Vector256.Min((Vector256.AsInt32(Vector256.Load(px + j + 24) * scale + magic) & mantissa) - offset, top);
-                var w0 = Vector256.Narrow(q0, q1);
-                var w1 = Vector256.Narrow(q2, q3);
-                Vector256.Narrow(w0, w1).Store(qs + j);
-                // Two groups of 16: sums of the (int16) codes.
-                short* sums = (short*)(pb + OffBsums) + j / 16;
-                sums[0] = (short)Vector256.Sum(q0 + q1);
-                sums[1] = (short)Vector256.Sum(q2 + q3);
-            }
-            BinaryPrimitives.WriteSingleLittleEndian(block, 1 / iscale);
         }
+    }
+
+    /// <summary>What <see cref="QuantizeBlockSimd(float*, sbyte*, short*, out float)"/> did with a block.</summary>
+    internal enum SimdOutcome { Done, Zero, NaN }
+
+    /// <summary>
+    /// The vector quantization of one block into separate places: the 256 codes at <paramref name="qs"/>, the 16 sums at
+    /// <paramref name="bsums"/>, the scale in <paramref name="d"/>. Writes nothing for an all-zero block
+    /// (<see cref="SimdOutcome.Zero"/>: all zero) or one with a NaN (<see cref="SimdOutcome.NaN"/>: the scalar path's).
+    /// </summary>
+    internal static unsafe SimdOutcome QuantizeBlockSimd(float* px, sbyte* qs, short* bsums, out float d)
+    {
+        d = 0;
+        var absMask = Vector256.Create(0x7FFFFFFF).AsSingle();
+        var amaxV = Vector256<float>.Zero;
+        var nan = Vector256<float>.Zero;
+        for (int j = 0; j < 256; j += 8)
+        {
+            var v = Vector256.Load(px + j);
+            amaxV = Vector256.Max(amaxV, v & absMask);
+            nan |= ~Vector256.Equals(v, v);
+        }
+        if (nan != Vector256<float>.Zero) return SimdOutcome.NaN;
+        var m4 = Vector128.Max(amaxV.GetLower(), amaxV.GetUpper());
+        m4 = Vector128.Max(m4, Vector128.Shuffle(m4, Vector128.Create(2, 3, 0, 1)));
+        float amax = MathF.Max(m4[0], m4[1]);
+        if (amax == 0) return SimdOutcome.Zero;
+        // The first value of that magnitude, 8 lanes at a time (the scalar loop's choice among equal maxima).
+        float max = 0;
+        var target = Vector256.Create(amax);
+        for (int j = 0; j < 256; j += 8)
+        {
+            uint hits = Vector256.Equals(Vector256.Load(px + j) & absMask, target).ExtractMostSignificantBits();
+            if (hits != 0) { max = px[j + BitOperations.TrailingZeroCount(hits)]; break; }
+        }
+        float iscale = -127f / max;
+        var scale = Vector256.Create(iscale);
+        var magic = Vector256.Create(12582912f);
+        var mantissa = Vector256.Create(0x007fffff);
+        var offset = Vector256.Create(0x00400000);
+        var top = Vector256.Create(127);
+        for (int j = 0; j < 256; j += 32)
+        {
+            // KQuantMath.NearestInt on 8 lanes: add 1.5·2^23, read the mantissa.
+            var q0 = Vector256.Min((Vector256.AsInt32(Vector256.Load(px + j) * scale + magic) & mantissa) - offset, top);
+            var q1 = Vector256.Min((Vector256.AsInt32(Vector256.Load(px + j + 8) * scale + magic) & mantissa) - offset, top);
+            var q2 = Vector256.Min((Vector256.AsInt32(Vector256.Load(px + j + 16) * scale + magic) & mantissa) - offset, top);
+            var q3 = Vector256.Min((Vector256.AsInt32(Vector256.Load(px + j + 24) * scale + magic) & mantissa) - offset, top);
+            var w0 = Vector256.Narrow(q0, q1);
+            var w1 = Vector256.Narrow(q2, q3);
+            Vector256.Narrow(w0, w1).Store(qs + j);
+            // Two groups of 16: sums of the (int16) codes.
+            bsums[j / 16] = (short)Vector256.Sum(q0 + q1);
+            bsums[j / 16 + 1] = (short)Vector256.Sum(q2 + q3);
+        }
+        d = 1 / iscale;
+        return SimdOutcome.Done;
     }
 
     /// <summary>

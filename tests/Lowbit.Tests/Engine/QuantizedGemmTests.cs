@@ -205,13 +205,15 @@ public sealed unsafe class QuantizedGemmTests
     [Theory]
     [InlineData("Q4_0", "Avx2"), InlineData("Q4_0", "AvxVnni")]
     [InlineData("Q8_0", "Avx2"), InlineData("Q8_0", "AvxVnni")]
-    public void Activations_prepared_from_floats_equal_the_q8_0_codec_blocks_then_prepared(string format, string isaName)
+    [InlineData("Q4_K", "Avx2"), InlineData("Q4_K", "AvxVnni")]
+    public void Activations_prepared_from_floats_equal_the_codec_blocks_then_prepared(string format, string isaName)
     {
         var f = Enum.Parse<GemmFormat>(format);
         var isa = Enum.Parse<GemmIsa>(isaName); // only the layout differs by ISA (VNNI biases Q8_0's codes): AVX2 code either way
         if (!System.Runtime.Intrinsics.X86.Avx2.IsSupported) return;
         var rng = new Random(7 + (int)f * 3 + (int)isa);
-        foreach (int cols in new[] { 32, 256, 2048 })
+        var codec = CodecRegistry.Get(f == GemmFormat.Q4_K ? "q8_K" : "q8_0");
+        foreach (int cols in f == GemmFormat.Q4_K ? new[] { 256, 1024, 2048 } : new[] { 32, 256, 2048 })
         {
             var x = new float[cols + 5]; // a longer vector: only the first cols values count
             for (int i = 0; i < x.Length; i++) x[i] = (float)((rng.NextDouble() * 2 - 1) * Math.Pow(10, rng.Next(-3, 4)));
@@ -222,20 +224,27 @@ public sealed unsafe class QuantizedGemmTests
                 for (int j = 0; j < 32; j++) x[96 + j] = (j - 16) * 1e-40f;        // subnormals
                 x[128] = -3e38f;                                                   // a huge scale
             }
+            if (cols >= 1024)
+            {
+                for (int j = 0; j < 256; j++) x[512 + j] = 0;  // an all-zero Q8_K block
+                x[800] = float.NaN;                             // a NaN (the Q8_K codec takes its scalar path)
+                x[1000] = 5000; x[1001] = -5000;               // equal largest magnitudes: the first sets the scale
+            }
             var row = new byte[QuantizedGemm.QuantizedRowBytes(f, cols)];
             // The codec's own quantizer, which decode used before: with subnormal values 1/d overflows and its AVX2 path
             // (like ggml's) stores −128 where the scalar reference stores 0, so the codec's bytes are the ones to keep.
-            CodecRegistry.Get("q8_0").QuantizeRows(x.AsSpan(0, cols), row, cols, default);
+            codec.QuantizeRows(x.AsSpan(0, cols), row, cols, default);
             int stride = QuantizedGemm.ActivationStride(f, isa, cols);
             var expected = new byte[stride];
             QuantizedGemm.PrepareActivations(f, isa, row, cols, expected);
             var direct = new byte[stride];
+            direct.AsSpan().Fill(0xAB); // a rented buffer holds old bytes
             Assert.True(QuantizedGemm.TryPrepareActivations(f, isa, x, cols, direct));
-            int used = cols + 8 * (cols / 32); // codes, scales, corrections; the rest of the stride is padding
+            // Codes, scales, corrections (Q4_K: four int16 pairs a block); the rest of the stride is padding.
+            int used = f == GemmFormat.Q4_K ? cols + 20 * (cols / 256) : cols + 8 * (cols / 32);
             int diff = expected.AsSpan(0, used).CommonPrefixLength(direct.AsSpan(0, used));
             Assert.True(diff == used, $"cols {cols}: first difference at byte {diff} of {used}");
         }
-        Assert.False(QuantizedGemm.TryPrepareActivations(GemmFormat.Q4_K, isa, new float[256], 256, new byte[4096]));
         Assert.False(QuantizedGemm.TryPrepareActivations(f, GemmIsa.Scalar, new float[256], 256, new byte[4096]));
     }
 
