@@ -95,6 +95,47 @@ internal static unsafe class QuantizedGemm
     /// block the float scale and a correction (Q4_0: −8·Σa, so unsigned nibbles stand in for q − 8;
     /// Q4_K: the (int16, int16) pairs of 32-value sums that meet the mins).
     /// </summary>
+    public static void PrepareActivations(GemmFormat f, GemmIsa isa, ReadOnlySpan<byte> xq, int cols, Span<byte> dst)
+    {
+        if (xq.Length < QuantizedRowBytes(f, cols) || dst.Length < ActivationStride(f, isa, cols))
+            throw new ArgumentException("activation buffers too small.");
+        if (isa == GemmIsa.Scalar)
+        {
+            xq.Slice(0, QuantizedRowBytes(f, cols)).CopyTo(dst);
+            return;
+        }
+        fixed (byte* src = xq) fixed (byte* d = dst)
+        {
+            if (f == GemmFormat.Q4_K)
+            {
+                int blocks = cols / 256;
+                float* yd = (float*)(d + cols);
+                int* pairs = (int*)(d + cols + 4 * blocks);
+                for (int b = 0; b < blocks; b++)
+                    PrepareQ8KBlock(src + b * KQuantDot.Q8Bytes, d + 256 * b, yd + b, pairs + 4 * b);
+                return;
+            }
+            int nb = cols / 32;
+            float* da = (float*)(d + cols);
+            int* corr = (int*)(d + cols + 4 * nb);
+            bool biased = f == GemmFormat.Q8_0 && isa == GemmIsa.AvxVnni;
+            var bias = Vector256.Create((byte)0x80);
+            for (int b = 0; b < nb; b++)
+            {
+                byte* blk = src + b * 34;
+                da[b] = LegacyKernels.F16(blk);
+                var q = Vector256.Load(blk + 2);
+                Vector256.Store(biased ? q ^ bias : q, d + 32 * b);
+                int sum = 0;
+                if (f == GemmFormat.Q4_0)
+                {
+                    sum = LegacyKernels.CodeSum(q.AsSByte());
+                }
+                corr[b] = -8 * sum;
+            }
+        }
+    }
+
     /// <summary>
     /// <see cref="PrepareActivations"/> straight from the float activation <paramref name="x"/> (its first
     /// <paramref name="cols"/> values) on the AVX2 / AVX-VNNI kernels: the same bytes as the VecDotCodec's quantization
@@ -114,7 +155,7 @@ internal static unsafe class QuantizedGemm
     private static void PrepareQ8KActivations(ReadOnlySpan<float> x, Span<byte> dst)
     {
         int cols = x.Length, blocks = cols / 256;
-        Span<byte> block = stackalloc byte[Q8_KCodec.BlockBytesConst];
+        byte* block = stackalloc byte[KQuantDot.Q8Bytes];
         short* bs = stackalloc short[16];
         fixed (float* px = x) fixed (byte* d = dst)
         {
@@ -123,83 +164,38 @@ internal static unsafe class QuantizedGemm
             for (int b = 0; b < blocks; b++)
             {
                 byte* codes = d + 256 * b;
-                var outcome = Q8_KCodec.QuantizeBlockSimd(px + 256 * b, (sbyte*)codes, bs, out float scale);
-                if (outcome == Q8_KCodec.SimdOutcome.NaN)
+                switch (Q8_KCodec.QuantizeBlockSimd(px + 256 * b, (sbyte*)codes, bs, out float scale))
                 {
-                    Q8_KCodec.QuantizeBlock(x.Slice(256 * b, 256), block);
-                    fixed (byte* blk = block)
-                    {
-                        scale = *(float*)blk;
-                        Unsafe.CopyBlockUnaligned(codes, blk + Q8_KCodec.OffQs, 256);
-                        Unsafe.CopyBlockUnaligned(bs, blk + Q8_KCodec.OffBsums, 32);
-                    }
-                }
-                else if (outcome == Q8_KCodec.SimdOutcome.Zero)
-                {
-                    new Span<byte>(codes, 256).Clear();
-                    new Span<short>(bs, 16).Clear();
-                    scale = 0;
+                    case Q8_KCodec.SimdOutcome.NaN: // the codec's scalar path, then prepared as a stored block is
+                        Q8_KCodec.QuantizeBlock(x.Slice(256 * b, 256), new Span<byte>(block, KQuantDot.Q8Bytes));
+                        PrepareQ8KBlock(block, codes, yd + b, pairs + 4 * b);
+                        continue;
+                    case Q8_KCodec.SimdOutcome.Zero: // scale is 0
+                        new Span<byte>(codes, 256).Clear();
+                        new Span<short>(bs, 16).Clear();
+                        break;
                 }
                 yd[b] = scale;
-                for (int k = 0; k < 4; k++)
-                {
-                    int s0 = bs[4 * k] + bs[4 * k + 1], s1 = bs[4 * k + 2] + bs[4 * k + 3]; // |s| ≤ 32·128: fits int16
-                    pairs[4 * b + k] = (ushort)(short)s0 | (ushort)(short)s1 << 16;
-                }
+                PackQ8KPairs(bs, pairs + 4 * b);
             }
         }
     }
 
-    public static void PrepareActivations(GemmFormat f, GemmIsa isa, ReadOnlySpan<byte> xq, int cols, Span<byte> dst)
+    /// <summary>One stored Q8_K block at <paramref name="blk"/> in the kernels' layout: its scale, its 256 codes, its sum pairs.</summary>
+    private static void PrepareQ8KBlock(byte* blk, byte* codes, float* yd, int* pairs)
     {
-        if (xq.Length < QuantizedRowBytes(f, cols) || dst.Length < ActivationStride(f, isa, cols))
-            throw new ArgumentException("activation buffers too small.");
-        if (isa == GemmIsa.Scalar)
+        *yd = *(float*)blk;
+        Unsafe.CopyBlockUnaligned(codes, blk + Q8_KCodec.OffQs, 256);
+        PackQ8KPairs((short*)(blk + Q8_KCodec.OffBsums), pairs);
+    }
+
+    /// <summary>A Q8_K block's 16 sums of 16 codes as four (int16, int16) pairs of 32-value sums, the pairs that meet the mins.</summary>
+    private static void PackQ8KPairs(short* bs, int* pairs)
+    {
+        for (int k = 0; k < 4; k++)
         {
-            xq.Slice(0, QuantizedRowBytes(f, cols)).CopyTo(dst);
-            return;
-        }
-        fixed (byte* src = xq) fixed (byte* d = dst)
-        {
-            if (f == GemmFormat.Q4_K)
-            {
-                int blocks = cols / 256;
-                float* yd = (float*)(d + cols);
-                int* pairs = (int*)(d + cols + 4 * blocks);
-                for (int b = 0; b < blocks; b++)
-                {
-                    byte* blk = src + b * KQuantDot.Q8Bytes;
-                    yd[b] = *(float*)blk;
-                    Unsafe.CopyBlockUnaligned(d + 256 * b, blk + Q8_KCodec.OffQs, 256);
-                    short* bs = (short*)(blk + Q8_KCodec.OffBsums);
-                    for (int k = 0; k < 4; k++)
-                    {
-                        int s0 = bs[4 * k] + bs[4 * k + 1], s1 = bs[4 * k + 2] + bs[4 * k + 3]; // |s| ≤ 32·128: fits int16
-                        pairs[4 * b + k] = (ushort)(short)s0 | (ushort)(short)s1 << 16;
-                    }
-                }
-                return;
-            }
-            int nb = cols / 32;
-            float* da = (float*)(d + cols);
-            int* corr = (int*)(d + cols + 4 * nb);
-            bool biased = f == GemmFormat.Q8_0 && isa == GemmIsa.AvxVnni;
-            var bias = Vector256.Create((byte)0x80);
-            for (int b = 0; b < nb; b++)
-            {
-                byte* blk = src + b * 34;
-                da[b] = LegacyKernels.F16(blk);
-                var q = Vector256.Load(blk + 2);
-                Vector256.Store(biased ? q ^ bias : q, d + 32 * b);
-                int sum = 0;
-                if (f == GemmFormat.Q4_0)
-                {
-                    // Σq over the block: the bytes biased by +128 summed as unsigned (vpsadbw against zero), less 32·128.
-                    var sad = Avx2.SumAbsoluteDifferences(q ^ bias, Vector256<byte>.Zero).AsUInt64();
-                    sum = (int)Vector256.Sum(sad) - 32 * 128;
-                }
-                corr[b] = -8 * sum;
-            }
+            int s0 = bs[4 * k] + bs[4 * k + 1], s1 = bs[4 * k + 2] + bs[4 * k + 3]; // |s| ≤ 32·128: fits int16
+            pairs[k] = (ushort)(short)s0 | (ushort)(short)s1 << 16;
         }
     }
 

@@ -568,15 +568,22 @@ internal static unsafe class LegacyKernels
             for (int b = 0; b < blocks; b++)
             {
                 var packed = QuantizeQ8Block(s0 + b * Group, k, out float d, out _);
-                var flipped = Avx2.Xor(packed, bias);
-                Avx.Store((sbyte*)(d0 + (long)Group * b), biased ? flipped : packed);
+                Avx.Store((sbyte*)(d0 + (long)Group * b), biased ? Avx2.Xor(packed, bias) : packed);
                 da[b] = (float)(Half)d;
-                // Σq of the stored codes: the +128-biased bytes summed as unsigned (vpsadbw against zero), less 32·128.
-                corr[b] = q40Correction
-                    ? -8 * ((int)Vector256.Sum(Avx2.SumAbsoluteDifferences(flipped.AsByte(), Vector256<byte>.Zero).AsUInt64()) - Group * 128)
-                    : 0;
+                corr[b] = q40Correction ? -8 * CodeSum(packed) : 0;
             }
         }
+    }
+
+    /// <summary>
+    /// Σq of 32 int8 codes: the bytes biased by +128 summed as unsigned (vpsadbw against zero), less 32·128 (the sum of the
+    /// codes as stored, so saturated ones count as stored).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int CodeSum(Vector256<sbyte> q)
+    {
+        var biased = Avx2.Xor(q, Vector256.Create((sbyte)-128)).AsByte();
+        return (int)Vector256.Sum(Avx2.SumAbsoluteDifferences(biased, Vector256<byte>.Zero).AsUInt64()) - Group * 128;
     }
 
     /// <summary>The constants of <see cref="QuantizeQ8Block"/>, made once per call rather than per block.</summary>

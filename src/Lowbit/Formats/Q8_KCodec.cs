@@ -13,7 +13,7 @@ namespace Lowbit.Formats;
 /// </summary>
 public sealed class Q8_KCodec : TensorCodec
 {
-    internal const int OffD = 0, OffQs = 4, OffBsums = 260, BlockBytesConst = 292;
+    internal const int OffD = 0, OffQs = 4, OffBsums = 260;
 
     public override string Name => "q8_K";
     public override GgmlType? Ggml => GgmlType.Q8_K;
