@@ -17,23 +17,23 @@ namespace Lowbit.Engine;
 /// vpdpbusd with the slice's 4 activation bytes broadcast leaves each row's exact block sum in its
 /// own lane, so no horizontal reduction and no gathering of per-row scales (they are stored 8 together).</item>
 /// </list>
-/// Long rows are cut into segments of <see cref="SegmentValues"/> columns, stored segment by segment
-/// ([segment][group][blocks of the segment]): a kernel pass over one group then touches only that segment's
-/// activations. Streaming a whole 8192-column group (36 KB of Q4_0) between two uses of a 10 KB activation
-/// pushed the activation out of L1: without software prefetch, 2048x8192 Q4_0 ran at 18 GB/s against 22
-/// segmented (one thread); with the prefetch, at two threads, whole rows still streamed 2048x8192 Q4_0 at 60–63 % of
-/// the read bandwidth against 69–74 % segmented (three alternated runs of <c>lowbit bench --kernels q4_0</c>). Storing
-/// ~256 KB chunks of groups segment by segment, so that a run of groups is one stream, was no better (68–78 % against
-/// 78–83 %). At stop 14, pointing the prefetches of a run's last 6 KB at the next segment's run, instead of past the
-/// run's end, changed nothing (Q4_0, Q8_0, Q4_K within 0.4 %). Layouts cannot be compared with one engine (or one set
-/// of matrices) per layout in a process: on this VM identical sets of matrices, built and streamed alike in one process
-/// and alternated, streamed at 33.6–38.7 GB/s (six 512 MiB sets of 2048x2048 Q4_0) and 32.8–42.8 (four), by where their
-/// memory landed; F16 rows in 512-column segments, repacked into the same memory between rounds, decoded +2.5 % in one
-/// run and −5.5 % in another; at stop 15, with no prefetch ahead in the F16 kernel, the same test gave 1024 columns
-/// +3.0 / +1.2 %, 512 −6.1 / −7.4 % and 2048 −2.5 % against whole rows (a long F16 stream over one 512 MiB buffer had
-/// run 20–30 % faster in 512–1024-column pieces, the activation staying in L1, but the model did not follow), so F16
-/// rows stay whole. Per row the blocks are still folded in order, the running sums carried in y from one segment to the
-/// next, so the result does not change.
+/// Each group's rows are stored whole, group after group ([group][block]), so a thread's share of a step is one
+/// sequential stream however the step is cut into pieces. Stops 6–22 cut rows longer than 2048 columns into segments
+/// stored segment by segment ([segment][group][blocks of the segment]) so that a pass over a group touched only 2 KB of
+/// activations; but a piece of groups was then one run per segment, and the decode steps' pieces shrink to a few groups
+/// as a share runs out (<see cref="ParallelRunner.ForRanges"/>), so the 2048 x 8192 down projection of the 1B model
+/// was read as dozens of short runs, each starting cold and prefetching past its end. Two threads over 12–16 sets of
+/// 2048 x 8192 matrices in one arena, the layouts alternated, each pass bucketed by a plain read after it (stop 23):
+/// Q4_0 streamed at 78.1 % of the read whole against 66.6 % segmented near 60 GB/s, 85.1 against 73.1 near 52, 93.9
+/// against 88.4 near 33; Q4_K 71.0 / 67.9, 81.8 / 76.9, 92.3 / 88.7; Q8_0 84.7 / 73.9, 91.8 / 83.0, 97.5 / 92.9
+/// (8192 x 2048 matrices, one segment either way: Q4_0 84.2 %, Q4_K 81.6, Q8_0 89.4 near 60). Decode of the synthetic
+/// 1B Q4_0 model, two engines alternated every 4 tokens, each measured against a read of its own weights: 77.4 against
+/// 74.5 % near 60 GB/s, 88.7 against 80.4 near 52, 97.1 against 94.8 near 33. The activation of a whole row (10 KB
+/// for 8192 Q4_0 columns) is then met once per group; that it leaves L1 between groups costs less than the runs did.
+/// Layouts cannot be compared with one engine (or one set of matrices) per layout in a process
+/// unless each is measured against a read of its own memory: on this VM identical sets of matrices, built and streamed
+/// alike in one process and alternated, streamed at 33.6–38.7 GB/s (six 512 MiB sets of 2048x2048 Q4_0) and 32.8–42.8
+/// (four), by where their memory landed.
 /// Per row the arithmetic is the canonical one (Q4_0: <see cref="QuantizedGemm.ReferenceDot"/>; Q4_K:
 /// the scalar Q8_K integer dot): exact int32 sums per block, then one float fold per block in block
 /// order, so decode through this copy equals the GEMM (prefill) and the scalar references bit for bit.
@@ -92,7 +92,7 @@ internal static unsafe class InterleavedRows
     /// <summary>
     /// Asks for the first <see cref="PrefetchBytes"/> of a run of <paramref name="runBytes"/> weights: the kernels
     /// prefetch that far ahead of where they read, so without this a run starts cold (a piece taken from the back of
-    /// another thread's share, the next segment of the same groups).
+    /// another thread's share).
     /// </summary>
     private static void PrefetchHead(byte* run, long runBytes)
     {
@@ -112,9 +112,6 @@ internal static unsafe class InterleavedRows
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void PrefetchStream(byte* p) => Sse.PrefetchNonTemporal(p);
-
-    /// <summary>Columns per stored segment of a group (see the type's summary).</summary>
-    public const int SegmentValues = 2048;
 
     // Q4_0, per 32-value block of a group: d[row:8] f16, then codes [s:4][row:8][4 bytes] (bytes 4s..4s+3 of
     // each row's 16 nibble bytes: low nibbles = values 4s..4s+3, high nibbles = values 16+4s..16+4s+3).
@@ -202,43 +199,27 @@ internal static unsafe class InterleavedRows
 
     /// <summary>
     /// The runs <see cref="Multiply"/> reads for groups [<paramref name="g0"/>, <paramref name="g0"/> + <paramref name="count"/>),
-    /// in its order (one per segment), each cut to an equal part of <paramref name="bytes"/>: what a warm-up of that
-    /// call prefetches (<see cref="ParallelRunner.Warmup"/>).
+    /// (one, up to <paramref name="bytes"/>): what a warm-up of that call prefetches (<see cref="ParallelRunner.Warmup"/>).
     /// </summary>
-    public static void AddRuns(GemmFormat f, GemmIsa isa, byte* copy, int groups, int g0, int count, int cols, long bytes,
+    public static void AddRuns(GemmFormat f, GemmIsa isa, byte* copy, int g0, int count, int cols, long bytes,
         List<(nint Start, long Bytes)> runs)
     {
-        int blockBytes = StoredBlockBytes(f, isa), segmentBlocks = SegmentValues / QuantizedGemm.BlockValues(f), blocks = cols / QuantizedGemm.BlockValues(f);
-        long perRun = bytes / ((blocks + segmentBlocks - 1) / segmentBlocks);
-        for (int b0 = 0; b0 < blocks; b0 += segmentBlocks)
-        {
-            int length = Math.Min(segmentBlocks, blocks - b0);
-            runs.Add(((nint)BlockAddress(copy, blockBytes, segmentBlocks, groups, blocks, g0, b0), Math.Min(perRun, (long)count * length * blockBytes)));
-        }
+        int groupBytes = GroupBytes(f, isa, cols);
+        runs.Add(((nint)(copy + (long)g0 * groupBytes), Math.Min(bytes, (long)count * groupBytes)));
     }
 
     /// <summary>
-    /// Where block <paramref name="b"/> of group <paramref name="g"/> (of <paramref name="groups"/>) lies in a copy
-    /// of rows of <paramref name="blocks"/> blocks: segments of whole groups one after another.
+    /// Packs <see cref="RowsPerGroup"/> consecutive encoded rows (<paramref name="rowBytes"/> apart) as the group of
+    /// <see cref="GroupBytes"/> bytes at <paramref name="group"/>, for the kernels of <paramref name="isa"/>: its blocks
+    /// in column order, each holding every row's block.
     /// </summary>
-    private static byte* BlockAddress(byte* copy, int blockBytes, int segmentBlocks, int groups, int blocks, int g, int b)
+    public static void PackGroup(GemmFormat f, GemmIsa isa, byte* rows, int rowBytes, int cols, byte* group)
     {
-        int s0 = b / segmentBlocks * segmentBlocks, length = Math.Min(segmentBlocks, blocks - s0);
-        return copy + ((long)s0 * groups + (long)g * length + (b - s0)) * blockBytes;
-    }
-
-    /// <summary>
-    /// Packs <see cref="RowsPerGroup"/> consecutive encoded rows (<paramref name="rowBytes"/> apart) as group
-    /// <paramref name="g"/> of a copy of <paramref name="groups"/> groups starting at <paramref name="copy"/>, for the
-    /// kernels of <paramref name="isa"/>.
-    /// </summary>
-    public static void PackGroup(GemmFormat f, GemmIsa isa, byte* rows, int rowBytes, int cols, byte* copy, int g, int groups)
-    {
-        int blockBytes = StoredBlockBytes(f, isa), segmentBlocks = SegmentValues / QuantizedGemm.BlockValues(f), blocks = cols / QuantizedGemm.BlockValues(f);
+        int blockBytes = StoredBlockBytes(f, isa), blocks = cols / QuantizedGemm.BlockValues(f);
         int fileBlock = QuantizedGemm.WeightBlockBytes(f);
         if (PairsNibbles(f, isa))
         {
-            PackPairedQ40Group(rows, rowBytes, fileBlock, blocks, blockBytes, segmentBlocks, copy, g, groups);
+            PackPairedQ40Group(rows, rowBytes, fileBlock, blocks, blockBytes, group);
             return;
         }
         if (f is GemmFormat.Q4_0 or GemmFormat.Q8_0)
@@ -247,7 +228,7 @@ internal static unsafe class InterleavedRows
             int slices = (fileBlock - 2) / 4;
             for (int b = 0; b < blocks; b++)
             {
-                byte* o = BlockAddress(copy, blockBytes, segmentBlocks, groups, blocks, g, b);
+                byte* o = group + (long)b * blockBytes;
                 for (int r = 0; r < GroupRows; r++)
                 {
                     byte* blk = rows + (long)r * rowBytes + b * fileBlock;
@@ -259,7 +240,7 @@ internal static unsafe class InterleavedRows
         }
         for (int b = 0; b < blocks; b++)
         {
-            byte* o = BlockAddress(copy, blockBytes, segmentBlocks, groups, blocks, g, b);
+            byte* o = group + (long)b * blockBytes;
             for (int r = 0; r < GroupRows; r++)
             {
                 byte* x = rows + (long)r * rowBytes + b * fileBlock;
@@ -280,12 +261,12 @@ internal static unsafe class InterleavedRows
     }
 
     /// <summary><see cref="PackGroup"/> for the paired-nibble copy of Q4_0 (<see cref="PairsNibbles"/>): 16 rows.</summary>
-    private static void PackPairedQ40Group(byte* rows, int rowBytes, int fileBlock, int blocks, int blockBytes, int segmentBlocks, byte* copy, int g, int groups)
+    private static void PackPairedQ40Group(byte* rows, int rowBytes, int fileBlock, int blocks, int blockBytes, byte* group)
     {
         byte* values = stackalloc byte[32];
         for (int b = 0; b < blocks; b++)
         {
-            byte* o = BlockAddress(copy, blockBytes, segmentBlocks, groups, blocks, g, b);
+            byte* o = group + (long)b * blockBytes;
             for (int r = 0; r < 2 * GroupRows; r++) ((ushort*)o)[r] = Unsafe.ReadUnaligned<ushort>(rows + (long)r * rowBytes + (long)b * fileBlock);
             for (int r = 0; r < GroupRows; r++)
             {
@@ -304,52 +285,45 @@ internal static unsafe class InterleavedRows
     /// <summary>
     /// y[n(g − g0) + r] = row (ng + r) · x, n = <see cref="RowsPerGroup"/>, for the <paramref name="count"/> groups from
     /// <paramref name="g0"/> of a copy of <paramref name="groups"/> groups packed for <paramref name="isa"/>, x prepared
-    /// by <see cref="QuantizedGemm.PrepareActivations"/> for the same format and instruction set. Segment by segment,
-    /// each over all the groups asked for: one sequential stream per segment.
+    /// by <see cref="QuantizedGemm.PrepareActivations"/> for the same format and instruction set: one sequential stream.
     /// </summary>
     public static void Multiply(GemmFormat f, GemmIsa isa, byte* copy, int groups, int g0, int count, int cols, byte* act, float* y)
     {
         if (!IsSupported(f) || isa == GemmIsa.Scalar || !QuantizedGemm.IsSupported(isa))
             throw new ArgumentException($"no interleaved {f} kernel for {isa}");
         if (g0 < 0 || count < 0 || g0 + count > groups) throw new ArgumentOutOfRangeException(nameof(count));
-        int blockBytes = StoredBlockBytes(f, isa), segmentBlocks = SegmentValues / QuantizedGemm.BlockValues(f), blocks = cols / QuantizedGemm.BlockValues(f);
+        int groupBytes = GroupBytes(f, isa, cols), blocks = cols / QuantizedGemm.BlockValues(f);
         int rowsPerGroup = RowsPerGroup(f, isa);
         bool vnni = isa == GemmIsa.AvxVnni;
-        for (int b0 = 0; b0 < blocks; b0 += segmentBlocks)
+        PrefetchHead(copy + (long)g0 * groupBytes, (long)count * groupBytes);
+        for (int g = g0; g < g0 + count; g++)
         {
-            int length = Math.Min(segmentBlocks, blocks - b0);
-            PrefetchHead(BlockAddress(copy, blockBytes, segmentBlocks, groups, blocks, g0, b0), (long)count * length * blockBytes);
-            for (int g = g0; g < g0 + count; g++)
+            byte* w = copy + (long)g * groupBytes;
+            float* yg = y + rowsPerGroup * (g - g0);
+            switch (f)
             {
-                byte* w = BlockAddress(copy, blockBytes, segmentBlocks, groups, blocks, g, b0);
-                float* yg = y + rowsPerGroup * (g - g0);
-                bool carry = b0 > 0;
-                switch (f)
-                {
-                    case GemmFormat.Q4_0 when vnni: Q40Group(w, b0, length, cols, act, yg, carry); break;
-                    case GemmFormat.Q4_0: Q40Pairs(w, b0, length, cols, act, yg, carry); break;
-                    case GemmFormat.Q8_0 when vnni: Q80Group<QuantizedGemm.Q80Vnni>(w, b0, length, cols, act, yg, carry); break;
-                    case GemmFormat.Q8_0: Q80Group<QuantizedGemm.Q80Avx2>(w, b0, length, cols, act, yg, carry); break;
-                    case GemmFormat.Q4_K when vnni: Q4KGroup<QuantizedGemm.Q40Vnni>(w, b0, length, cols, act, yg, carry); break;
-                    default: Q4KGroup<QuantizedGemm.Q40Avx2>(w, b0, length, cols, act, yg, carry); break;
-                }
+                case GemmFormat.Q4_0 when vnni: Q40Group(w, blocks, cols, act, yg); break;
+                case GemmFormat.Q4_0: Q40Pairs(w, blocks, cols, act, yg); break;
+                case GemmFormat.Q8_0 when vnni: Q80Group<QuantizedGemm.Q80Vnni>(w, blocks, cols, act, yg); break;
+                case GemmFormat.Q8_0: Q80Group<QuantizedGemm.Q80Avx2>(w, blocks, cols, act, yg); break;
+                case GemmFormat.Q4_K when vnni: Q4KGroup<QuantizedGemm.Q40Vnni>(w, blocks, cols, act, yg); break;
+                default: Q4KGroup<QuantizedGemm.Q40Avx2>(w, blocks, cols, act, yg); break;
             }
         }
     }
 
-    // The group kernels fold blocks [b0, b0 + blocks) into y's running sums (8, or 16 for the paired copy; starting
-    // from 0 unless carry).
+    // The group kernels write the dots of a group's rows (8, or 16 for the paired copy) over its blocks into y.
 
     /// <summary>Q4_0 on the 8-row copy with VNNI: two vpdpbusd chains (low / high nibbles) a block.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Q40Group(byte* w, int b0, int blocks, int cols, byte* act, float* y, bool carry)
+    private static void Q40Group(byte* w, int blocks, int cols, byte* act, float* y)
     {
-        float* da = (float*)(act + cols) + b0;
-        int* corr = (int*)(act + cols + 4 * (cols / 32)) + b0;
+        float* da = (float*)(act + cols);
+        int* corr = (int*)(act + cols + 4 * (cols / 32));
         var low = Vector256.Create((byte)0x0F);
         var highMatrix = HighNibbleMatrix;
-        Vector256<float> acc = carry ? Vector256.Load(y) : default;
-        byte* a = act + 32 * b0;
+        Vector256<float> acc = default;
+        byte* a = act;
         for (nint b = 0; b < blocks; b++, w += Q40Block, a += 32)
         {
             // Every 64-byte line of the block ahead (prefetch gaps ≤ 64 bytes).
@@ -389,15 +363,15 @@ internal static unsafe class InterleavedRows
     /// int16 pair sums from <see cref="PairSums"/> (one activation broadcast per two pmaddubsw), widened by one pmaddwd.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Q40Pairs(byte* w, int b0, int blocks, int cols, byte* act, float* y, bool carry)
+    private static void Q40Pairs(byte* w, int blocks, int cols, byte* act, float* y)
     {
-        float* da = (float*)(act + cols) + b0;
-        int* corr = (int*)(act + cols + 4 * (cols / 32)) + b0;
+        float* da = (float*)(act + cols);
+        int* corr = (int*)(act + cols + 4 * (cols / 32));
         var low = Vector256.Create((byte)0x0F);
         var highMatrix = HighNibbleMatrix;
         var ones = Vector256.Create((short)1);
-        Vector256<float> acc0 = carry ? Vector256.Load(y) : default, acc1 = carry ? Vector256.Load(y + GroupRows) : default;
-        byte* a = act + 32 * b0;
+        Vector256<float> acc0 = default, acc1 = default;
+        byte* a = act;
         for (nint b = 0; b < blocks; b++, w += Q40PairBlock, a += 32)
         {
             // Every 64-byte line of the 288-byte block ahead.
@@ -473,12 +447,12 @@ internal static unsafe class InterleavedRows
     /// codes and subtracts 128·Σw, itself one vpdpbusd of 0x80 bytes with the codes; AVX2 uses |w| ⊗ sign(a, w).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Q80Group<V>(byte* w, int b0, int blocks, int cols, byte* act, float* y, bool carry) where V : struct, QuantizedGemm.IVariant
+    private static void Q80Group<V>(byte* w, int blocks, int cols, byte* act, float* y) where V : struct, QuantizedGemm.IVariant
     {
-        float* da = (float*)(act + cols) + b0;
+        float* da = (float*)(act + cols);
         var bias = Vector256.Create((byte)0x80);
-        Vector256<float> acc = carry ? Vector256.Load(y) : default;
-        byte* a = act + 32 * b0;
+        Vector256<float> acc = default;
+        byte* a = act;
         for (nint b = 0; b < blocks; b++, w += Q80Block, a += 32)
         {
             // One line ahead per 272-byte block, not every line: prefetching all five lines of the block ahead
@@ -529,15 +503,15 @@ internal static unsafe class InterleavedRows
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Q4KGroup<V>(byte* w, int first, int blocks, int cols, byte* act, float* y, bool carry) where V : struct, QuantizedGemm.IVariant
+    private static void Q4KGroup<V>(byte* w, int blocks, int cols, byte* act, float* y) where V : struct, QuantizedGemm.IVariant
     {
-        float* yd = (float*)(act + cols) + first;
-        int* pairs = (int*)(act + cols + 4 * (cols / 256)) + 4 * first;
+        float* yd = (float*)(act + cols);
+        int* pairs = (int*)(act + cols + 4 * (cols / 256));
         var low = Vector256.Create((byte)0x0F);
         var highMatrix = HighNibbleMatrix;
         var ones = Vector256.Create((short)1);
-        Vector256<float> acc = carry ? Vector256.Load(y) : default;
-        byte* a = act + 256 * first;
+        Vector256<float> acc = default;
+        byte* a = act;
         for (nint b = 0; b < blocks; b++, w += KBlock, a += 256, pairs += 4)
         {
             byte* ahead = w + PrefetchBytes;

@@ -169,7 +169,7 @@ internal sealed unsafe partial class WeightMatrix
                     byte* copy = (byte*)m._interleaved!.Pointer;
                     int before = runs.Count;
                     if (f16) runs.Add(((nint)(copy + (long)u0 * unitBytes), Math.Min(budget, (long)g * unitBytes)));
-                    else InterleavedRows.AddRuns(format, isa, copy, groups, u0, g, m.Cols, budget, runs);
+                    else InterleavedRows.AddRuns(format, isa, copy, u0, g, m.Cols, budget, runs);
                     for (int r = before; r < runs.Count; r++) budget -= runs[r].Bytes;
                 }
                 front += take;

@@ -108,7 +108,7 @@ internal sealed unsafe partial class WeightMatrix
                 for (int g = item * perItem, end = Math.Min(groups, g + perItem); g < end; g++)
                 {
                     byte* src = pw + (long)g * groupRows * _rowBytes;
-                    if (f is { } q) InterleavedRows.PackGroup(q, QuantizedGemm.BestIsa, src, (int)_rowBytes, Cols, pc, g, groups);
+                    if (f is { } q) InterleavedRows.PackGroup(q, QuantizedGemm.BestIsa, src, (int)_rowBytes, Cols, pc + (long)g * gb);
                     else InterleavedRows.PackF16Group(src, (int)_rowBytes, Cols, pc + (long)g * gb);
                 }
         });

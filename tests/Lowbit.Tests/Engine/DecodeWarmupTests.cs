@@ -71,24 +71,23 @@ public sealed class DecodeWarmupTests
     }
 
     [Fact]
-    public void Warm_plan_of_long_rows_takes_the_front_of_each_segment_run()
+    public void Warm_plan_of_long_rows_is_one_run_from_the_front_of_each_share()
     {
         var f = GemmFormat.Q4_0;
         var isa = QuantizedGemm.BestIsa;
         if (!InterleavedRows.IsSupported(f)) return;
-        int g = InterleavedRows.RowsPerGroup(f, isa), cols = 2 * InterleavedRows.SegmentValues, groups = 64 / g, half = groups / 2;
-        long segmentBytes = InterleavedRows.GroupBytes(f, isa, cols) / 2; // a group's bytes in one of the two segments
+        int g = InterleavedRows.RowsPerGroup(f, isa), cols = 32768, groups = 64 / g, half = groups / 2;
+        long gb = InterleavedRows.GroupBytes(f, isa, cols);
         var m = Matrix(groups * g, cols);
         nint p = CopyOf(m);
-        // Copy layout: segment 0 of every group, then segment 1 of every group; thread 1 reads the second half of the groups.
+        // Whole groups one after another: thread 1 reads the second half of the groups. A first piece is a quarter of the
+        // share, at least the groups of 128 KiB: here one group (147,456 or 294,912 bytes), so one run of one group.
         var plan = WeightMatrix.DecodeWarmPlan([m], Two, bytes: 1 << 20)!;
-        Assert.Equal([(p, half * segmentBytes), (p + (nint)(groups * segmentBytes), half * segmentBytes)], plan.For(0).ToArray());
-        Assert.Equal([(p + (nint)(half * segmentBytes), half * segmentBytes), (p + (nint)((groups + half) * segmentBytes), half * segmentBytes)],
-            plan.For(1).ToArray());
-        // The budget is shared between the runs.
-        var small = WeightMatrix.DecodeWarmPlan([m], Two, bytes: segmentBytes)!;
-        Assert.Equal([(p + (nint)(half * segmentBytes), segmentBytes / 2), (p + (nint)((groups + half) * segmentBytes), segmentBytes / 2)],
-            small.For(1).ToArray());
+        Assert.Equal([(p, gb)], plan.For(0).ToArray());
+        Assert.Equal([(p + (nint)(half * gb), gb)], plan.For(1).ToArray());
+        // A budget short of the first piece: its first bytes.
+        var small = WeightMatrix.DecodeWarmPlan([m], Two, bytes: gb / 2)!;
+        Assert.Equal([(p + (nint)(half * gb), gb / 2)], small.For(1).ToArray());
     }
 
     [Fact]

@@ -300,8 +300,8 @@ public sealed unsafe class QuantizedGemmTests
             var y = new float[rows];
             fixed (byte* pw = w) fixed (byte* pp = packed) fixed (byte* pa = act) fixed (float* py = y)
             {
-                for (int g = 0; g < 5; g++) InterleavedRows.PackGroup(f, isa, pw + g * groupRows * rb, rb, cols, pp, g, 5);
-                // Groups 1–4 first, then group 0 alone: a range of groups reads its own rows of every segment.
+                for (int g = 0; g < 5; g++) InterleavedRows.PackGroup(f, isa, pw + g * groupRows * rb, rb, cols, pp + g * gb);
+                // Groups 1–4 first, then group 0 alone: a range of groups starting inside the copy.
                 InterleavedRows.Multiply(f, isa, pp, 5, 1, 4, cols, pa, py + groupRows);
                 InterleavedRows.Multiply(f, isa, pp, 5, 0, 1, cols, pa, py);
             }
