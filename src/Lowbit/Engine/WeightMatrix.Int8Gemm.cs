@@ -238,16 +238,19 @@ internal sealed unsafe partial class WeightMatrix
 
     /// <summary>
     /// Decode pieces (see <see cref="ParallelRunner.ForRanges"/>): each thread streams its own contiguous share of
-    /// a step's rows in pieces of up to 1 MiB, shrinking to 128 KiB as the share runs out (a quarter of what is
+    /// a step's rows in pieces of up to 1 MiB, shrinking to 512 KiB as the share runs out (a quarter of what is
     /// left), and a thread done early takes pieces from the back of the other shares. Fixed 1 MiB items, one
     /// per thread and step for the 2.4 MB attn_output of the 1B model, left the first thread to finish waiting
     /// for the other 0.5–0.8 ms per token; with shares and stealing, decode of the synthetic 1B model ran
     /// 5–8 % faster (Q4_0, Q4_K, Q8_0; same process, alternating every 4 tokens). Uniform 64 KiB pieces were
-    /// 6 % slower: every piece taken from the back is a fresh stream. The floor does not matter: 32, 64 and 256 KiB
-    /// decoded the 1B Q4_0 model at the same 70.3–70.6 t/s as 128 (stop 14, one process alternating); the ~2 % of a
-    /// token the first thread to finish waits at the end of a step is not set by the size of the last pieces.
+    /// 6 % slower: every piece taken from the back is a fresh stream. At stop 14 the floor did not matter (32, 64 and
+    /// 256 KiB decoded the 1B Q4_0 model at the same 70.3–70.6 t/s as 128). Once the copies held whole rows (stop 23),
+    /// a 512 KiB floor against 128, one process alternating every 4 tokens, each cycle bucketed by a plain read of the
+    /// weights after it: Q4_0 +2.1 and +1.7 % with reads near 59 GB/s, +0.2 and +1.0 near 50, −0.3 and +0.5 near 34
+    /// (two runs); Q4_K +0.9, +2.0, +0.9; Q8_0 +0.1, −1.0 (3 cycles), +0.4. Fixed 1 MiB pieces (no shrinking) gave Q4_0
+    /// +1.1 / −0.7 / 0.0, fixed 2 MiB +3.1 and +0.7 near 59 but −1.0 near 34 and Q4_K +0.4 / 0.0 / −0.1.
     /// </summary>
-    private const int DecodePieceBytes = 1 << 20, DecodeMinPieceBytes = 128 << 10;
+    private const int DecodePieceBytes = 1 << 20, DecodeMinPieceBytes = 512 << 10;
 
     /// <summary>A decode step over <paramref name="units"/> units of about <paramref name="unitBytes"/> weight bytes each.</summary>
     private static void DecodeRanges(ParallelRunner par, int units, long unitBytes, bool serial, Action<int, int> body)
@@ -257,7 +260,7 @@ internal sealed unsafe partial class WeightMatrix
     }
 
     /// <summary>A decode step's largest and smallest pieces, in units of <paramref name="unitBytes"/>.</summary>
-    private static (int Chunk, int MinChunk) DecodePieceUnits(long unitBytes)
+    internal static (int Chunk, int MinChunk) DecodePieceUnits(long unitBytes)
     {
         unitBytes = Math.Max(1, unitBytes);
         return ((int)Math.Clamp(DecodePieceBytes / unitBytes, 1, int.MaxValue), (int)Math.Clamp(DecodeMinPieceBytes / unitBytes, 1, int.MaxValue));

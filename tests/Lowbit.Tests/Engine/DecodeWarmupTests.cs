@@ -76,15 +76,19 @@ public sealed class DecodeWarmupTests
         var f = GemmFormat.Q4_0;
         var isa = QuantizedGemm.BestIsa;
         if (!InterleavedRows.IsSupported(f)) return;
-        int g = InterleavedRows.RowsPerGroup(f, isa), cols = 32768, groups = 64 / g, half = groups / 2;
+        int g = InterleavedRows.RowsPerGroup(f, isa), cols = 8192, groups = 64 / g, half = groups / 2;
         long gb = InterleavedRows.GroupBytes(f, isa, cols);
         var m = Matrix(groups * g, cols);
         nint p = CopyOf(m);
-        // Whole groups one after another: thread 1 reads the second half of the groups. A first piece is a quarter of the
-        // share, at least the groups of 128 KiB: here one group (147,456 or 294,912 bytes), so one run of one group.
+        // Whole groups one after another: thread 1 reads the second half of the groups. Its first piece (as the decode
+        // step cuts it) is one run, however many groups it takes.
+        var (chunk, minChunk) = WeightMatrix.DecodePieceUnits(gb);
+        var (front, first) = Two.FirstPiece(groups, chunk, minChunk, 1);
+        Assert.Equal(half, front);
+        Assert.InRange(first, 1, half);
         var plan = WeightMatrix.DecodeWarmPlan([m], Two, bytes: 1 << 20)!;
-        Assert.Equal([(p, gb)], plan.For(0).ToArray());
-        Assert.Equal([(p + (nint)(half * gb), gb)], plan.For(1).ToArray());
+        Assert.Equal([(p, first * gb)], plan.For(0).ToArray());
+        Assert.Equal([(p + (nint)(half * gb), first * gb)], plan.For(1).ToArray());
         // A budget short of the first piece: its first bytes.
         var small = WeightMatrix.DecodeWarmPlan([m], Two, bytes: gb / 2)!;
         Assert.Equal([(p + (nint)(half * gb), gb / 2)], small.For(1).ToArray());
@@ -101,7 +105,10 @@ public sealed class DecodeWarmupTests
         nint pa = CopyOf(a), pb = CopyOf(b);
         var plan = WeightMatrix.DecodeWarmPlan([a, b], Two, bytes: 1 << 20)!;
         Assert.Equal([(pa, gb)], plan.For(0).ToArray());
-        Assert.Equal([(pb, gb)], plan.For(1).ToArray()); // a first piece of one 256 KiB group
+        // Thread 1's share is b's two 256 KiB groups; its first piece takes both (the 512 KiB floor), as one run.
+        Assert.Equal([(pb, 2 * gb)], plan.For(1).ToArray());
+        var small = WeightMatrix.DecodeWarmPlan([a, b], Two, bytes: gb + 4096)!;
+        Assert.Equal([(pb, gb + 4096)], small.For(1).ToArray());
     }
 
     [Fact]
