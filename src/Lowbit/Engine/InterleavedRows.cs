@@ -198,17 +198,6 @@ internal static unsafe class InterleavedRows
     };
 
     /// <summary>
-    /// The runs <see cref="Multiply"/> reads for groups [<paramref name="g0"/>, <paramref name="g0"/> + <paramref name="count"/>),
-    /// (one, up to <paramref name="bytes"/>): what a warm-up of that call prefetches (<see cref="ParallelRunner.Warmup"/>).
-    /// </summary>
-    public static void AddRuns(GemmFormat f, GemmIsa isa, byte* copy, int g0, int count, int cols, long bytes,
-        List<(nint Start, long Bytes)> runs)
-    {
-        int groupBytes = GroupBytes(f, isa, cols);
-        runs.Add(((nint)(copy + (long)g0 * groupBytes), Math.Min(bytes, (long)count * groupBytes)));
-    }
-
-    /// <summary>
     /// Packs <see cref="RowsPerGroup"/> consecutive encoded rows (<paramref name="rowBytes"/> apart) as the group of
     /// <see cref="GroupBytes"/> bytes at <paramref name="group"/>, for the kernels of <paramref name="isa"/>: its blocks
     /// in column order, each holding every row's block.

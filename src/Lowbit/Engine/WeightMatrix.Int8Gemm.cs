@@ -166,11 +166,10 @@ internal sealed unsafe partial class WeightMatrix
                 int g = Math.Min(take, groups - u0); // whole groups only: a tail unit reads the file's rows
                 if (g > 0)
                 {
-                    byte* copy = (byte*)m._interleaved!.Pointer;
-                    int before = runs.Count;
-                    if (f16) runs.Add(((nint)(copy + (long)u0 * unitBytes), Math.Min(budget, (long)g * unitBytes)));
-                    else InterleavedRows.AddRuns(format, isa, copy, u0, g, m.Cols, budget, runs);
-                    for (int r = before; r < runs.Count; r++) budget -= runs[r].Bytes;
+                    // Both copies hold whole groups one after another: the piece's groups are one run.
+                    long run = Math.Min(budget, (long)g * unitBytes);
+                    runs.Add(((nint)((byte*)m._interleaved!.Pointer + (long)u0 * unitBytes), run));
+                    budget -= run;
                 }
                 front += take;
                 piece -= take;

@@ -107,9 +107,9 @@ internal sealed unsafe partial class WeightMatrix
             fixed (byte* pw = Data.Span)
                 for (int g = item * perItem, end = Math.Min(groups, g + perItem); g < end; g++)
                 {
-                    byte* src = pw + (long)g * groupRows * _rowBytes;
-                    if (f is { } q) InterleavedRows.PackGroup(q, QuantizedGemm.BestIsa, src, (int)_rowBytes, Cols, pc + (long)g * gb);
-                    else InterleavedRows.PackF16Group(src, (int)_rowBytes, Cols, pc + (long)g * gb);
+                    byte* src = pw + (long)g * groupRows * _rowBytes, dst = pc + (long)g * gb;
+                    if (f is { } q) InterleavedRows.PackGroup(q, QuantizedGemm.BestIsa, src, (int)_rowBytes, Cols, dst);
+                    else InterleavedRows.PackF16Group(src, (int)_rowBytes, Cols, dst);
                 }
         });
         return copy;
