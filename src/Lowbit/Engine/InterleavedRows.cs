@@ -29,7 +29,9 @@ namespace Lowbit.Engine;
 /// (8192 x 2048 matrices, one segment either way: Q4_0 84.2 %, Q4_K 81.6, Q8_0 89.4 near 60). Decode of the synthetic
 /// 1B Q4_0 model, two engines alternated every 4 tokens, each measured against a read of its own weights: 77.4 against
 /// 74.5 % near 60 GB/s, 88.7 against 80.4 near 52, 97.1 against 94.8 near 33. The activation of a whole row (10 KB
-/// for 8192 Q4_0 columns) is then met once per group; that it leaves L1 between groups costs less than the runs did.
+/// for 8192 Q4_0 columns) was then met once per group and left L1 between groups; since stop 24 a group of such rows
+/// stacks several kernel groups segment by segment (<see cref="StackedGroups"/>), so each 2048-column segment of the
+/// activation serves the whole stack from L1 and the copy is still one stream.
 /// Layouts cannot be compared with one engine (or one set of matrices) per layout in a process
 /// unless each is measured against a read of its own memory: on this VM identical sets of matrices, built and streamed
 /// alike in one process and alternated, streamed at 33.6–38.7 GB/s (six 512 MiB sets of 2048x2048 Q4_0) and 32.8–42.8
@@ -148,10 +150,44 @@ internal static unsafe class InterleavedRows
     public static bool IsSupported(GemmFormat f) => f is GemmFormat.Q4_0 or GemmFormat.Q8_0 or GemmFormat.Q4_K && QuantizedGemm.BestIsa != GemmIsa.Scalar;
 
     /// <summary>
-    /// Rows per group of <paramref name="f"/>'s interleaved copy for the kernels of <paramref name="isa"/>: 16 where the
-    /// copy pairs nibbles (<see cref="PairsNibbles"/>), otherwise <see cref="GroupRows"/>.
+    /// Rows per group of <paramref name="f"/>'s interleaved copy of rows of <paramref name="cols"/> columns for the kernels
+    /// of <paramref name="isa"/>: the kernel group's rows (<see cref="BaseRows"/>) times the groups a stack holds
+    /// (<see cref="StackedGroups"/>; 1 for rows of up to 2048 columns). A matrix's rows short of a last group decode
+    /// through the row kernels.
     /// </summary>
-    public static int RowsPerGroup(GemmFormat f, GemmIsa isa) => PairsNibbles(f, isa) ? 2 * GroupRows : GroupRows;
+    public static int RowsPerGroup(GemmFormat f, GemmIsa isa, int cols) => BaseRows(f, isa) * StackedGroups(f, isa, cols);
+
+    /// <summary>Rows of one group as the kernels take it: 16 where the copy pairs nibbles, otherwise <see cref="GroupRows"/>.</summary>
+    private static int BaseRows(GemmFormat f, GemmIsa isa) => PairsNibbles(f, isa) ? 2 * GroupRows : GroupRows;
+
+    /// <summary>Columns of one segment of a stacked group (<see cref="StackedGroups"/>).</summary>
+    internal const int SegmentValues = 2048;
+
+    /// <summary>Largest size of a stacked group (<see cref="StackedGroups"/>).</summary>
+    private const int StackBytes = 256 << 10;
+
+    /// <summary>
+    /// How many kernel groups (<see cref="BaseRows"/> rows each) one group of the copy stacks, for rows of
+    /// <paramref name="cols"/> columns: 1 for rows of up to <see cref="SegmentValues"/> columns, otherwise the largest
+    /// power of two whose stack stays within <see cref="StackBytes"/>. A stack is stored segment by segment
+    /// ([segment of 2048 columns][kernel group][blocks]), so a pass over one segment of its kernel groups reads only that
+    /// segment's activations (2 KB for Q4_0), which stay in L1 across the stack, while the copy is still one sequential
+    /// stream. With whole rows, the activation of a long row (8.6 KB for 8192 Q4_K columns) left L1 between groups, as
+    /// 38 KB of weights streamed past it, and came back from L2 each time; keeping it in L1 (a kernel that wrapped its
+    /// activation every 2048 columns, same stream) took two threads over 2048 x 8192 Q4_K matrices from 70.5 to 77.9 %
+    /// of a plain read near 59 GB/s, 76.3 to 85.1 near 51 and 89.7 to 94.7 near 33, where 8192 x 2048 matrices stayed
+    /// level (80.7 / 80.1 %; one process alternating the sets, each pass bucketed by a read after it).
+    /// </summary>
+    internal static int StackedGroups(GemmFormat f, GemmIsa isa, int cols)
+    {
+        if (cols <= SegmentValues) return 1;
+        long baseBytes = (long)BaseGroupBytes(f, isa, cols);
+        int n = 1;
+        while (2 * n * baseBytes <= StackBytes) n *= 2;
+        return n;
+    }
+
+    private static int BaseGroupBytes(GemmFormat f, GemmIsa isa, int cols) => cols / QuantizedGemm.BlockValues(f) * StoredBlockBytes(f, isa);
 
     /// <summary>
     /// Whether the copy of <paramref name="f"/> for <paramref name="isa"/> holds 16 rows a group with the codes of rows
@@ -172,7 +208,7 @@ internal static unsafe class InterleavedRows
     private static bool PairsNibbles(GemmFormat f, GemmIsa isa) => f == GemmFormat.Q4_0 && isa != GemmIsa.AvxVnni;
 
     /// <summary>Bytes of one interleaved group (<see cref="RowsPerGroup"/> rows) of <paramref name="f"/> for <paramref name="isa"/>.</summary>
-    public static int GroupBytes(GemmFormat f, GemmIsa isa, int cols) => cols / QuantizedGemm.BlockValues(f) * StoredBlockBytes(f, isa);
+    public static int GroupBytes(GemmFormat f, GemmIsa isa, int cols) => StackedGroups(f, isa, cols) * BaseGroupBytes(f, isa, cols);
 
     /// <summary>
     /// Whether every fp16 scale (Q4_K: d and dmin) of <paramref name="rowCount"/> encoded rows is finite. The kernels
@@ -199,13 +235,31 @@ internal static unsafe class InterleavedRows
 
     /// <summary>
     /// Packs <see cref="RowsPerGroup"/> consecutive encoded rows (<paramref name="rowBytes"/> apart) as the group of
-    /// <see cref="GroupBytes"/> bytes at <paramref name="group"/>, for the kernels of <paramref name="isa"/>: its blocks
-    /// in column order, each holding every row's block.
+    /// <see cref="GroupBytes"/> bytes at <paramref name="group"/>, for the kernels of <paramref name="isa"/>: per
+    /// segment (<see cref="StackedGroups"/>; one for rows of up to <see cref="SegmentValues"/> columns) each kernel group
+    /// of the stack, its blocks in column order, each holding every row's block.
     /// </summary>
     public static void PackGroup(GemmFormat f, GemmIsa isa, byte* rows, int rowBytes, int cols, byte* group)
     {
         int blockBytes = StoredBlockBytes(f, isa), blocks = cols / QuantizedGemm.BlockValues(f);
-        int fileBlock = QuantizedGemm.WeightBlockBytes(f);
+        int fileBlock = QuantizedGemm.WeightBlockBytes(f), stack = StackedGroups(f, isa, cols), baseRows = BaseRows(f, isa);
+        int segmentBlocks = stack == 1 ? blocks : SegmentValues / QuantizedGemm.BlockValues(f);
+        for (int b0 = 0; b0 < blocks; b0 += segmentBlocks)
+        {
+            int n = Math.Min(segmentBlocks, blocks - b0);
+            for (int j = 0; j < stack; j++)
+                PackBlocks(f, isa, rows + (long)j * baseRows * rowBytes + (long)b0 * fileBlock, rowBytes, n,
+                    group + ((long)b0 * stack + (long)j * n) * blockBytes);
+        }
+    }
+
+    /// <summary>
+    /// Packs <paramref name="blocks"/> blocks of <see cref="BaseRows"/> rows (from <paramref name="rows"/>,
+    /// <paramref name="rowBytes"/> apart) at <paramref name="group"/>, in column order, each holding every row's block.
+    /// </summary>
+    private static void PackBlocks(GemmFormat f, GemmIsa isa, byte* rows, int rowBytes, int blocks, byte* group)
+    {
+        int blockBytes = StoredBlockBytes(f, isa), fileBlock = QuantizedGemm.WeightBlockBytes(f);
         if (PairsNibbles(f, isa))
         {
             PackPairedQ40Group(rows, rowBytes, fileBlock, blocks, blockBytes, group);
@@ -281,38 +335,52 @@ internal static unsafe class InterleavedRows
         if (!IsSupported(f) || isa == GemmIsa.Scalar || !QuantizedGemm.IsSupported(isa))
             throw new ArgumentException($"no interleaved {f} kernel for {isa}");
         if (g0 < 0 || count < 0 || g0 + count > groups) throw new ArgumentOutOfRangeException(nameof(count));
-        int groupBytes = GroupBytes(f, isa, cols), blocks = cols / QuantizedGemm.BlockValues(f);
-        int rowsPerGroup = RowsPerGroup(f, isa);
+        int groupBytes = GroupBytes(f, isa, cols), blocks = cols / QuantizedGemm.BlockValues(f), blockBytes = StoredBlockBytes(f, isa);
+        int stack = StackedGroups(f, isa, cols), baseRows = BaseRows(f, isa), rowsPerGroup = stack * baseRows;
+        int segmentBlocks = stack == 1 ? blocks : SegmentValues / QuantizedGemm.BlockValues(f);
         bool vnni = isa == GemmIsa.AvxVnni;
         PrefetchHead(copy + (long)g0 * groupBytes, (long)count * groupBytes);
         for (int g = g0; g < g0 + count; g++)
         {
-            byte* w = copy + (long)g * groupBytes;
+            byte* group = copy + (long)g * groupBytes;
             float* yg = y + rowsPerGroup * (g - g0);
-            switch (f)
+            // Segment by segment, each kernel group of the stack in turn; later segments carry on from y.
+            for (int b0 = 0; b0 < blocks; b0 += segmentBlocks)
             {
-                case GemmFormat.Q4_0 when vnni: Q40Group(w, blocks, cols, act, yg); break;
-                case GemmFormat.Q4_0: Q40Pairs(w, blocks, cols, act, yg); break;
-                case GemmFormat.Q8_0 when vnni: Q80Group<QuantizedGemm.Q80Vnni>(w, blocks, cols, act, yg); break;
-                case GemmFormat.Q8_0: Q80Group<QuantizedGemm.Q80Avx2>(w, blocks, cols, act, yg); break;
-                case GemmFormat.Q4_K when vnni: Q4KGroup<QuantizedGemm.Q40Vnni>(w, blocks, cols, act, yg); break;
-                default: Q4KGroup<QuantizedGemm.Q40Avx2>(w, blocks, cols, act, yg); break;
+                int n = Math.Min(segmentBlocks, blocks - b0);
+                bool carry = b0 > 0;
+                for (int j = 0; j < stack; j++)
+                {
+                    byte* w = group + ((long)b0 * stack + (long)j * n) * blockBytes;
+                    float* yj = yg + baseRows * j;
+                    switch (f)
+                    {
+                        case GemmFormat.Q4_0 when vnni: Q40Group(w, b0, n, cols, act, yj, carry); break;
+                        case GemmFormat.Q4_0: Q40Pairs(w, b0, n, cols, act, yj, carry); break;
+                        case GemmFormat.Q8_0 when vnni: Q80Group<QuantizedGemm.Q80Vnni>(w, b0, n, cols, act, yj, carry); break;
+                        case GemmFormat.Q8_0: Q80Group<QuantizedGemm.Q80Avx2>(w, b0, n, cols, act, yj, carry); break;
+                        case GemmFormat.Q4_K when vnni: Q4KGroup<QuantizedGemm.Q40Vnni>(w, b0, n, cols, act, yj, carry); break;
+                        default: Q4KGroup<QuantizedGemm.Q40Avx2>(w, b0, n, cols, act, yj, carry); break;
+                    }
+                }
             }
         }
     }
 
-    // The group kernels write the dots of a group's rows (8, or 16 for the paired copy) over its blocks into y.
+    // The group kernels write the dots of a kernel group's rows (8, or 16 for the paired copy) over blocks
+    // [first, first + blocks) into y; with carry they go on from the partial dots y holds (the earlier segments), adding
+    // block after block as a whole row does, so the same bits.
 
     /// <summary>Q4_0 on the 8-row copy with VNNI: two vpdpbusd chains (low / high nibbles) a block.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Q40Group(byte* w, int blocks, int cols, byte* act, float* y)
+    private static void Q40Group(byte* w, int first, int blocks, int cols, byte* act, float* y, bool carry)
     {
-        float* da = (float*)(act + cols);
-        int* corr = (int*)(act + cols + 4 * (cols / 32));
+        float* da = (float*)(act + cols) + first;
+        int* corr = (int*)(act + cols + 4 * (cols / 32)) + first;
         var low = Vector256.Create((byte)0x0F);
         var highMatrix = HighNibbleMatrix;
-        Vector256<float> acc = default;
-        byte* a = act;
+        var acc = carry ? Vector256.Load(y) : default;
+        byte* a = act + 32 * first;
         for (nint b = 0; b < blocks; b++, w += Q40Block, a += 32)
         {
             // Every 64-byte line of the block ahead (prefetch gaps ≤ 64 bytes).
@@ -352,15 +420,16 @@ internal static unsafe class InterleavedRows
     /// int16 pair sums from <see cref="PairSums"/> (one activation broadcast per two pmaddubsw), widened by one pmaddwd.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Q40Pairs(byte* w, int blocks, int cols, byte* act, float* y)
+    private static void Q40Pairs(byte* w, int first, int blocks, int cols, byte* act, float* y, bool carry)
     {
-        float* da = (float*)(act + cols);
-        int* corr = (int*)(act + cols + 4 * (cols / 32));
+        float* da = (float*)(act + cols) + first;
+        int* corr = (int*)(act + cols + 4 * (cols / 32)) + first;
         var low = Vector256.Create((byte)0x0F);
         var highMatrix = HighNibbleMatrix;
         var ones = Vector256.Create((short)1);
-        Vector256<float> acc0 = default, acc1 = default;
-        byte* a = act;
+        var acc0 = carry ? Vector256.Load(y) : default;
+        var acc1 = carry ? Vector256.Load(y + GroupRows) : default;
+        byte* a = act + 32 * first;
         for (nint b = 0; b < blocks; b++, w += Q40PairBlock, a += 32)
         {
             // Every 64-byte line of the 288-byte block ahead.
@@ -436,12 +505,12 @@ internal static unsafe class InterleavedRows
     /// codes and subtracts 128·Σw, itself one vpdpbusd of 0x80 bytes with the codes; AVX2 uses |w| ⊗ sign(a, w).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Q80Group<V>(byte* w, int blocks, int cols, byte* act, float* y) where V : struct, QuantizedGemm.IVariant
+    private static void Q80Group<V>(byte* w, int first, int blocks, int cols, byte* act, float* y, bool carry) where V : struct, QuantizedGemm.IVariant
     {
-        float* da = (float*)(act + cols);
+        float* da = (float*)(act + cols) + first;
         var bias = Vector256.Create((byte)0x80);
-        Vector256<float> acc = default;
-        byte* a = act;
+        var acc = carry ? Vector256.Load(y) : default;
+        byte* a = act + 32 * first;
         for (nint b = 0; b < blocks; b++, w += Q80Block, a += 32)
         {
             // One line ahead per 272-byte block, not every line: prefetching all five lines of the block ahead
@@ -492,15 +561,15 @@ internal static unsafe class InterleavedRows
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Q4KGroup<V>(byte* w, int blocks, int cols, byte* act, float* y) where V : struct, QuantizedGemm.IVariant
+    private static void Q4KGroup<V>(byte* w, int first, int blocks, int cols, byte* act, float* y, bool carry) where V : struct, QuantizedGemm.IVariant
     {
-        float* yd = (float*)(act + cols);
-        int* pairs = (int*)(act + cols + 4 * (cols / 256));
+        float* yd = (float*)(act + cols) + first;
+        int* pairs = (int*)(act + cols + 4 * (cols / 256)) + 4 * first;
         var low = Vector256.Create((byte)0x0F);
         var highMatrix = HighNibbleMatrix;
         var ones = Vector256.Create((short)1);
-        Vector256<float> acc = default;
-        byte* a = act;
+        var acc = carry ? Vector256.Load(y) : default;
+        byte* a = act + 256 * first;
         for (nint b = 0; b < blocks; b++, w += KBlock, a += 256, pairs += 4)
         {
             byte* ahead = w + PrefetchBytes;

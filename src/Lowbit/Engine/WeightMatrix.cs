@@ -91,7 +91,7 @@ internal sealed unsafe partial class WeightMatrix
     /// Rows per group of the interleaved copy: <see cref="InterleavedRows.RowsPerGroup"/> for a quantized format on this
     /// CPU, <see cref="InterleavedRows.GroupRows"/> for F16.
     /// </summary>
-    private int InterleavedGroupRows => _int8Gemm is { } f ? InterleavedRows.RowsPerGroup(f, QuantizedGemm.BestIsa) : InterleavedRows.GroupRows;
+    private int InterleavedGroupRows => _int8Gemm is { } f ? InterleavedRows.RowsPerGroup(f, QuantizedGemm.BestIsa, Cols) : InterleavedRows.GroupRows;
 
     /// <summary>The interleaved decode copy of the whole groups of rows (format null: F16).</summary>
     private NativeSlice Interleave(GemmFormat? f, NativeArena? memory)

@@ -49,7 +49,7 @@ public sealed class DecodeWarmupTests
         var f = GemmFormat.Q4_0;
         var isa = QuantizedGemm.BestIsa;
         if (!InterleavedRows.IsSupported(f)) return;
-        int g = InterleavedRows.RowsPerGroup(f, isa), k = 16 / g, cols = 2048; // 2^18 multiply-adds: a parallel step
+        int g = InterleavedRows.RowsPerGroup(f, isa, 2048), k = 16 / g, cols = 2048; // 2^18 multiply-adds: a parallel step
         long gb = InterleavedRows.GroupBytes(f, isa, cols);
         // 5k + 2k + k units: thread 1's share is units [4k, 8k): the last k units of a, all of b, all of c (one first piece).
         var a = Matrix(5 * k * g, cols);
@@ -76,7 +76,7 @@ public sealed class DecodeWarmupTests
         var f = GemmFormat.Q4_0;
         var isa = QuantizedGemm.BestIsa;
         if (!InterleavedRows.IsSupported(f)) return;
-        int g = InterleavedRows.RowsPerGroup(f, isa), cols = 8192, groups = 64 / g, half = groups / 2;
+        int g = InterleavedRows.RowsPerGroup(f, isa, 8192), cols = 8192, groups = 64 / g, half = groups / 2;
         long gb = InterleavedRows.GroupBytes(f, isa, cols);
         var m = Matrix(groups * g, cols);
         nint p = CopyOf(m);

@@ -289,7 +289,7 @@ public sealed unsafe class QuantizedGemmTests
         var rng = new Random(4242 + (int)f * 5 + (int)isa);
         foreach (int cols in f == GemmFormat.Q4_K ? new[] { 256, 1024, 2560, 4096 } : new[] { 32, 192, 2144, 4096 })
         {
-            int groupRows = InterleavedRows.RowsPerGroup(f, isa), rows = 5 * groupRows;
+            int groupRows = InterleavedRows.RowsPerGroup(f, isa, cols), rows = 5 * groupRows;
             byte[] w = RandomWeights(f, rows, cols, rng);
             byte[] xq = RandomActivations(f, 1, cols, rng);
             int rb = QuantizedGemm.WeightRowBytes(f, cols);
@@ -323,13 +323,18 @@ public sealed unsafe class QuantizedGemmTests
         var f = Enum.Parse<GemmFormat>(format);
         var codec = CodecOf(f);
         var rng = new Random(77 + (int)f);
-        // One segment, and several with a short last one (InterleavedRows.SegmentValues columns each).
+        // One segment, and several with a short last one (InterleavedRows.SegmentValues columns each; the groups of such
+        // rows stack several kernel groups, InterleavedRows.StackedGroups).
         foreach (int cols in f == GemmFormat.Q4_K ? new[] { 512, 4864 } : new[] { 96, 4192 })
-            foreach (int rows in new[] { 8, 16, 45, 3, 32 }) // whole groups (of 8 or 16 rows), groups plus a tail, tail only
+        {
+            int g = InterleavedRows.RowsPerGroup(f, QuantizedGemm.BestIsa, cols);
+            // Whole groups (of 8 or 16 rows, or a stack), groups plus a tail, tail only.
+            foreach (int rows in new[] { 8, 16, 45, 3, 32, g, 2 * g + 5 })
             {
                 bool copied = InterleavedDecodeCheck.Run(codec, rows, cols, tokens: 3, rng);
-                Assert.Equal(InterleavedRows.IsSupported(f) && rows >= InterleavedRows.RowsPerGroup(f, QuantizedGemm.BestIsa), copied);
+                Assert.Equal(InterleavedRows.IsSupported(f) && rows >= g, copied);
             }
+        }
     }
 
     [Theory]
