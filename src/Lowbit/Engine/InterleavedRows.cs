@@ -161,7 +161,7 @@ internal static unsafe class InterleavedRows
     private static int BaseRows(GemmFormat f, GemmIsa isa) => PairsNibbles(f, isa) ? 2 * GroupRows : GroupRows;
 
     /// <summary>Columns of one segment of a stacked group (<see cref="StackedGroups"/>).</summary>
-    internal const int SegmentValues = 2048;
+    private const int SegmentValues = 2048;
 
     /// <summary>Largest size of a stacked group (<see cref="StackedGroups"/>).</summary>
     private const int StackBytes = 256 << 10;
@@ -243,15 +243,25 @@ internal static unsafe class InterleavedRows
     {
         int blockBytes = StoredBlockBytes(f, isa), blocks = cols / QuantizedGemm.BlockValues(f);
         int fileBlock = QuantizedGemm.WeightBlockBytes(f), stack = StackedGroups(f, isa, cols), baseRows = BaseRows(f, isa);
-        int segmentBlocks = stack == 1 ? blocks : SegmentValues / QuantizedGemm.BlockValues(f);
+        int segmentBlocks = SegmentBlocks(f, stack, blocks);
         for (int b0 = 0; b0 < blocks; b0 += segmentBlocks)
         {
             int n = Math.Min(segmentBlocks, blocks - b0);
             for (int j = 0; j < stack; j++)
                 PackBlocks(f, isa, rows + (long)j * baseRows * rowBytes + (long)b0 * fileBlock, rowBytes, n,
-                    group + ((long)b0 * stack + (long)j * n) * blockBytes);
+                    group + KernelGroupOffset(b0, n, j, stack, blockBytes));
         }
     }
+
+    /// <summary>Blocks per segment of a group stacking <paramref name="stack"/> kernel groups of <paramref name="blocks"/> blocks a row.</summary>
+    private static int SegmentBlocks(GemmFormat f, int stack, int blocks) => stack == 1 ? blocks : SegmentValues / QuantizedGemm.BlockValues(f);
+
+    /// <summary>
+    /// Where, in a group of <paramref name="stack"/> kernel groups, kernel group <paramref name="j"/>'s segment from block
+    /// <paramref name="b0"/> (<paramref name="n"/> blocks) starts: the layout [segment][kernel group][blocks], every
+    /// segment before it full.
+    /// </summary>
+    private static long KernelGroupOffset(int b0, int n, int j, int stack, int blockBytes) => ((long)b0 * stack + (long)j * n) * blockBytes;
 
     /// <summary>
     /// Packs <paramref name="blocks"/> blocks of <see cref="BaseRows"/> rows (from <paramref name="rows"/>,
@@ -337,7 +347,7 @@ internal static unsafe class InterleavedRows
         if (g0 < 0 || count < 0 || g0 + count > groups) throw new ArgumentOutOfRangeException(nameof(count));
         int groupBytes = GroupBytes(f, isa, cols), blocks = cols / QuantizedGemm.BlockValues(f), blockBytes = StoredBlockBytes(f, isa);
         int stack = StackedGroups(f, isa, cols), baseRows = BaseRows(f, isa), rowsPerGroup = stack * baseRows;
-        int segmentBlocks = stack == 1 ? blocks : SegmentValues / QuantizedGemm.BlockValues(f);
+        int segmentBlocks = SegmentBlocks(f, stack, blocks);
         bool vnni = isa == GemmIsa.AvxVnni;
         PrefetchHead(copy + (long)g0 * groupBytes, (long)count * groupBytes);
         for (int g = g0; g < g0 + count; g++)
@@ -351,7 +361,7 @@ internal static unsafe class InterleavedRows
                 bool carry = b0 > 0;
                 for (int j = 0; j < stack; j++)
                 {
-                    byte* w = group + ((long)b0 * stack + (long)j * n) * blockBytes;
+                    byte* w = group + KernelGroupOffset(b0, n, j, stack, blockBytes);
                     float* yj = yg + baseRows * j;
                     switch (f)
                     {
