@@ -176,7 +176,9 @@ internal static unsafe class InterleavedRows
     /// 38 KB of weights streamed past it, and came back from L2 each time; keeping it in L1 (a kernel that wrapped its
     /// activation every 2048 columns, same stream) took two threads over 2048 x 8192 Q4_K matrices from 70.5 to 77.9 %
     /// of a plain read near 59 GB/s, 76.3 to 85.1 near 51 and 89.7 to 94.7 near 33, where 8192 x 2048 matrices stayed
-    /// level (80.7 / 80.1 %; one process alternating the sets, each pass bucketed by a read after it).
+    /// level (80.7 / 80.1 %; one process alternating the sets, each pass bucketed by a read after it). Prefetching the
+    /// next segment's activation during the stack's last or middle kernel group was level (75.6 / 77.6 against 77.1 %
+    /// near 63 GB/s, 87.6 / 87.9 against 88.4 near 50; stop 25).
     /// </summary>
     internal static int StackedGroups(GemmFormat f, GemmIsa isa, int cols)
     {
@@ -570,6 +572,19 @@ internal static unsafe class InterleavedRows
         }
     }
 
+    /// <summary>
+    /// Q4_K on the 8-row copy, 256-bit registers. On the Zen 4 VM one thread ran it at ~38 GB/s from L2, ~115 cycles a
+    /// 1184-byte block at 3.66 GHz, where its 112 pmaddubsw / GFNI / pmaddwd / pmulld (two a cycle) allow ~56: a copy of
+    /// its inner loop alone, loads from L1, took 95–118 cycles, so it is bound near three instructions a cycle, not by
+    /// the multiply pipes. Stop 25 tried the same multiplies in half the instructions: 512-bit registers on the same
+    /// 1184-byte blocks (codes stored [c][s:4][row:8][8 bytes], one qword broadcast of the activation per 64 bytes, the
+    /// scales met in the pmaddwd that widens, a row's two dwords added once a block; same bits). Its inner loop alone ran
+    /// ~65 cycles and the kernel 1.13–1.16x faster from L2, but the synthetic 1B model decoded slower with it: 63.9 and
+    /// 64.7 % of the read near 60 GB/s against 73.3 and 74.0 % with this kernel, 87.4–90.1 against 93.5 near 34
+    /// (one process alternating the two every 4 tokens; prefetching 8 KB ahead for it changed nothing). With stop 24's
+    /// 16-row 512-bit kernel (also faster in L2, slower streamed) that points at 512-bit registers, not the row count.
+    /// Prefetching every other line (10 prefetches a block, not 19) was level: 71.5 against 71.9 % near 60.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Q4KGroup<V>(byte* w, int first, int blocks, int cols, byte* act, float* y, bool carry) where V : struct, QuantizedGemm.IVariant
     {
