@@ -580,9 +580,9 @@ internal static unsafe class InterleavedRows
     /// 1184-byte blocks (codes stored [c][s:4][row:8][8 bytes], one qword broadcast of the activation per 64 bytes, the
     /// scales met in the pmaddwd that widens, a row's two dwords added once a block; same bits). Its inner loop alone ran
     /// ~65 cycles and the kernel 1.13–1.16x faster from L2, but the synthetic 1B model decoded slower with it: 63.9 and
-    /// 64.7 % of the read near 60 GB/s against 73.3 and 74.0 % with this kernel, 87.4–90.1 against 93.5 near 34
-    /// (one process alternating the two every 4 tokens; prefetching 8 KB ahead for it changed nothing). Half of its
-    /// 64-byte loads straddled two lines (1184 = 18.5 lines a block); padded to 1216-byte blocks, every load aligned,
+    /// 64.7 % of the read near 60 GB/s against 73.3 and 74.0 % with this kernel, 87.4–90.1 against 93.5–93.6
+    /// near 34 (one process alternating the two every 4 tokens; prefetching 8 KB ahead for it changed nothing). Half of
+    /// its 64-byte loads straddled two lines (1184 = 18.5 lines a block); padded to 1216-byte blocks, every load aligned,
     /// it decoded at 69.2 against 73.0 t/s near 60 GB/s (−5 %, 2.7 % of it the padding, against −12 % unaligned), so
     /// still slower, as stop 24's 16-row 512-bit kernel was (its 2368-byte blocks are whole lines).
     /// Prefetching every other line (10 prefetches a block, not 19) was level: 71.5 against 71.9 % near 60. So was a
